@@ -1,0 +1,183 @@
+/* cli: see cli.h. */
+#include "cli.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+int cli_fail(const char *msg) {
+    fprintf(stderr, "hearth: %s\n", msg);
+    return 1;
+}
+
+static int parse_int(const char *flag, const char *s, long lo, long hi, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "hearth: %s expects an integer in [%ld, %ld], got '%s'\n", flag, lo, hi, s);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_float(const char *flag, const char *s, float lo, float hi, float *out) {
+    char *end;
+    errno = 0;
+    float v = strtof(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "hearth: %s expects a number in [%g, %g], got '%s'\n", flag, lo, hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int cli_parse(struct cli_opts *o, int argc, char **argv, int first, unsigned allowed, const char *cmd) {
+    memset(o, 0, sizeof *o);
+    session_opts_default(&o->sess);
+    sampler_params_default(&o->sp);
+    o->n_predict = 128;
+    o->bench_pp = 512;
+    o->bench_tg = 128;
+    o->bench_reps = 3;
+    for (int i = first; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEED_VALUE()                                                                                                 \
+    do {                                                                                                             \
+        if (!v) {                                                                                                    \
+            fprintf(stderr, "hearth %s: %s needs a value\n", cmd, a);                                                \
+            return -1;                                                                                               \
+        }                                                                                                            \
+        i++;                                                                                                         \
+    } while (0)
+        int seed_tmp;
+        if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
+            o->verbose++;
+            log_set_level(o->verbose > 1 ? LOG_DEBUG : LOG_INFO);
+        } else if ((allowed & CLI_MODEL) && (!strcmp(a, "-m") || !strcmp(a, "--model"))) {
+            NEED_VALUE();
+            o->sess.model_path = v;
+        } else if ((allowed & CLI_PROMPT) && (!strcmp(a, "-p") || !strcmp(a, "--prompt"))) {
+            NEED_VALUE();
+            o->prompt = v;
+        } else if ((allowed & (CLI_PROMPT | CLI_PPL)) && (!strcmp(a, "-f") || !strcmp(a, "--file"))) {
+            NEED_VALUE();
+            o->prompt_file = v;
+        } else if ((allowed & CLI_GEN) && (!strcmp(a, "-n") || !strcmp(a, "--n-predict"))) {
+            NEED_VALUE();
+            if (parse_int(a, v, -1, INT_MAX, &o->n_predict)) return -1;
+        } else if ((allowed & CLI_GEN) && !strcmp(a, "--chat")) {
+            o->chat = 1;
+        } else if ((allowed & (CLI_GEN | CLI_BENCH | CLI_PPL)) && !strcmp(a, "--single-process")) {
+            o->single_process = 1;
+        } else if ((allowed & CLI_GEN) && !strcmp(a, "--temp")) {
+            NEED_VALUE();
+            if (parse_float(a, v, 0.0f, 100.0f, &o->sp.temp)) return -1;
+        } else if ((allowed & CLI_GEN) && !strcmp(a, "--top-k")) {
+            NEED_VALUE();
+            if (parse_int(a, v, 0, INT_MAX, &o->sp.top_k)) return -1;
+        } else if ((allowed & CLI_GEN) && !strcmp(a, "--top-p")) {
+            NEED_VALUE();
+            if (parse_float(a, v, 0.0f, 1.0f, &o->sp.top_p)) return -1;
+        } else if ((allowed & CLI_GEN) && !strcmp(a, "--min-p")) {
+            NEED_VALUE();
+            if (parse_float(a, v, 0.0f, 1.0f, &o->sp.min_p)) return -1;
+        } else if ((allowed & CLI_GEN) && !strcmp(a, "--repeat-penalty")) {
+            NEED_VALUE();
+            if (parse_float(a, v, 0.0f, 100.0f, &o->sp.repeat_penalty)) return -1;
+        } else if ((allowed & CLI_GEN) && !strcmp(a, "--repeat-last-n")) {
+            NEED_VALUE();
+            if (parse_int(a, v, 0, INT_MAX, &o->sp.repeat_last_n)) return -1;
+        } else if ((allowed & CLI_GEN) && (!strcmp(a, "-s") || !strcmp(a, "--seed"))) {
+            NEED_VALUE();
+            if (parse_int(a, v, 0, INT_MAX, &seed_tmp)) return -1;
+            o->sp.seed = (uint64_t)seed_tmp;
+        } else if ((allowed & (CLI_RUNTIME | CLI_BENCH | CLI_PPL)) && (!strcmp(a, "-c") || !strcmp(a, "--ctx-size"))) {
+            NEED_VALUE();
+            if (parse_int(a, v, 1, 1 << 20, &o->sess.n_ctx)) return -1;
+        } else if ((allowed & (CLI_RUNTIME | CLI_BENCH | CLI_PPL)) && (!strcmp(a, "-t") || !strcmp(a, "--threads"))) {
+            NEED_VALUE();
+            if (parse_int(a, v, 1, 1024, &o->sess.n_threads)) return -1;
+        } else if ((allowed & (CLI_RUNTIME | CLI_BENCH | CLI_PPL)) && (!strcmp(a, "-b") || !strcmp(a, "--batch-size"))) {
+            NEED_VALUE();
+            if (parse_int(a, v, 1, 1 << 16, &o->sess.max_batch)) return -1;
+        } else if ((allowed & CLI_BENCH) && !strcmp(a, "-p")) {
+            NEED_VALUE();
+            if (parse_int(a, v, 0, 1 << 20, &o->bench_pp)) return -1;
+        } else if ((allowed & CLI_BENCH) && !strcmp(a, "-n")) {
+            NEED_VALUE();
+            if (parse_int(a, v, 0, 1 << 20, &o->bench_tg)) return -1;
+        } else if ((allowed & CLI_BENCH) && (!strcmp(a, "-r") || !strcmp(a, "--repetitions"))) {
+            NEED_VALUE();
+            if (parse_int(a, v, 1, 1000, &o->bench_reps)) return -1;
+        } else if ((allowed & CLI_BENCH) && !strcmp(a, "--json")) {
+            o->json = 1;
+        } else if ((allowed & CLI_PPL) && !strcmp(a, "--chunks")) {
+            NEED_VALUE();
+            if (parse_int(a, v, 1, INT_MAX, &o->max_chunks)) return -1;
+        } else {
+            fprintf(stderr, "hearth %s: unknown option '%s' (see 'hearth %s --help')\n", cmd, a, cmd);
+            return -1;
+        }
+#undef NEED_VALUE
+    }
+    return 0;
+}
+
+char *cli_read_file(const char *path, size_t *len, char *err, size_t errlen) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap + 1);
+    while (buf) {
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0) break;
+        if (n == cap) {
+            char *grown = realloc(buf, 2 * cap + 1);
+            if (!grown) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = grown;
+            cap *= 2;
+        }
+    }
+    int failed = ferror(f);
+    fclose(f);
+    if (!buf || failed) {
+        snprintf(err, errlen, "cannot read %s: %s", path, buf ? strerror(errno) : "out of memory");
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    if (len) *len = n;
+    return buf;
+}
+
+char *cli_prompt_text(const struct cli_opts *o, size_t *len, char *err, size_t errlen) {
+    if (o->prompt && o->prompt_file) {
+        snprintf(err, errlen, "give the prompt with -p or -f, not both");
+        return NULL;
+    }
+    if (o->prompt_file) return cli_read_file(o->prompt_file, len, err, errlen);
+    if (!o->prompt) {
+        snprintf(err, errlen, "no prompt: give -p TEXT or -f FILE");
+        return NULL;
+    }
+    char *s = strdup(o->prompt);
+    if (!s) snprintf(err, errlen, "out of memory");
+    else if (len) *len = strlen(s);
+    return s;
+}

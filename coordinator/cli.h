@@ -1,0 +1,56 @@
+/* cli: the options shared by hearth's commands, parsed one way for all.
+ *
+ * Flags follow llama.cpp where it has one (-m -p -f -n -t -c -s --temp
+ * --top-k --top-p). Each command says which options it accepts; any other
+ * option is an error, so a typo never silently changes a run. */
+#ifndef HEARTH_CLI_H
+#define HEARTH_CLI_H
+
+#include "sampler.h"
+#include "session.h"
+
+enum cli_opt_set {
+    CLI_MODEL = 1 << 0,   /* -m */
+    CLI_PROMPT = 1 << 1,  /* -p TEXT, -f FILE */
+    CLI_GEN = 1 << 2,     /* -n, --chat, --single-process, sampling */
+    CLI_RUNTIME = 1 << 3, /* -c -t -b */
+    CLI_BENCH = 1 << 4,   /* -p N, -n N, -r, --json */
+    CLI_PPL = 1 << 5,     /* -f FILE, --chunks */
+};
+
+struct cli_opts {
+    struct session_opts sess;
+    struct sampler_params sp;
+    const char *prompt;      /* -p */
+    const char *prompt_file; /* -f */
+    int n_predict;           /* -n; -1: until the context is full or EOG */
+    int chat;                /* --chat */
+    int single_process;      /* --single-process */
+    int bench_pp, bench_tg, bench_reps; /* bench -p -n -r */
+    int json;
+    int max_chunks;          /* perplexity --chunks */
+    int verbose;
+};
+
+/* Parses argv[first..argc) for a command that accepts `allowed`. Returns 0,
+ * or -1 after printing a one-line reason to stderr. */
+int cli_parse(struct cli_opts *o, int argc, char **argv, int first, unsigned allowed, const char *cmd);
+
+/* Reads a whole file into a NUL-terminated buffer (caller frees). */
+char *cli_read_file(const char *path, size_t *len, char *err, size_t errlen);
+
+/* The text to tokenize: -p, or the contents of -f. Caller frees. */
+char *cli_prompt_text(const struct cli_opts *o, size_t *len, char *err, size_t errlen);
+
+int cmd_run(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_perplexity(int argc, char **argv);
+int cmd_fetch(int argc, char **argv);
+
+/* Prints "hearth: <msg>" to stderr and returns 1 (the exit status). */
+int cli_fail(const char *msg);
+
+#endif

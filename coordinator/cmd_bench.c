@@ -1,0 +1,183 @@
+/* cmd_bench: `hearth bench` (llama-bench's pp/tg figures) and
+ * `hearth perplexity` (llama-perplexity's method, so the numbers compare). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "cli.h"
+#include "log.h"
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static size_t peak_rss_bytes(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (size_t)ru.ru_maxrss * 1024; /* Linux reports KiB */
+}
+
+/* Evaluates n tokens from an empty cache, as one prompt (batch) or one token
+ * at a time (generation); returns seconds or -1. */
+static double timed_eval(struct session *s, const int32_t *tokens, int n, int one_by_one, char *err, size_t errlen) {
+    session_truncate(s, 0);
+    double t0 = session_now();
+    if (one_by_one) {
+        for (int i = 0; i < n; i++)
+            if (session_eval(s, tokens + i, 1, 0, err, errlen) != 0) return -1;
+    } else if (session_eval(s, tokens, n, 0, err, errlen) != 0) {
+        return -1;
+    }
+    return session_now() - t0;
+}
+
+int cmd_bench(int argc, char **argv) {
+    struct cli_opts o;
+    if (cli_parse(&o, argc, argv, 2, CLI_MODEL | CLI_BENCH, "bench") != 0) return 1;
+    if (o.sess.n_ctx == 0) o.sess.n_ctx = (o.bench_pp > o.bench_tg ? o.bench_pp : o.bench_tg) + 1;
+    if (o.sess.n_ctx < o.bench_pp || o.sess.n_ctx < o.bench_tg) return cli_fail("-c is smaller than -p or -n");
+    char err[1024];
+    struct session s;
+    if (session_open(&s, &o.sess, err, sizeof err) != 0) return cli_fail(err);
+
+    const int n_max = o.bench_pp > o.bench_tg ? o.bench_pp : o.bench_tg;
+    int32_t *tokens = malloc((size_t)(n_max > 0 ? n_max : 1) * sizeof *tokens);
+    double *pp = calloc((size_t)o.bench_reps, sizeof *pp), *tg = calloc((size_t)o.bench_reps, sizeof *tg);
+    int rc = 1;
+    if (!tokens || !pp || !tg) {
+        snprintf(err, sizeof err, "out of memory");
+        goto out;
+    }
+    uint64_t state = 0x9E3779B97F4A7C15ull; /* fixed: every run sees the same tokens */
+    for (int i = 0; i < n_max; i++) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        tokens[i] = (int32_t)((state >> 33) % (uint64_t)s.model.cfg.n_vocab);
+    }
+    /* warm-up: page in the weights and spin up the threads */
+    if (timed_eval(&s, tokens, n_max < 16 ? n_max : 16, 0, err, sizeof err) < 0) goto out;
+    for (int r = 0; r < o.bench_reps; r++) {
+        if (o.bench_pp > 0 && (pp[r] = timed_eval(&s, tokens, o.bench_pp, 0, err, sizeof err)) < 0) goto out;
+        if (o.bench_tg > 0 && (tg[r] = timed_eval(&s, tokens, o.bench_tg, 1, err, sizeof err)) < 0) goto out;
+        log_info("repetition %d: pp %.3f s, tg %.3f s", r + 1, pp[r], tg[r]);
+    }
+    double pp_s = o.bench_pp > 0 ? median(pp, o.bench_reps) : 0, tg_s = o.bench_tg > 0 ? median(tg, o.bench_reps) : 0;
+    double pp_tps = pp_s > 0 ? o.bench_pp / pp_s : 0, tg_tps = tg_s > 0 ? o.bench_tg / tg_s : 0;
+    size_t rss = peak_rss_bytes(), kv = state_kv_bytes(&s.st), wbytes = model_weight_bytes(&s.model);
+    if (o.json) {
+        printf("{\"model\": \"%s\", \"mode\": \"single-process\", \"threads\": %d, \"n_ctx\": %d, "
+               "\"repetitions\": %d, \"pp_tokens\": %d, \"tg_tokens\": %d, \"pp_tokens_per_s\": %.3f, "
+               "\"tg_tokens_per_s\": %.3f, \"peak_rss_bytes\": %zu, \"kv_bytes\": %zu, \"weight_bytes\": %zu, "
+               "\"processes\": [{\"role\": \"coord\", \"pid\": %d, \"peak_rss_bytes\": %zu}]}\n",
+               s.model_path, s.st.n_threads, s.st.n_ctx, o.bench_reps, o.bench_pp, o.bench_tg, pp_tps, tg_tps, rss, kv,
+               wbytes, (int)getpid(), rss);
+    } else {
+        printf("model: %s (%.1f MiB of weights)\n", s.model_path, (double)wbytes / (1 << 20));
+        printf("mode: single-process, %d threads, median of %d\n", s.st.n_threads, o.bench_reps);
+        printf("| %-8s | %12s |\n|----------|--------------|\n", "test", "tokens/s");
+        if (o.bench_pp > 0) printf("| pp%-6d | %12.2f |\n", o.bench_pp, pp_tps);
+        if (o.bench_tg > 0) printf("| tg%-6d | %12.2f |\n", o.bench_tg, tg_tps);
+        printf("peak RSS %.1f MiB, KV cache %.1f MiB\n", (double)rss / (1 << 20), (double)kv / (1 << 20));
+    }
+    rc = 0;
+out:
+    if (rc) cli_fail(err);
+    free(tokens);
+    free(pp);
+    free(tg);
+    session_close(&s);
+    return rc;
+}
+
+/* log p(target | logits) with a max-subtracted log-sum-exp in double. */
+static double log_softmax_at(const float *logits, int n_vocab, int32_t target) {
+    float maxv = logits[0];
+    for (int i = 1; i < n_vocab; i++)
+        if (logits[i] > maxv) maxv = logits[i];
+    double sum = 0.0;
+    for (int i = 0; i < n_vocab; i++) sum += exp((double)(logits[i] - maxv));
+    return (double)(logits[target] - maxv) - log(sum);
+}
+
+int cmd_perplexity(int argc, char **argv) {
+    struct cli_opts o;
+    if (cli_parse(&o, argc, argv, 2, CLI_MODEL | CLI_PPL, "perplexity") != 0) return 1;
+    if (!o.prompt_file) return cli_fail("perplexity needs the text: -f FILE");
+    if (o.sess.n_ctx == 0) o.sess.n_ctx = 512;
+    if (o.sess.n_ctx < 4) return cli_fail("-c must be at least 4 for perplexity");
+    char err[1024];
+    size_t len = 0;
+    char *text = cli_read_file(o.prompt_file, &len, err, sizeof err);
+    if (!text) return cli_fail(err);
+    struct session s;
+    if (session_open(&s, &o.sess, err, sizeof err) != 0) {
+        free(text);
+        return cli_fail(err);
+    }
+    int32_t *tokens = NULL;
+    size_t n_tokens = 0;
+    int rc = 1;
+    /* as llama-perplexity: special-token text is plain text; BOS per chunk if the model uses one */
+    if (tokenizer_encode(s.tok, text, len, 0, &tokens, &n_tokens) != 0) {
+        snprintf(err, sizeof err, "out of memory while tokenizing");
+        goto out;
+    }
+    const int n_ctx = s.st.n_ctx, n_vocab = s.model.cfg.n_vocab, batch = s.st.max_batch;
+    int n_chunks = (int)(n_tokens / (size_t)n_ctx);
+    if (o.max_chunks > 0 && o.max_chunks < n_chunks) n_chunks = o.max_chunks;
+    if (n_chunks < 1) {
+        snprintf(err, sizeof err, "%s has %zu tokens; perplexity needs at least one chunk of %d (-c)", o.prompt_file,
+                 n_tokens, n_ctx);
+        goto out;
+    }
+    fprintf(stderr, "perplexity: %zu tokens, %d chunks of %d, scoring the second half of each\n", n_tokens, n_chunks,
+            n_ctx);
+    /* Only the second half of each chunk is scored: those tokens all see at
+     * least n_ctx/2 tokens of context (llama.cpp's method). */
+    const int first = n_ctx / 2;
+    double nll = 0.0, nll2 = 0.0;
+    long count = 0;
+    int bos = tokenizer_add_bos(s.tok);
+    for (int c = 0; c < n_chunks; c++) {
+        int32_t *chunk = tokens + (size_t)c * n_ctx;
+        int32_t saved = chunk[0];
+        if (bos) chunk[0] = tokenizer_bos(s.tok);
+        session_truncate(&s, 0);
+        for (int b = 0; b < n_ctx; b += batch) {
+            int n = n_ctx - b < batch ? n_ctx - b : batch;
+            if (session_eval(&s, chunk + b, n, 1, err, sizeof err) != 0) {
+                chunk[0] = saved;
+                goto out;
+            }
+            for (int j = b; j < b + n; j++) {
+                if (j < first || j + 1 >= n_ctx) continue;
+                double lp = log_softmax_at(s.logits + (size_t)(j - b) * n_vocab, n_vocab, chunk[j + 1]);
+                nll -= lp;
+                nll2 += lp * lp;
+                count++;
+            }
+        }
+        chunk[0] = saved;
+        fprintf(stderr, "[%d]%.4f%s", c + 1, exp(nll / (double)count), c + 1 == n_chunks ? "\n" : ",");
+    }
+    double mean = nll / (double)count;
+    double var = nll2 / (double)count - mean * mean;
+    double ppl = exp(mean);
+    double ppl_err = count > 1 && var > 0 ? ppl * sqrt(var / (double)(count - 1)) : 0.0;
+    fprintf(stderr, "estimate: PPL = %.4f +/- %.4f over %ld tokens\n", ppl, ppl_err, count);
+    printf("PPL = %.4f\n", ppl);
+    rc = 0;
+out:
+    if (rc) cli_fail(err);
+    free(tokens);
+    free(text);
+    session_close(&s);
+    return rc;
+}

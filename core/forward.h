@@ -1,0 +1,64 @@
+/* forward: the dense, single-process forward pass of a llama-family model.
+ *
+ * This is hearth's correctness oracle: every later feature (multi-process
+ * runtime, hot/cold neurons, KV eviction, CUDA) is checked against it, and it
+ * is itself checked against an independent NumPy implementation
+ * (tests/reference/llama_numpy.py). It therefore favours reading like the
+ * model (llama2.c's run.c) over cleverness; speed comes from the matmul
+ * kernels (8-bit activations, integer dot products, threads over rows).
+ *
+ * Batched: a call runs n_tokens consecutive positions at once (prefill as
+ * matrix-matrix products); decode is the n_tokens = 1 case. */
+#ifndef HEARTH_FORWARD_H
+#define HEARTH_FORWARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "matmul.h"
+#include "model.h"
+#include "tpool.h"
+
+struct llama_state {
+    const struct llama_model *m;
+    int n_ctx;     /* KV cache capacity in positions */
+    int max_batch; /* tokens per internal chunk */
+    int n_threads;
+
+    /* activations, each [max_batch, width] row-major */
+    float *x;   /* residual stream [B, dim] */
+    float *xb;  /* normed input of attention / FFN [B, dim] */
+    float *xb2; /* projection output [B, dim] */
+    float *q;   /* queries [B, n_heads * head_dim] */
+    float *k;   /* keys of this chunk [B, kv_dim] */
+    float *v;   /* values of this chunk [B, kv_dim] */
+    float *att_out; /* attention output before wo [B, n_heads * head_dim] */
+    float *hb;  /* gate / hidden [B, hidden_dim] */
+    float *hb2; /* up [B, hidden_dim] */
+    float *att; /* attention scores scratch [n_threads, n_ctx] */
+    float *inv_freq; /* RoPE frequencies [rope_dim / 2] */
+
+    /* KV cache, float32, [n_layers, n_ctx, kv_dim]; RoPE already applied to keys */
+    float *key_cache;
+    float *value_cache;
+
+    struct tpool *tp;
+    struct matmul_scratch ms;
+};
+
+int state_create(struct llama_state *s, const struct llama_model *m, int n_ctx, int max_batch, int n_threads,
+                 char *err, size_t errlen);
+void state_free(struct llama_state *s);
+
+/* Runs tokens[0..n_tokens) at positions pos0..pos0+n_tokens-1, appending to
+ * the KV cache (positions >= pos0 are overwritten). If logits is non-NULL it
+ * receives the logits of every token ([n_tokens, n_vocab]) when all_logits,
+ * else of the last token only ([n_vocab]). Fails on a token id outside the
+ * vocabulary or when the context is full. */
+int forward(struct llama_state *s, const int32_t *tokens, int n_tokens, int pos0, float *logits, int all_logits,
+            char *err, size_t errlen);
+
+/* Bytes of the KV cache as allocated. */
+size_t state_kv_bytes(const struct llama_state *s);
+
+#endif

@@ -1,0 +1,260 @@
+/* model: see model.h. Everything read from the file is checked here once, so
+ * that the forward pass can trust shapes and types without re-checking. */
+#include "model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quant.h"
+#include "types.h"
+
+/* "llama.embedding_length" for arch "llama" */
+static const char *arch_key(const struct llama_config *c, const char *suffix, char *buf, size_t cap) {
+    snprintf(buf, cap, "%s.%s", c->arch, suffix);
+    return buf;
+}
+
+static int get_int_key(gguf_ctx_t *g, const struct llama_config *c, const char *suffix, int required,
+                       int def, int *out, char *err, size_t errlen) {
+    char key[128];
+    arch_key(c, suffix, key, sizeof key);
+    if (gguf_find_key(g, key) < 0) {
+        if (required) {
+            snprintf(err, errlen, "missing metadata key '%s'", key);
+            return -1;
+        }
+        *out = def;
+        return 0;
+    }
+    int64_t v;
+    if (gguf_get_int(g, key, &v, err, errlen) != 0) return -1;
+    if (v < 0 || v > (1 << 30)) {
+        snprintf(err, errlen, "metadata key '%s' = %lld is out of range", key, (long long)v);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int get_float_key(gguf_ctx_t *g, const struct llama_config *c, const char *suffix, float def, float *out,
+                         char *err, size_t errlen) {
+    char key[128];
+    arch_key(c, suffix, key, sizeof key);
+    if (gguf_find_key(g, key) < 0) {
+        *out = def;
+        return 0;
+    }
+    return gguf_get_f32(g, key, out, err, errlen);
+}
+
+/* Finds a matrix tensor and checks it is [n_in, n_out] of a type with kernels. */
+static int find_weight(gguf_ctx_t *g, const char *name, int64_t n_in, int64_t n_out, int optional, struct weight *w,
+                       char *err, size_t errlen) {
+    const struct gguf_tensor *t = gguf_find_tensor(g, name);
+    memset(w, 0, sizeof *w);
+    if (!t) {
+        if (optional) return 0;
+        snprintf(err, errlen, "missing tensor '%s'", name);
+        return -1;
+    }
+    if (t->n_dims != 2 || t->ne[0] != n_in || t->ne[1] != n_out) {
+        snprintf(err, errlen, "tensor '%s' has shape [%lld, %lld] (%u dims), expected [%lld, %lld]", name,
+                 (long long)t->ne[0], (long long)t->ne[1], t->n_dims, (long long)n_in, (long long)n_out);
+        return -1;
+    }
+    const struct quant_traits *qt = quant_traits((enum hearth_type)t->type);
+    if (!qt || !qt->vec_dot) {
+        snprintf(err, errlen, "tensor '%s' has type %s, which hearth cannot compute with", name,
+                 hearth_type_name(t->type));
+        return -1;
+    }
+    w->data = t->data;
+    w->type = t->type;
+    w->n_in = n_in;
+    w->n_out = n_out;
+    return 0;
+}
+
+/* Finds a vector tensor of n floats (any type with a dequantizer) and returns an owned f32 copy. */
+static int load_vector(gguf_ctx_t *g, const char *name, int64_t n, int optional, float **out, char *err,
+                       size_t errlen) {
+    const struct gguf_tensor *t = gguf_find_tensor(g, name);
+    *out = NULL;
+    if (!t) {
+        if (optional) return 0;
+        snprintf(err, errlen, "missing tensor '%s'", name);
+        return -1;
+    }
+    if (t->n_dims != 1 || t->ne[0] != n) {
+        snprintf(err, errlen, "tensor '%s' has %lld elements, expected a vector of %lld", name,
+                 (long long)t->ne[0], (long long)n);
+        return -1;
+    }
+    const struct quant_traits *qt = quant_traits((enum hearth_type)t->type);
+    if (!qt || !qt->to_float) {
+        snprintf(err, errlen, "tensor '%s' has type %s, which hearth cannot read", name, hearth_type_name(t->type));
+        return -1;
+    }
+    float *v = malloc((size_t)n * sizeof *v);
+    if (!v) {
+        snprintf(err, errlen, "out of memory for tensor '%s'", name);
+        return -1;
+    }
+    qt->to_float(t->data, v, n);
+    *out = v;
+    return 0;
+}
+
+static int read_config(gguf_ctx_t *g, struct llama_config *c, char *err, size_t errlen) {
+    const char *arch = NULL;
+    if (gguf_get_str(g, "general.architecture", &arch, err, errlen) != 0) return -1;
+    if (strcmp(arch, "llama") != 0 && strcmp(arch, "mistral") != 0 && strcmp(arch, "qwen2") != 0) {
+        snprintf(err, errlen, "architecture '%s' is not supported (supported: llama, mistral, qwen2)", arch);
+        return -1;
+    }
+    snprintf(c->arch, sizeof c->arch, "%s", arch);
+    c->rope_mode = strcmp(arch, "qwen2") == 0 ? ROPE_NEOX : ROPE_NORMAL;
+
+    if (get_int_key(g, c, "embedding_length", 1, 0, &c->dim, err, errlen) ||
+        get_int_key(g, c, "block_count", 1, 0, &c->n_layers, err, errlen) ||
+        get_int_key(g, c, "feed_forward_length", 1, 0, &c->hidden_dim, err, errlen) ||
+        get_int_key(g, c, "attention.head_count", 1, 0, &c->n_heads, err, errlen) ||
+        get_int_key(g, c, "attention.head_count_kv", 0, c->n_heads, &c->n_kv_heads, err, errlen) ||
+        get_int_key(g, c, "context_length", 0, 2048, &c->n_ctx_train, err, errlen))
+        return -1;
+    if (c->dim <= 0 || c->n_layers <= 0 || c->hidden_dim <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 ||
+        c->dim % c->n_heads != 0 || c->n_heads % c->n_kv_heads != 0) {
+        snprintf(err, errlen,
+                 "inconsistent model shape: dim %d, layers %d, ffn %d, heads %d, kv heads %d (dim must divide by "
+                 "heads, heads by kv heads)",
+                 c->dim, c->n_layers, c->hidden_dim, c->n_heads, c->n_kv_heads);
+        return -1;
+    }
+    c->head_dim = c->dim / c->n_heads;
+    if (get_int_key(g, c, "rope.dimension_count", 0, c->head_dim, &c->rope_dim, err, errlen)) return -1;
+    if (c->rope_dim > c->head_dim || c->rope_dim % 2 != 0) {
+        snprintf(err, errlen, "rope.dimension_count %d must be even and at most the head size %d", c->rope_dim,
+                 c->head_dim);
+        return -1;
+    }
+    if (get_float_key(g, c, "rope.freq_base", 10000.0f, &c->rope_base, err, errlen) ||
+        get_float_key(g, c, "attention.layer_norm_rms_epsilon", 1e-5f, &c->norm_eps, err, errlen))
+        return -1;
+
+    /* The FFN activation is not in llama's metadata; ReLU-fied checkpoints
+     * converted for hearth carry "hearth.ffn_activation". */
+    c->ffn_act = FFN_ACT_SILU;
+    if (gguf_find_key(g, "hearth.ffn_activation") >= 0) {
+        const char *act = NULL;
+        if (gguf_get_str(g, "hearth.ffn_activation", &act, err, errlen) != 0) return -1;
+        if (strcmp(act, "silu") == 0) c->ffn_act = FFN_ACT_SILU;
+        else if (strcmp(act, "relu") == 0) c->ffn_act = FFN_ACT_RELU;
+        else if (strcmp(act, "gelu") == 0) c->ffn_act = FFN_ACT_GELU;
+        else {
+            snprintf(err, errlen, "hearth.ffn_activation '%s' is not one of silu, relu, gelu", act);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int model_load_gguf(struct llama_model *m, gguf_ctx_t *g, char *err, size_t errlen) {
+    memset(m, 0, sizeof *m);
+    m->gguf = g;
+    struct llama_config *c = &m->cfg;
+    if (read_config(g, c, err, errlen) != 0) return -1;
+
+    const struct gguf_tensor *te = gguf_find_tensor(g, "token_embd.weight");
+    if (!te || te->n_dims != 2 || te->ne[0] != c->dim) {
+        snprintf(err, errlen, "missing tensor 'token_embd.weight' of shape [%d, n_vocab]", c->dim);
+        return -1;
+    }
+    c->n_vocab = (int)te->ne[1];
+    if (find_weight(g, "token_embd.weight", c->dim, c->n_vocab, 0, &m->tok_embd, err, errlen)) return -1;
+    if (find_weight(g, "output.weight", c->dim, c->n_vocab, 1, &m->output, err, errlen)) return -1;
+    if (!m->output.data) m->output = m->tok_embd; /* tied embeddings */
+    if (load_vector(g, "output_norm.weight", c->dim, 0, &m->output_norm, err, errlen)) goto fail;
+
+    m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
+    if (!m->layers) {
+        snprintf(err, errlen, "out of memory for %d layers", c->n_layers);
+        goto fail;
+    }
+    const int64_t q_dim = (int64_t)c->n_heads * c->head_dim, kv_dim = (int64_t)c->n_kv_heads * c->head_dim;
+    for (int l = 0; l < c->n_layers; l++) {
+        struct llama_layer *L = &m->layers[l];
+        char name[96];
+#define NAME(s) (snprintf(name, sizeof name, "blk.%d.%s", l, s), name)
+        if (load_vector(g, NAME("attn_norm.weight"), c->dim, 0, &L->attn_norm, err, errlen) ||
+            find_weight(g, NAME("attn_q.weight"), c->dim, q_dim, 0, &L->wq, err, errlen) ||
+            find_weight(g, NAME("attn_k.weight"), c->dim, kv_dim, 0, &L->wk, err, errlen) ||
+            find_weight(g, NAME("attn_v.weight"), c->dim, kv_dim, 0, &L->wv, err, errlen) ||
+            load_vector(g, NAME("attn_q.bias"), q_dim, 1, &L->bq, err, errlen) ||
+            load_vector(g, NAME("attn_k.bias"), kv_dim, 1, &L->bk, err, errlen) ||
+            load_vector(g, NAME("attn_v.bias"), kv_dim, 1, &L->bv, err, errlen) ||
+            find_weight(g, NAME("attn_output.weight"), q_dim, c->dim, 0, &L->wo, err, errlen) ||
+            load_vector(g, NAME("ffn_norm.weight"), c->dim, 0, &L->ffn_norm, err, errlen) ||
+            find_weight(g, NAME("ffn_gate.weight"), c->dim, c->hidden_dim, 1, &L->w_gate, err, errlen) ||
+            find_weight(g, NAME("ffn_up.weight"), c->dim, c->hidden_dim, 0, &L->w_up, err, errlen) ||
+            find_weight(g, NAME("ffn_down.weight"), c->hidden_dim, c->dim, 0, &L->w_down, err, errlen))
+            goto fail;
+#undef NAME
+        int gated = L->w_gate.data != NULL;
+        if (l == 0) c->ffn_gated = gated;
+        else if (gated != c->ffn_gated) {
+            snprintf(err, errlen, "layer %d %s an ffn_gate tensor but layer 0 %s", l, gated ? "has" : "lacks",
+                     c->ffn_gated ? "has" : "does not");
+            goto fail;
+        }
+    }
+    return 0;
+fail:
+    m->gguf = NULL; /* the caller still owns g */
+    model_free(m);
+    return -1;
+}
+
+int model_load(struct llama_model *m, const char *path, char *err, size_t errlen) {
+    gguf_ctx_t *g = gguf_open(path, err, errlen);
+    if (!g) return -1;
+    char inner[512];
+    if (model_load_gguf(m, g, inner, sizeof inner) != 0) {
+        snprintf(err, errlen, "%s: %s", path, inner);
+        gguf_close(g);
+        return -1;
+    }
+    m->owns_gguf = 1;
+    return 0;
+}
+
+void model_free(struct llama_model *m) {
+    if (m->layers) {
+        for (int l = 0; l < m->cfg.n_layers; l++) {
+            struct llama_layer *L = &m->layers[l];
+            free(L->attn_norm);
+            free(L->ffn_norm);
+            free(L->bq);
+            free(L->bk);
+            free(L->bv);
+        }
+        free(m->layers);
+    }
+    free(m->output_norm);
+    if (m->owns_gguf && m->gguf) gguf_close(m->gguf);
+    memset(m, 0, sizeof *m);
+}
+
+static size_t weight_bytes(const struct weight *w) {
+    return w->data ? hearth_row_size(w->type, w->n_in) * (size_t)w->n_out : 0;
+}
+
+size_t model_weight_bytes(const struct llama_model *m) {
+    size_t total = weight_bytes(&m->output);
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        const struct llama_layer *L = &m->layers[l];
+        total += weight_bytes(&L->wq) + weight_bytes(&L->wk) + weight_bytes(&L->wv) + weight_bytes(&L->wo) +
+                 weight_bytes(&L->w_gate) + weight_bytes(&L->w_up) + weight_bytes(&L->w_down);
+    }
+    return total;
+}
