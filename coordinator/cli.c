@@ -40,7 +40,7 @@ static int parse_float(const char *flag, const char *s, float lo, float hi, floa
 
 int cli_parse(struct cli_opts *o, int argc, char **argv, int first, unsigned allowed, const char *cmd) {
     memset(o, 0, sizeof *o);
-    session_opts_default(&o->sess);
+    engine_opts_default(&o->eng);
     sampler_params_default(&o->sp);
     o->n_predict = 128;
     o->bench_pp = 512;
@@ -63,7 +63,7 @@ int cli_parse(struct cli_opts *o, int argc, char **argv, int first, unsigned all
             log_set_level(o->verbose > 1 ? LOG_DEBUG : LOG_INFO);
         } else if ((allowed & CLI_MODEL) && (!strcmp(a, "-m") || !strcmp(a, "--model"))) {
             NEED_VALUE();
-            o->sess.model_path = v;
+            o->eng.model_path = v;
         } else if ((allowed & CLI_PROMPT) && (!strcmp(a, "-p") || !strcmp(a, "--prompt"))) {
             NEED_VALUE();
             o->prompt = v;
@@ -101,13 +101,13 @@ int cli_parse(struct cli_opts *o, int argc, char **argv, int first, unsigned all
             o->sp.seed = (uint64_t)seed_tmp;
         } else if ((allowed & (CLI_RUNTIME | CLI_BENCH | CLI_PPL)) && (!strcmp(a, "-c") || !strcmp(a, "--ctx-size"))) {
             NEED_VALUE();
-            if (parse_int(a, v, 1, 1 << 20, &o->sess.n_ctx)) return -1;
+            if (parse_int(a, v, 1, 1 << 20, &o->eng.n_ctx)) return -1;
         } else if ((allowed & (CLI_RUNTIME | CLI_BENCH | CLI_PPL)) && (!strcmp(a, "-t") || !strcmp(a, "--threads"))) {
             NEED_VALUE();
-            if (parse_int(a, v, 1, 1024, &o->sess.n_threads)) return -1;
+            if (parse_int(a, v, 1, 1024, &o->eng.n_threads)) return -1;
         } else if ((allowed & (CLI_RUNTIME | CLI_BENCH | CLI_PPL)) && (!strcmp(a, "-b") || !strcmp(a, "--batch-size"))) {
             NEED_VALUE();
-            if (parse_int(a, v, 1, 1 << 16, &o->sess.max_batch)) return -1;
+            if (parse_int(a, v, 1, 1 << 16, &o->eng.max_batch)) return -1;
         } else if ((allowed & CLI_BENCH) && !strcmp(a, "-p")) {
             NEED_VALUE();
             if (parse_int(a, v, 0, 1 << 20, &o->bench_pp)) return -1;

@@ -7,7 +7,7 @@
 #define HEARTH_CLI_H
 
 #include "sampler.h"
-#include "session.h"
+#include "engine.h"
 
 enum cli_opt_set {
     CLI_MODEL = 1 << 0,   /* -m */
@@ -19,7 +19,7 @@ enum cli_opt_set {
 };
 
 struct cli_opts {
-    struct session_opts sess;
+    struct engine_opts eng;
     struct sampler_params sp;
     const char *prompt;      /* -p */
     const char *prompt_file; /* -f */

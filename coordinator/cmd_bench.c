@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "log.h"
@@ -27,26 +28,26 @@ static size_t peak_rss_bytes(void) {
 
 /* Evaluates n tokens from an empty cache, as one prompt (batch) or one token
  * at a time (generation); returns seconds or -1. */
-static double timed_eval(struct session *s, const int32_t *tokens, int n, int one_by_one, char *err, size_t errlen) {
-    session_truncate(s, 0);
-    double t0 = session_now();
+static double timed_eval(struct engine *s, const int32_t *tokens, int n, int one_by_one, char *err, size_t errlen) {
+    engine_truncate(s, 0);
+    double t0 = engine_now();
     if (one_by_one) {
         for (int i = 0; i < n; i++)
-            if (session_eval(s, tokens + i, 1, 0, err, errlen) != 0) return -1;
-    } else if (session_eval(s, tokens, n, 0, err, errlen) != 0) {
+            if (engine_eval(s, tokens + i, 1, 0, err, errlen) != 0) return -1;
+    } else if (engine_eval(s, tokens, n, 0, err, errlen) != 0) {
         return -1;
     }
-    return session_now() - t0;
+    return engine_now() - t0;
 }
 
 int cmd_bench(int argc, char **argv) {
     struct cli_opts o;
     if (cli_parse(&o, argc, argv, 2, CLI_MODEL | CLI_BENCH, "bench") != 0) return 1;
-    if (o.sess.n_ctx == 0) o.sess.n_ctx = (o.bench_pp > o.bench_tg ? o.bench_pp : o.bench_tg) + 1;
-    if (o.sess.n_ctx < o.bench_pp || o.sess.n_ctx < o.bench_tg) return cli_fail("-c is smaller than -p or -n");
+    if (o.eng.n_ctx == 0) o.eng.n_ctx = (o.bench_pp > o.bench_tg ? o.bench_pp : o.bench_tg) + 1;
+    if (o.eng.n_ctx < o.bench_pp || o.eng.n_ctx < o.bench_tg) return cli_fail("-c is smaller than -p or -n");
     char err[1024];
-    struct session s;
-    if (session_open(&s, &o.sess, err, sizeof err) != 0) return cli_fail(err);
+    struct engine s;
+    if (engine_open(&s, &o.eng, err, sizeof err) != 0) return cli_fail(err);
 
     const int n_max = o.bench_pp > o.bench_tg ? o.bench_pp : o.bench_tg;
     int32_t *tokens = malloc((size_t)(n_max > 0 ? n_max : 1) * sizeof *tokens);
@@ -92,7 +93,7 @@ out:
     free(tokens);
     free(pp);
     free(tg);
-    session_close(&s);
+    engine_close(&s);
     return rc;
 }
 
@@ -110,14 +111,14 @@ int cmd_perplexity(int argc, char **argv) {
     struct cli_opts o;
     if (cli_parse(&o, argc, argv, 2, CLI_MODEL | CLI_PPL, "perplexity") != 0) return 1;
     if (!o.prompt_file) return cli_fail("perplexity needs the text: -f FILE");
-    if (o.sess.n_ctx == 0) o.sess.n_ctx = 512;
-    if (o.sess.n_ctx < 4) return cli_fail("-c must be at least 4 for perplexity");
+    if (o.eng.n_ctx == 0) o.eng.n_ctx = 512;
+    if (o.eng.n_ctx < 4) return cli_fail("-c must be at least 4 for perplexity");
     char err[1024];
     size_t len = 0;
     char *text = cli_read_file(o.prompt_file, &len, err, sizeof err);
     if (!text) return cli_fail(err);
-    struct session s;
-    if (session_open(&s, &o.sess, err, sizeof err) != 0) {
+    struct engine s;
+    if (engine_open(&s, &o.eng, err, sizeof err) != 0) {
         free(text);
         return cli_fail(err);
     }
@@ -149,10 +150,10 @@ int cmd_perplexity(int argc, char **argv) {
         int32_t *chunk = tokens + (size_t)c * n_ctx;
         int32_t saved = chunk[0];
         if (bos) chunk[0] = tokenizer_bos(s.tok);
-        session_truncate(&s, 0);
+        engine_truncate(&s, 0);
         for (int b = 0; b < n_ctx; b += batch) {
             int n = n_ctx - b < batch ? n_ctx - b : batch;
-            if (session_eval(&s, chunk + b, n, 1, err, sizeof err) != 0) {
+            if (engine_eval(&s, chunk + b, n, 1, err, sizeof err) != 0) {
                 chunk[0] = saved;
                 goto out;
             }
@@ -178,6 +179,6 @@ out:
     if (rc) cli_fail(err);
     free(tokens);
     free(text);
-    session_close(&s);
+    engine_close(&s);
     return rc;
 }

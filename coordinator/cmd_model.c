@@ -13,8 +13,8 @@
 
 /* The model path: -m, or the default model (fetched if needed). */
 static int model_path(const struct cli_opts *o, char *out, size_t cap, char *err, size_t errlen) {
-    if (o->sess.model_path) {
-        snprintf(out, cap, "%s", o->sess.model_path);
+    if (o->eng.model_path) {
+        snprintf(out, cap, "%s", o->eng.model_path);
         return 0;
     }
     return fetch_default_model(out, cap, err, errlen);
@@ -23,7 +23,7 @@ static int model_path(const struct cli_opts *o, char *out, size_t cap, char *err
 int cmd_tokenize(int argc, char **argv) {
     struct cli_opts o;
     if (cli_parse(&o, argc, argv, 2, CLI_MODEL | CLI_PROMPT, "tokenize") != 0) return 1;
-    char err[1024], path[4096];
+    char err[8192], path[4096];
     size_t len = 0;
     char *text = cli_prompt_text(&o, &len, err, sizeof err);
     if (!text) return cli_fail(err);
@@ -102,7 +102,7 @@ static void print_value(const struct gguf_value *v, size_t max) {
 int cmd_info(int argc, char **argv) {
     struct cli_opts o;
     if (cli_parse(&o, argc, argv, 2, CLI_MODEL, "info") != 0) return 1;
-    char err[1024], path[4096];
+    char err[8192], path[4096];
     if (model_path(&o, path, sizeof path, err, sizeof err) != 0) return cli_fail(err);
     gguf_ctx_t *g = gguf_open(path, err, sizeof err);
     if (!g) return cli_fail(err);
@@ -136,7 +136,7 @@ int cmd_info(int argc, char **argv) {
 int cmd_fetch(int argc, char **argv) {
     struct cli_opts o;
     if (cli_parse(&o, argc, argv, 2, 0, "fetch") != 0) return 1;
-    char err[1024], path[4096];
+    char err[8192], path[4096];
     if (fetch_default_model(path, sizeof path, err, sizeof err) != 0) return cli_fail(err);
     printf("%s\n", path);
     return 0;

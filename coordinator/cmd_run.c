@@ -9,7 +9,7 @@
 #include "log.h"
 
 /* Tokenizes text (special tokens parsed), with BOS first when the model wants it. */
-static int tokenize_prompt(const struct session *s, const char *text, size_t len, int32_t **ids, int *n, char *err,
+static int tokenize_prompt(const struct engine *s, const char *text, size_t len, int32_t **ids, int *n, char *err,
                            size_t errlen) {
     int32_t *body = NULL;
     size_t n_body = 0;
@@ -40,8 +40,8 @@ int cmd_run(int argc, char **argv) {
     char *text = cli_prompt_text(&o, &len, err, sizeof err);
     if (!text) return cli_fail(err);
 
-    struct session s;
-    if (session_open(&s, &o.sess, err, sizeof err) != 0) {
+    struct engine s;
+    if (engine_open(&s, &o.eng, err, sizeof err) != 0) {
         free(text);
         return cli_fail(err);
     }
@@ -53,7 +53,7 @@ int cmd_run(int argc, char **argv) {
             gguf_get_str(s.model.gguf, "tokenizer.chat_template", &tmpl, err, sizeof err);
         if (chat_format(tmpl, &msg, 1, 1, &formatted, err, sizeof err) != 0) {
             free(text);
-            session_close(&s);
+            engine_close(&s);
             return cli_fail(err);
         }
         free(text);
@@ -79,7 +79,7 @@ int cmd_run(int argc, char **argv) {
     smp = sampler_create(&o.sp, s.model.cfg.n_vocab, err, sizeof err);
     if (!smp) goto out;
     struct gen_stats st;
-    if (session_generate(&s, prompt, n_prompt, n_predict, smp, stdout, NULL, NULL, &st, err, sizeof err) != 0) {
+    if (engine_generate(&s, prompt, n_prompt, n_predict, smp, stdout, NULL, NULL, &st, err, sizeof err) != 0) {
         fputc('\n', stdout);
         goto out;
     }
@@ -94,7 +94,7 @@ out:
     sampler_free(smp);
     free(prompt);
     free(text);
-    session_close(&s);
+    engine_close(&s);
     return rc;
 }
 
@@ -119,11 +119,11 @@ int cmd_chat(int argc, char **argv) {
     struct cli_opts o;
     if (cli_parse(&o, argc, argv, 2, CLI_MODEL | CLI_GEN | CLI_RUNTIME, "chat") != 0) return 1;
     char err[1024];
-    struct session s;
-    if (session_open(&s, &o.sess, err, sizeof err) != 0) return cli_fail(err);
+    struct engine s;
+    if (engine_open(&s, &o.eng, err, sizeof err) != 0) return cli_fail(err);
     struct sampler *smp = sampler_create(&o.sp, s.model.cfg.n_vocab, err, sizeof err);
     if (!smp) {
-        session_close(&s);
+        engine_close(&s);
         return cli_fail(err);
     }
     const char *tmpl = NULL;
@@ -160,7 +160,7 @@ int cmd_chat(int argc, char **argv) {
         /* Reuse the KV cache for the conversation so far: only the new turn is evaluated. */
         int common = 0;
         while (common < s.n_past && common < n_ids - 1 && s.past[common] == ids[common]) common++;
-        session_truncate(&s, common);
+        engine_truncate(&s, common);
         int room = s.st.n_ctx - n_ids;
         if (room <= 0) {
             free(text);
@@ -169,7 +169,7 @@ int cmd_chat(int argc, char **argv) {
             break;
         }
         int n_predict = o.n_predict < 0 || o.n_predict > room ? room : o.n_predict;
-        int grc = session_generate(&s, ids + common, n_ids - common, n_predict, smp, stdout, &gen, &n_gen, NULL, err,
+        int grc = engine_generate(&s, ids + common, n_ids - common, n_predict, smp, stdout, &gen, &n_gen, NULL, err,
                                    sizeof err);
         fputc('\n', stdout);
         fflush(stdout);
@@ -198,6 +198,6 @@ int cmd_chat(int argc, char **argv) {
     }
     free(msgs);
     sampler_free(smp);
-    session_close(&s);
+    engine_close(&s);
     return rc;
 }

@@ -42,7 +42,7 @@ static const char k_run_help[] =
     "      --min-p P           (default 0.05; 0 = off)\n"
     "      --repeat-penalty R  (default 1.0 = off)\n"
     "      --repeat-last-n N   tokens the penalty looks back over (default 64)\n"
-    "  -s, --seed N            sampling seed (default: fixed, so runs repeat)\n"
+    "  -s, --seed N            sampling seed (default: random; -v logs the one used)\n"
     "  -c, --ctx-size N        context in tokens (default min(4096, the model's))\n"
     "  -t, --threads N         threads (default: online CPUs)\n"
     "  -b, --batch-size N      prompt tokens per batch (default 512)\n"

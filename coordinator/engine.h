@@ -1,11 +1,11 @@
-/* session: a loaded model ready to generate: weights, tokenizer, run state.
+/* engine: a loaded model ready to generate: weights, tokenizer, run state.
  *
  * Shared by the commands that generate (run, chat, bench, perplexity). The
- * evaluation itself goes through `session_eval`, the one place that decides
+ * evaluation itself goes through `engine_eval`, the one place that decides
  * which engine computes a step; today that is the dense in-process pass
  * (forward.h). */
-#ifndef HEARTH_SESSION_H
-#define HEARTH_SESSION_H
+#ifndef HEARTH_ENGINE_H
+#define HEARTH_ENGINE_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -16,14 +16,14 @@
 #include "sampler.h"
 #include "tokenizer.h"
 
-struct session_opts {
+struct engine_opts {
     const char *model_path; /* NULL: the default model */
     int n_ctx;              /* 0: min(4096, training context) */
     int n_threads;          /* 0: online CPUs */
     int max_batch;          /* 0: 512 */
 };
 
-struct session {
+struct engine {
     struct llama_model model;
     struct tokenizer *tok;
     struct llama_state st;
@@ -38,27 +38,27 @@ struct gen_stats {
     double prompt_s, gen_s;
 };
 
-void session_opts_default(struct session_opts *o);
-int session_open(struct session *s, const struct session_opts *o, char *err, size_t errlen);
-void session_close(struct session *s);
+void engine_opts_default(struct engine_opts *o);
+int engine_open(struct engine *s, const struct engine_opts *o, char *err, size_t errlen);
+void engine_close(struct engine *s);
 
 /* Keeps the first n tokens of the KV cache (a shared prefix) and drops the rest. */
-void session_truncate(struct session *s, int n);
+void engine_truncate(struct engine *s, int n);
 
 /* Evaluates tokens at positions n_past.. and advances n_past. Logits of the
  * last token (or of all, when all_logits) land in s->logits. */
-int session_eval(struct session *s, const int32_t *tokens, int n, int all_logits, char *err, size_t errlen);
+int engine_eval(struct engine *s, const int32_t *tokens, int n, int all_logits, char *err, size_t errlen);
 
 /* Evaluates the prompt (after any cached prefix the caller left in place),
  * then samples up to n_predict tokens, streaming their text to `out` (may be
  * NULL). Stops at an end-of-generation token. Generated ids are appended to
  * *gen / *n_gen when gen is non-NULL (caller frees). */
-int session_generate(struct session *s, const int32_t *prompt, int n_prompt, int n_predict, struct sampler *smp,
+int engine_generate(struct engine *s, const int32_t *prompt, int n_prompt, int n_predict, struct sampler *smp,
                      FILE *out, int32_t **gen, int *n_gen, struct gen_stats *stats, char *err, size_t errlen);
 
 /* Number of online CPUs (at least 1). */
-int session_default_threads(void);
+int engine_default_threads(void);
 
-double session_now(void); /* monotonic seconds */
+double engine_now(void); /* monotonic seconds */
 
 #endif

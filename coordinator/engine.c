@@ -1,5 +1,5 @@
-/* session: see session.h. */
-#include "session.h"
+/* engine: see engine.h. */
+#include "engine.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -9,22 +9,22 @@
 #include "fetch.h"
 #include "log.h"
 
-double session_now(void) {
+double engine_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-int session_default_threads(void) {
+int engine_default_threads(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n < 1 ? 1 : (int)n;
 }
 
-void session_opts_default(struct session_opts *o) {
+void engine_opts_default(struct engine_opts *o) {
     memset(o, 0, sizeof *o);
 }
 
-int session_open(struct session *s, const struct session_opts *o, char *err, size_t errlen) {
+int engine_open(struct engine *s, const struct engine_opts *o, char *err, size_t errlen) {
     memset(s, 0, sizeof *s);
     if (o->model_path) {
         snprintf(s->model_path, sizeof s->model_path, "%s", o->model_path);
@@ -43,22 +43,22 @@ int session_open(struct session *s, const struct session_opts *o, char *err, siz
     if (tokenizer_n_vocab(s->tok) > c->n_vocab) {
         snprintf(err, errlen, "%s: the tokenizer has %d tokens but the embedding only %d rows", s->model_path,
                  (int)tokenizer_n_vocab(s->tok), c->n_vocab);
-        session_close(s);
+        engine_close(s);
         return -1;
     }
     int n_ctx = o->n_ctx > 0 ? o->n_ctx : (c->n_ctx_train < 4096 ? c->n_ctx_train : 4096);
-    int n_threads = o->n_threads > 0 ? o->n_threads : session_default_threads();
+    int n_threads = o->n_threads > 0 ? o->n_threads : engine_default_threads();
     int max_batch = o->max_batch > 0 ? o->max_batch : 512;
     if (max_batch > n_ctx) max_batch = n_ctx;
     if (state_create(&s->st, &s->model, n_ctx, max_batch, n_threads, err, errlen) != 0) {
-        session_close(s);
+        engine_close(s);
         return -1;
     }
     s->logits = malloc((size_t)max_batch * c->n_vocab * sizeof(float));
     s->past = malloc((size_t)n_ctx * sizeof *s->past);
     if (!s->logits || !s->past) {
         snprintf(err, errlen, "out of memory for logits");
-        session_close(s);
+        engine_close(s);
         return -1;
     }
     log_info("model %s: %s, %d layers, dim %d, ffn %d, heads %d/%d, vocab %d; context %d, %d threads", s->model_path,
@@ -66,7 +66,7 @@ int session_open(struct session *s, const struct session_opts *o, char *err, siz
     return 0;
 }
 
-void session_close(struct session *s) {
+void engine_close(struct engine *s) {
     free(s->logits);
     free(s->past);
     if (s->st.m) state_free(&s->st);
@@ -75,11 +75,11 @@ void session_close(struct session *s) {
     memset(s, 0, sizeof *s);
 }
 
-void session_truncate(struct session *s, int n) {
+void engine_truncate(struct engine *s, int n) {
     if (n < s->n_past) s->n_past = n < 0 ? 0 : n;
 }
 
-int session_eval(struct session *s, const int32_t *tokens, int n, int all_logits, char *err, size_t errlen) {
+int engine_eval(struct engine *s, const int32_t *tokens, int n, int all_logits, char *err, size_t errlen) {
     if (all_logits && n > s->st.max_batch) {
         snprintf(err, errlen, "internal: %d tokens with all logits exceed the batch of %d", n, s->st.max_batch);
         return -1;
@@ -90,7 +90,7 @@ int session_eval(struct session *s, const int32_t *tokens, int n, int all_logits
     return 0;
 }
 
-int session_generate(struct session *s, const int32_t *prompt, int n_prompt, int n_predict, struct sampler *smp,
+int engine_generate(struct engine *s, const int32_t *prompt, int n_prompt, int n_predict, struct sampler *smp,
                      FILE *out, int32_t **gen, int *n_gen, struct gen_stats *stats, char *err, size_t errlen) {
     struct gen_stats local = {0};
     struct tok_decoder *dec = tok_decoder_create(s->tok, 0);
@@ -99,13 +99,13 @@ int session_generate(struct session *s, const int32_t *prompt, int n_prompt, int
         return -1;
     }
     int rc = -1;
-    double t0 = session_now();
-    if (n_prompt > 0 && session_eval(s, prompt, n_prompt, 0, err, errlen) != 0) goto done;
+    double t0 = engine_now();
+    if (n_prompt > 0 && engine_eval(s, prompt, n_prompt, 0, err, errlen) != 0) goto done;
     for (int i = 0; i < n_prompt; i++) sampler_accept(smp, prompt[i]);
     local.n_prompt = n_prompt;
-    local.prompt_s = session_now() - t0;
+    local.prompt_s = engine_now() - t0;
 
-    double t1 = session_now();
+    double t1 = engine_now();
     const char *piece;
     size_t len;
     for (int i = 0; i < n_predict; i++) {
@@ -131,13 +131,13 @@ int session_generate(struct session *s, const int32_t *prompt, int n_prompt, int
             fflush(out);
         }
         if (i + 1 == n_predict) break; /* the last token needs no evaluation */
-        if (session_eval(s, &next, 1, 0, err, errlen) != 0) goto done;
+        if (engine_eval(s, &next, 1, 0, err, errlen) != 0) goto done;
     }
     if (out && tok_decoder_flush(dec, &piece, &len) == 0) {
         fwrite(piece, 1, len, out);
         fflush(out);
     }
-    local.gen_s = session_now() - t1;
+    local.gen_s = engine_now() - t1;
     rc = 0;
 done:
     tok_decoder_free(dec);
