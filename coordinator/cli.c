@@ -43,6 +43,7 @@ int cli_parse(struct cli_opts *o, int argc, char **argv, int first, unsigned all
     engine_opts_default(&o->eng);
     sampler_params_default(&o->sp);
     o->n_predict = 128;
+    o->eng.hot_fraction = 0.5f;
     o->bench_pp = 512;
     o->bench_tg = 128;
     o->bench_reps = 3;
@@ -76,7 +77,23 @@ int cli_parse(struct cli_opts *o, int argc, char **argv, int first, unsigned all
         } else if ((allowed & CLI_GEN) && !strcmp(a, "--chat")) {
             o->chat = 1;
         } else if ((allowed & (CLI_GEN | CLI_BENCH | CLI_PPL)) && !strcmp(a, "--single-process")) {
-            o->single_process = 1;
+            o->eng.single_process = 1;
+        } else if ((allowed & (CLI_RUNTIME | CLI_BENCH | CLI_PPL)) && !strcmp(a, "--cpu-workers")) {
+            NEED_VALUE();
+            if (parse_int(a, v, 1, 256, &o->eng.n_cpu_workers)) return -1;
+        } else if ((allowed & (CLI_RUNTIME | CLI_BENCH | CLI_PPL)) && !strcmp(a, "--pin")) {
+            NEED_VALUE();
+            o->eng.pin = v;
+        } else if ((allowed & (CLI_RUNTIME | CLI_BENCH | CLI_PPL)) && !strcmp(a, "--gpu-backend")) {
+            NEED_VALUE();
+            if (strcmp(v, "host") != 0 && strcmp(v, "cuda") != 0) {
+                fprintf(stderr, "hearth %s: --gpu-backend expects cuda or host, got '%s'\n", cmd, v);
+                return -1;
+            }
+            o->eng.gpu_backend = v;
+        } else if ((allowed & (CLI_RUNTIME | CLI_BENCH | CLI_PPL)) && !strcmp(a, "--hot-fraction")) {
+            NEED_VALUE();
+            if (parse_float(a, v, 0.0f, 1.0f, &o->eng.hot_fraction)) return -1;
         } else if ((allowed & CLI_GEN) && !strcmp(a, "--temp")) {
             NEED_VALUE();
             if (parse_float(a, v, 0.0f, 100.0f, &o->sp.temp)) return -1;

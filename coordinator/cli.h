@@ -25,7 +25,6 @@ struct cli_opts {
     const char *prompt_file; /* -f */
     int n_predict;           /* -n; -1: until the context is full or EOG */
     int chat;                /* --chat */
-    int single_process;      /* --single-process */
     int bench_pp, bench_tg, bench_reps; /* bench -p -n -r */
     int json;
     int max_chunks;          /* perplexity --chunks */

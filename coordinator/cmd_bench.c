@@ -42,7 +42,7 @@ static double timed_eval(struct engine *s, const int32_t *tokens, int n, int one
 
 int cmd_bench(int argc, char **argv) {
     struct cli_opts o;
-    if (cli_parse(&o, argc, argv, 2, CLI_MODEL | CLI_BENCH, "bench") != 0) return 1;
+    if (cli_parse(&o, argc, argv, 2, CLI_MODEL | CLI_BENCH | CLI_RUNTIME, "bench") != 0) return 1;
     if (o.eng.n_ctx == 0) o.eng.n_ctx = (o.bench_pp > o.bench_tg ? o.bench_pp : o.bench_tg) + 1;
     if (o.eng.n_ctx < o.bench_pp || o.eng.n_ctx < o.bench_tg) return cli_fail("-c is smaller than -p or -n");
     char err[1024];
@@ -71,21 +71,39 @@ int cmd_bench(int argc, char **argv) {
     }
     double pp_s = o.bench_pp > 0 ? median(pp, o.bench_reps) : 0, tg_s = o.bench_tg > 0 ? median(tg, o.bench_reps) : 0;
     double pp_tps = pp_s > 0 ? o.bench_pp / pp_s : 0, tg_tps = tg_s > 0 ? o.bench_tg / tg_s : 0;
-    size_t rss = peak_rss_bytes(), kv = state_kv_bytes(&s.st), wbytes = model_weight_bytes(&s.model);
+    size_t rss = peak_rss_bytes(), kv = engine_kv_bytes(&s), wbytes = model_weight_bytes(&s.model);
+    /* per process: the coordinator, then each worker of the runtime */
+    struct runtime_proc procs[65];
+    int n_procs = 1;
+    snprintf(procs[0].role, sizeof procs[0].role, "coord");
+    procs[0].pid = (int)getpid();
+    procs[0].peak_rss_bytes = rss;
+    if (s.rt) n_procs += runtime_procs(s.rt, procs + 1, 64);
+    if (n_procs > 65) n_procs = 65;
+    size_t rss_max = 0;
+    for (int i = 0; i < n_procs; i++)
+        if (procs[i].peak_rss_bytes > rss_max) rss_max = procs[i].peak_rss_bytes;
+    const char *mode = s.rt ? "multi-process" : "single-process";
     if (o.json) {
-        printf("{\"model\": \"%s\", \"mode\": \"single-process\", \"threads\": %d, \"n_ctx\": %d, "
+        printf("{\"model\": \"%s\", \"mode\": \"%s\", \"threads\": %d, \"n_ctx\": %d, "
                "\"repetitions\": %d, \"pp_tokens\": %d, \"tg_tokens\": %d, \"pp_tokens_per_s\": %.3f, "
                "\"tg_tokens_per_s\": %.3f, \"peak_rss_bytes\": %zu, \"kv_bytes\": %zu, \"weight_bytes\": %zu, "
-               "\"processes\": [{\"role\": \"coord\", \"pid\": %d, \"peak_rss_bytes\": %zu}]}\n",
-               s.model_path, s.st.n_threads, s.st.n_ctx, o.bench_reps, o.bench_pp, o.bench_tg, pp_tps, tg_tps, rss, kv,
-               wbytes, (int)getpid(), rss);
+               "\"processes\": [",
+               s.model_path, mode, s.n_threads, s.n_ctx, o.bench_reps, o.bench_pp, o.bench_tg, pp_tps, tg_tps,
+               rss_max, kv, wbytes);
+        for (int i = 0; i < n_procs; i++)
+            printf("%s{\"role\": \"%s\", \"pid\": %d, \"peak_rss_bytes\": %zu}", i ? ", " : "", procs[i].role,
+                   procs[i].pid, procs[i].peak_rss_bytes);
+        printf("]}\n");
     } else {
         printf("model: %s (%.1f MiB of weights)\n", s.model_path, (double)wbytes / (1 << 20));
-        printf("mode: single-process, %d threads, median of %d\n", s.st.n_threads, o.bench_reps);
+        printf("mode: %s, %d threads, median of %d\n", mode, s.n_threads, o.bench_reps);
         printf("| %-8s | %12s |\n|----------|--------------|\n", "test", "tokens/s");
         if (o.bench_pp > 0) printf("| pp%-6d | %12.2f |\n", o.bench_pp, pp_tps);
         if (o.bench_tg > 0) printf("| tg%-6d | %12.2f |\n", o.bench_tg, tg_tps);
-        printf("peak RSS %.1f MiB, KV cache %.1f MiB\n", (double)rss / (1 << 20), (double)kv / (1 << 20));
+        printf("KV cache %.1f MiB; peak RSS:", (double)kv / (1 << 20));
+        for (int i = 0; i < n_procs; i++) printf(" %s %.1f MiB", procs[i].role, (double)procs[i].peak_rss_bytes / (1 << 20));
+        printf("\n");
     }
     rc = 0;
 out:
@@ -130,7 +148,7 @@ int cmd_perplexity(int argc, char **argv) {
         snprintf(err, sizeof err, "out of memory while tokenizing");
         goto out;
     }
-    const int n_ctx = s.st.n_ctx, n_vocab = s.model.cfg.n_vocab, batch = s.st.max_batch;
+    const int n_ctx = s.n_ctx, n_vocab = s.model.cfg.n_vocab, batch = s.max_batch;
     int n_chunks = (int)(n_tokens / (size_t)n_ctx);
     if (o.max_chunks > 0 && o.max_chunks < n_chunks) n_chunks = o.max_chunks;
     if (n_chunks < 1) {

@@ -17,7 +17,8 @@ static int tokenize_prompt(const struct engine *s, const char *text, size_t len,
         snprintf(err, errlen, "cannot tokenize the prompt");
         return -1;
     }
-    int bos = tokenizer_add_bos(s->tok);
+    /* chat templates may already start with the BOS text: never add a second */
+    int bos = tokenizer_add_bos(s->tok) && !(n_body > 0 && body[0] == tokenizer_bos(s->tok));
     int32_t *all = malloc((n_body + 1) * sizeof *all);
     if (!all) {
         free(body);
@@ -69,10 +70,10 @@ int cmd_run(int argc, char **argv) {
         snprintf(err, sizeof err, "the prompt is empty and the model adds no BOS token: nothing to continue from");
         goto out;
     }
-    int room = s.st.n_ctx - n_prompt;
+    int room = s.n_ctx - n_prompt;
     if (room < 0) {
         snprintf(err, sizeof err, "the prompt has %d tokens, more than the context of %d (raise -c)", n_prompt,
-                 s.st.n_ctx);
+                 s.n_ctx);
         goto out;
     }
     int n_predict = o.n_predict < 0 || o.n_predict > room ? room : o.n_predict;
@@ -161,7 +162,7 @@ int cmd_chat(int argc, char **argv) {
         int common = 0;
         while (common < s.n_past && common < n_ids - 1 && s.past[common] == ids[common]) common++;
         engine_truncate(&s, common);
-        int room = s.st.n_ctx - n_ids;
+        int room = s.n_ctx - n_ids;
         if (room <= 0) {
             free(text);
             free(ids);

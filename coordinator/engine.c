@@ -50,9 +50,22 @@ int engine_open(struct engine *s, const struct engine_opts *o, char *err, size_t
     int n_threads = o->n_threads > 0 ? o->n_threads : engine_default_threads();
     int max_batch = o->max_batch > 0 ? o->max_batch : 512;
     if (max_batch > n_ctx) max_batch = n_ctx;
-    if (state_create(&s->st, &s->model, n_ctx, max_batch, n_threads, err, errlen) != 0) {
-        engine_close(s);
-        return -1;
+    s->n_ctx = n_ctx;
+    s->max_batch = max_batch;
+    s->n_threads = n_threads;
+    if (o->single_process) {
+        if (state_create(&s->st, &s->model, n_ctx, max_batch, n_threads, err, errlen) != 0) {
+            engine_close(s);
+            return -1;
+        }
+    } else {
+        struct runtime_opts ro = {s->model_path, o->n_cpu_workers, o->pin, o->gpu_backend, o->hot_fraction,
+                                  n_ctx, max_batch, n_threads, log_get_level() >= LOG_INFO};
+        s->rt = runtime_start(&ro, &s->model, err, errlen);
+        if (!s->rt) {
+            engine_close(s);
+            return -1;
+        }
     }
     s->logits = malloc((size_t)max_batch * c->n_vocab * sizeof(float));
     s->past = malloc((size_t)n_ctx * sizeof *s->past);
@@ -61,8 +74,9 @@ int engine_open(struct engine *s, const struct engine_opts *o, char *err, size_t
         engine_close(s);
         return -1;
     }
-    log_info("model %s: %s, %d layers, dim %d, ffn %d, heads %d/%d, vocab %d; context %d, %d threads", s->model_path,
-             c->arch, c->n_layers, c->dim, c->hidden_dim, c->n_heads, c->n_kv_heads, c->n_vocab, n_ctx, n_threads);
+    log_info("model %s: %s, %d layers, dim %d, ffn %d, heads %d/%d, vocab %d; context %d, %d threads, %s",
+             s->model_path, c->arch, c->n_layers, c->dim, c->hidden_dim, c->n_heads, c->n_kv_heads, c->n_vocab, n_ctx,
+             n_threads, s->rt ? "multi-process" : "single process");
     return 0;
 }
 
@@ -70,9 +84,15 @@ void engine_close(struct engine *s) {
     free(s->logits);
     free(s->past);
     if (s->st.m) state_free(&s->st);
+    if (s->rt) runtime_stop(s->rt);
     if (s->tok) tokenizer_free(s->tok);
     model_free(&s->model);
     memset(s, 0, sizeof *s);
+}
+
+size_t engine_kv_bytes(const struct engine *s) {
+    const struct llama_config *c = &s->model.cfg;
+    return 2 * (size_t)c->n_layers * (size_t)s->n_ctx * (size_t)c->n_kv_heads * c->head_dim * sizeof(float);
 }
 
 void engine_truncate(struct engine *s, int n) {
@@ -80,11 +100,13 @@ void engine_truncate(struct engine *s, int n) {
 }
 
 int engine_eval(struct engine *s, const int32_t *tokens, int n, int all_logits, char *err, size_t errlen) {
-    if (all_logits && n > s->st.max_batch) {
-        snprintf(err, errlen, "internal: %d tokens with all logits exceed the batch of %d", n, s->st.max_batch);
+    if (all_logits && n > s->max_batch) {
+        snprintf(err, errlen, "internal: %d tokens with all logits exceed the batch of %d", n, s->max_batch);
         return -1;
     }
-    if (forward(&s->st, tokens, n, s->n_past, s->logits, all_logits, err, errlen) != 0) return -1;
+    int rc = s->rt ? runtime_eval(s->rt, tokens, n, s->n_past, s->past, s->logits, all_logits, err, errlen)
+                   : forward(&s->st, tokens, n, s->n_past, s->logits, all_logits, err, errlen);
+    if (rc != 0) return -1;
     memcpy(s->past + s->n_past, tokens, (size_t)n * sizeof *tokens);
     s->n_past += n;
     return 0;

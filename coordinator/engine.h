@@ -3,7 +3,8 @@
  * Shared by the commands that generate (run, chat, bench, perplexity). The
  * evaluation itself goes through `engine_eval`, the one place that decides
  * which engine computes a step; today that is the dense in-process pass
- * (forward.h). */
+ * (forward.h), or the multi-process runtime (runtime.h), which must give the
+ * same results. */
 #ifndef HEARTH_ENGINE_H
 #define HEARTH_ENGINE_H
 
@@ -12,6 +13,7 @@
 #include <stdio.h>
 
 #include "forward.h"
+#include "runtime.h"
 #include "model.h"
 #include "sampler.h"
 #include "tokenizer.h"
@@ -21,12 +23,19 @@ struct engine_opts {
     int n_ctx;              /* 0: min(4096, training context) */
     int n_threads;          /* 0: online CPUs */
     int max_batch;          /* 0: 512 */
+    int single_process;     /* 1: the dense in-process pass; 0: the multi-process runtime */
+    int n_cpu_workers;      /* runtime: 0 = one per NUMA node */
+    const char *pin;        /* runtime: --pin SPEC */
+    const char *gpu_backend;/* runtime: --gpu-backend */
+    float hot_fraction;     /* runtime: --hot-fraction */
 };
 
 struct engine {
     struct llama_model model;
     struct tokenizer *tok;
-    struct llama_state st;
+    struct llama_state st;    /* single process only */
+    struct runtime *rt;       /* multi-process only */
+    int n_ctx, max_batch, n_threads;
     float *logits; /* [max_batch, n_vocab] */
     char model_path[4096];
     int n_past;    /* tokens in the KV cache */
@@ -55,6 +64,9 @@ int engine_eval(struct engine *s, const int32_t *tokens, int n, int all_logits, 
  * *gen / *n_gen when gen is non-NULL (caller frees). */
 int engine_generate(struct engine *s, const int32_t *prompt, int n_prompt, int n_predict, struct sampler *smp,
                      FILE *out, int32_t **gen, int *n_gen, struct gen_stats *stats, char *err, size_t errlen);
+
+/* Bytes of the KV cache (in whichever process holds it). */
+size_t engine_kv_bytes(const struct engine *s);
 
 /* Number of online CPUs (at least 1). */
 int engine_default_threads(void);

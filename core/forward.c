@@ -32,13 +32,11 @@ int state_create(struct llama_state *s, const struct llama_model *m, int n_ctx, 
     s->k = malloc(B * kv_dim * sizeof(float));
     s->v = malloc(B * kv_dim * sizeof(float));
     s->att_out = malloc(B * q_dim * sizeof(float));
-    s->hb = malloc(B * c->hidden_dim * sizeof(float));
-    s->hb2 = malloc(B * c->hidden_dim * sizeof(float));
     s->att = malloc((size_t)n_threads * n_ctx * sizeof(float));
     s->inv_freq = malloc((size_t)(c->rope_dim / 2 + 1) * sizeof(float));
     s->key_cache = calloc(cache, sizeof(float));
     s->value_cache = calloc(cache, sizeof(float));
-    if (!s->x || !s->xb || !s->xb2 || !s->q || !s->k || !s->v || !s->att_out || !s->hb || !s->hb2 || !s->att ||
+    if (!s->x || !s->xb || !s->xb2 || !s->q || !s->k || !s->v || !s->att_out || !s->att ||
         !s->inv_freq || !s->key_cache || !s->value_cache) {
         snprintf(err, errlen, "out of memory for the run state (KV cache of %d positions: %.1f MiB)", n_ctx,
                  2.0 * (double)cache * sizeof(float) / (1 << 20));
@@ -48,7 +46,7 @@ int state_create(struct llama_state *s, const struct llama_model *m, int n_ctx, 
     for (int i = 0; i < c->rope_dim / 2; i++)
         s->inv_freq[i] = (float)pow((double)c->rope_base, -2.0 * i / c->rope_dim);
     s->tp = tpool_create(n_threads, err, errlen);
-    if (!s->tp) {
+    if (!s->tp || ffn_scratch_create(&s->fs, m, max_batch, err, errlen) != 0) {
         state_free(s);
         return -1;
     }
@@ -63,14 +61,13 @@ void state_free(struct llama_state *s) {
     free(s->k);
     free(s->v);
     free(s->att_out);
-    free(s->hb);
-    free(s->hb2);
     free(s->att);
     free(s->inv_freq);
     free(s->key_cache);
     free(s->value_cache);
     if (s->tp) tpool_destroy(s->tp);
     matmul_scratch_free(&s->ms);
+    ffn_scratch_free(&s->fs);
     memset(s, 0, sizeof *s);
 }
 
@@ -166,13 +163,20 @@ static float ffn_act(float g, enum ffn_act act) {
     return g / (1.0f + expf(-g));
 }
 
-/* x = x + Attn(RMSNorm(x)); x = x + FFN(RMSNorm(x)) for n tokens at pos0.. */
-static int layer_forward(struct llama_state *s, int l, int n, int pos0, char *err, size_t errlen) {
+void forward_embed(struct llama_state *s, const int32_t *tokens, int n) {
+    const struct llama_model *m = s->m;
+    const int dim = m->cfg.dim;
+    const struct quant_traits *et = quant_traits((enum hearth_type)m->tok_embd.type);
+    const size_t erow = hearth_row_size(m->tok_embd.type, dim);
+    for (int t = 0; t < n; t++)
+        et->to_float((const char *)m->tok_embd.data + (size_t)tokens[t] * erow, s->x + (size_t)t * dim, dim);
+}
+
+int forward_attention(struct llama_state *s, int l, int n, int pos0, char *err, size_t errlen) {
     const struct llama_config *c = &s->m->cfg;
     const struct llama_layer *L = &s->m->layers[l];
     const int dim = c->dim, hd = c->head_dim, q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
 
-    /* attention */
     rmsnorm(s->xb, s->x, L->attn_norm, dim, n, c->norm_eps);
     if (mm(s, s->q, &L->wq, s->xb, n, err, errlen) || mm(s, s->k, &L->wk, s->xb, n, err, errlen) ||
         mm(s, s->v, &L->wv, s->xb, n, err, errlen))
@@ -196,40 +200,105 @@ static int layer_forward(struct llama_state *s, int l, int n, int pos0, char *er
     tpool_run(s->tp, attn_worker, &job);
     if (mm(s, s->xb2, &L->wo, s->att_out, n, err, errlen)) return -1;
     for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
+    return 0;
+}
 
-    /* FFN */
-    rmsnorm(s->xb, s->x, L->ffn_norm, dim, n, c->norm_eps);
-    if (mm(s, s->hb2, &L->w_up, s->xb, n, err, errlen)) return -1;
-    const size_t nh = (size_t)n * c->hidden_dim;
-    if (c->ffn_gated) {
-        if (mm(s, s->hb, &L->w_gate, s->xb, n, err, errlen)) return -1;
-        for (size_t i = 0; i < nh; i++) s->hb[i] = ffn_act(s->hb[i], c->ffn_act) * s->hb2[i];
-    } else {
-        for (size_t i = 0; i < nh; i++) s->hb[i] = ffn_act(s->hb2[i], c->ffn_act);
+void forward_ffn_norm(struct llama_state *s, int l, int n) {
+    const struct llama_config *c = &s->m->cfg;
+    rmsnorm(s->xb, s->x, s->m->layers[l].ffn_norm, c->dim, n, c->norm_eps);
+}
+
+int ffn_scratch_create(struct ffn_scratch *fs, const struct llama_model *m, int max_batch, char *err,
+                       size_t errlen) {
+    memset(fs, 0, sizeof *fs);
+    const size_t nh = (size_t)max_batch * m->cfg.hidden_dim;
+    fs->max_batch = max_batch;
+    fs->gate = malloc(nh * sizeof(float));
+    fs->up = malloc(nh * sizeof(float));
+    fs->h = malloc(nh * sizeof(float));
+    if (!fs->gate || !fs->up || !fs->h) {
+        ffn_scratch_free(fs);
+        snprintf(err, errlen, "out of memory for the FFN scratch of %d tokens", max_batch);
+        return -1;
     }
-    if (mm(s, s->xb2, &L->w_down, s->hb, n, err, errlen)) return -1;
+    return 0;
+}
+
+void ffn_scratch_free(struct ffn_scratch *fs) {
+    free(fs->gate);
+    free(fs->up);
+    free(fs->h);
+    matmul_scratch_free(&fs->ms);
+    memset(fs, 0, sizeof *fs);
+}
+
+int64_t ffn_neuron_align(const struct llama_model *m) {
+    /* a neuron is a row of gate/up and a column of down; shards of down's rows
+     * must start and end on its blocks */
+    int64_t a = hearth_type_blck(m->layers[0].w_down.type);
+    return a > 0 ? a : 1;
+}
+
+int ffn_partial(const struct llama_model *m, int l, const float *xn, int n, int64_t n0, int64_t n1, float *y,
+                struct ffn_scratch *fs, struct tpool *tp, char *err, size_t errlen) {
+    const struct llama_config *c = &m->cfg;
+    const struct llama_layer *L = &m->layers[l];
+    const int64_t hidden = c->hidden_dim, width = n1 - n0, align = ffn_neuron_align(m);
+    if (n > fs->max_batch || n0 < 0 || n1 > hidden || n0 > n1 || n0 % align || (n1 % align && n1 != hidden)) {
+        snprintf(err, errlen, "ffn: neurons [%lld, %lld) of %lld (aligned to %lld) for %d tokens are not computable",
+                 (long long)n0, (long long)n1, (long long)hidden, (long long)align, n);
+        return -1;
+    }
+    if (width == 0) {
+        memset(y, 0, (size_t)n * c->dim * sizeof *y);
+        return 0;
+    }
+    /* h = act(gate xn) * (up xn), neurons [n0, n1), kept [n, hidden] in place */
+    if (matmul_rows(tp, fs->up, L->w_up.data, (enum hearth_type)L->w_up.type, xn, c->dim, hidden, n, n0, n1, &fs->ms,
+                    err, errlen))
+        return -1;
+    if (c->ffn_gated && matmul_rows(tp, fs->gate, L->w_gate.data, (enum hearth_type)L->w_gate.type, xn, c->dim,
+                                    hidden, n, n0, n1, &fs->ms, err, errlen))
+        return -1;
+    for (int t = 0; t < n; t++) {
+        const float *g = fs->gate + (size_t)t * hidden, *u = fs->up + (size_t)t * hidden;
+        float *h = fs->h + (size_t)t * width; /* compact: [n, width] */
+        for (int64_t i = n0; i < n1; i++)
+            h[i - n0] = c->ffn_gated ? ffn_act(g[i], c->ffn_act) * u[i] : ffn_act(u[i], c->ffn_act);
+    }
+    /* y = down[:, n0:n1] h: each of down's dim rows read from column n0 on */
+    const size_t row_bytes = hearth_row_size(L->w_down.type, hidden);
+    const char *w = (const char *)L->w_down.data + hearth_row_size(L->w_down.type, n0);
+    return matmul_strided(tp, y, w, (enum hearth_type)L->w_down.type, row_bytes, fs->h, width, c->dim, n, &fs->ms,
+                          err, errlen);
+}
+
+/* x = x + Attn(RMSNorm(x)); x = x + FFN(RMSNorm(x)) for n tokens at pos0.. */
+static int layer_forward(struct llama_state *s, int l, int n, int pos0, char *err, size_t errlen) {
+    const int dim = s->m->cfg.dim;
+    if (forward_attention(s, l, n, pos0, err, errlen) != 0) return -1;
+    forward_ffn_norm(s, l, n);
+    if (ffn_partial(s->m, l, s->xb, n, 0, s->m->cfg.hidden_dim, s->xb2, &s->fs, s->tp, err, errlen) != 0) return -1;
     for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
     return 0;
+}
+
+int forward_output(struct llama_state *s, int n, float *logits, int all_logits, char *err, size_t errlen) {
+    const struct llama_model *m = s->m;
+    const struct llama_config *c = &m->cfg;
+    const int first = all_logits ? 0 : n - 1;
+    const int n_out = n - first;
+    rmsnorm(s->xb, s->x + (size_t)first * c->dim, m->output_norm, c->dim, n_out, c->norm_eps);
+    return mm(s, logits, &m->output, s->xb, n_out, err, errlen);
 }
 
 /* One chunk of at most max_batch tokens. */
 static int forward_chunk(struct llama_state *s, const int32_t *tokens, int n, int pos0, float *logits,
                          int all_logits, char *err, size_t errlen) {
-    const struct llama_model *m = s->m;
-    const struct llama_config *c = &m->cfg;
-    const struct quant_traits *et = quant_traits((enum hearth_type)m->tok_embd.type);
-    const size_t erow = hearth_row_size(m->tok_embd.type, c->dim);
-    for (int t = 0; t < n; t++)
-        et->to_float((const char *)m->tok_embd.data + (size_t)tokens[t] * erow, s->x + (size_t)t * c->dim, c->dim);
-
-    for (int l = 0; l < c->n_layers; l++)
+    forward_embed(s, tokens, n);
+    for (int l = 0; l < s->m->cfg.n_layers; l++)
         if (layer_forward(s, l, n, pos0, err, errlen) != 0) return -1;
-
-    if (!logits) return 0;
-    const int first = all_logits ? 0 : n - 1;
-    const int n_out = n - first;
-    rmsnorm(s->xb, s->x + (size_t)first * c->dim, m->output_norm, c->dim, n_out, c->norm_eps);
-    return mm(s, logits, &m->output, s->xb, n_out, err, errlen);
+    return logits ? forward_output(s, n, logits, all_logits, err, errlen) : 0;
 }
 
 int forward(struct llama_state *s, const int32_t *tokens, int n_tokens, int pos0, float *logits, int all_logits,

@@ -19,6 +19,15 @@
 #include "model.h"
 #include "tpool.h"
 
+/* Buffers of the FFN of one layer for up to max_batch tokens. */
+struct ffn_scratch {
+    int max_batch;
+    float *gate; /* [B, hidden_dim] */
+    float *up;   /* [B, hidden_dim] */
+    float *h;    /* act(gate) * up of the computed neurons, compact [B, n1 - n0] */
+    struct matmul_scratch ms;
+};
+
 struct llama_state {
     const struct llama_model *m;
     int n_ctx;     /* KV cache capacity in positions */
@@ -33,8 +42,6 @@ struct llama_state {
     float *k;   /* keys of this chunk [B, kv_dim] */
     float *v;   /* values of this chunk [B, kv_dim] */
     float *att_out; /* attention output before wo [B, n_heads * head_dim] */
-    float *hb;  /* gate / hidden [B, hidden_dim] */
-    float *hb2; /* up [B, hidden_dim] */
     float *att; /* attention scores scratch [n_threads, n_ctx] */
     float *inv_freq; /* RoPE frequencies [rope_dim / 2] */
 
@@ -44,6 +51,7 @@ struct llama_state {
 
     struct tpool *tp;
     struct matmul_scratch ms;
+    struct ffn_scratch fs;
 };
 
 int state_create(struct llama_state *s, const struct llama_model *m, int n_ctx, int max_batch, int n_threads,
@@ -57,6 +65,30 @@ void state_free(struct llama_state *s);
  * vocabulary or when the context is full. */
 int forward(struct llama_state *s, const int32_t *tokens, int n_tokens, int pos0, float *logits, int all_logits,
             char *err, size_t errlen);
+
+/* The pieces of forward(), for the multi-process runtime: the GPU worker
+ * runs embed, attention, FFN norm and output on a llama_state, and the FFN
+ * of its hot neurons; CPU workers run ffn_partial on their shards. */
+
+/* x[0..n) = embeddings of tokens */
+void forward_embed(struct llama_state *s, const int32_t *tokens, int n);
+/* x += Attn_l(RMSNorm(x)) for n tokens at pos0.., writing their K/V to the cache */
+int forward_attention(struct llama_state *s, int l, int n, int pos0, char *err, size_t errlen);
+/* xb = RMSNorm_ffn_l(x): the FFN input [n, dim] */
+void forward_ffn_norm(struct llama_state *s, int l, int n);
+/* logits of the last token (or of all n) from x */
+int forward_output(struct llama_state *s, int n, float *logits, int all_logits, char *err, size_t errlen);
+
+int ffn_scratch_create(struct ffn_scratch *fs, const struct llama_model *m, int max_batch, char *err, size_t errlen);
+void ffn_scratch_free(struct ffn_scratch *fs);
+/* Neuron ranges must start (and end, unless at hidden_dim) on multiples of
+ * this: the block size of ffn_down's rows. */
+int64_t ffn_neuron_align(const struct llama_model *m);
+/* y[n, dim] = FFN_l restricted to neurons [n0, n1) of input xn[n, dim]:
+ *   down[:, n0:n1] (act(gate[n0:n1] xn) * up[n0:n1] xn)
+ * Summing y over a partition of [0, hidden_dim) gives the whole FFN. */
+int ffn_partial(const struct llama_model *m, int l, const float *xn, int n, int64_t n0, int64_t n1, float *y,
+                struct ffn_scratch *fs, struct tpool *tp, char *err, size_t errlen);
 
 /* Bytes of the KV cache as allocated. */
 size_t state_kv_bytes(const struct llama_state *s);

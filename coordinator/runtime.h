@@ -1,0 +1,67 @@
+/* runtime: the coordinator's side of the multi-process runtime.
+ *
+ * runtime_start creates a session (ipc/session.h: a private folder for the
+ * sockets and the token, shm regions for the rings and the logits), plans
+ * where each worker runs (core/topo.h), spawns one GPU worker and N CPU
+ * workers, and hands each its Assign: the model, its threads and cpuset,
+ * its neurons of every layer (the hot ones to the GPU worker, the cold ones
+ * split into contiguous shards among the CPU workers), and its rings.
+ *
+ * runtime_eval sends a Step (tokens, positions) to the GPU worker and waits
+ * for its StepDone; the per-layer traffic between the workers follows the
+ * data through the rings without the coordinator. While it waits it
+ * supervises: a worker that dies is restarted alone; if it was the GPU
+ * worker, its KV cache is rebuilt by evaluating the sequence's tokens again
+ * before the lost step is replayed; the caller sees the same logits.
+ *
+ * A developer can take one worker over by hand (`hearth workers stop ROLE`
+ * leaves a marker; the coordinator then waits for that role to say Hello
+ * instead of spawning it). */
+#ifndef HEARTH_RUNTIME_H
+#define HEARTH_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+
+struct runtime_opts {
+    const char *model_path;
+    int n_cpu_workers;       /* 0: one per NUMA node */
+    const char *pin;         /* --pin SPEC (core/topo.h), NULL: automatic */
+    const char *gpu_backend; /* "host" or "cuda"; NULL: cuda when built and a GPU is present, else host */
+    float hot_fraction;      /* share of each layer's FFN neurons computed by the GPU worker */
+    int n_ctx, max_batch;
+    int n_threads;           /* all threads of all workers; 0: the machine's cores */
+    int verbose;
+};
+
+struct runtime;
+
+struct runtime *runtime_start(const struct runtime_opts *o, const struct llama_model *m, char *err, size_t errlen);
+
+/* Evaluates tokens[0..n) at positions pos0.. (split into steps of at most
+ * max_batch). past[0..pos0) are the tokens already in the KV cache, needed
+ * to rebuild it if the GPU worker has to be restarted. logits: [n_vocab] of
+ * the last token, or [n, n_vocab] with all_logits; NULL for none. */
+int runtime_eval(struct runtime *rt, const int32_t *tokens, int n, int pos0, const int32_t *past, float *logits,
+                 int all_logits, char *err, size_t errlen);
+
+/* Shuts the workers down and removes everything of the session. */
+void runtime_stop(struct runtime *rt);
+
+struct runtime_proc {
+    char role[16];
+    int pid;
+    size_t peak_rss_bytes; /* VmHWM from /proc; 0 when unreadable */
+};
+/* The workers, at most max of them; returns how many there are. */
+int runtime_procs(const struct runtime *rt, struct runtime_proc *out, int max);
+
+/* The session id (for logs and `hearth workers`). */
+const char *runtime_session_id(const struct runtime *rt);
+
+/* 1 once SIGINT/SIGTERM asked the coordinator to stop. */
+int runtime_interrupted(void);
+
+#endif

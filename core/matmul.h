@@ -1,0 +1,55 @@
+/* matmul: y = W x for a quantized weight matrix W and f32 activations x.
+ *
+ * W is a GGUF tensor of ne = [n_in, n_out]: n_out rows of n_in weights of type
+ * wt, each row hearth_row_size(wt, n_in) bytes, rows back to back.
+ * x is [n_tok, n_in] f32 (token-major), y is [n_tok, n_out] f32:
+ *
+ *     y[t*n_out + r] = sum_i W[r, i] * x[t*n_in + i]
+ *
+ * The activations are first quantized to the weight type's vec_dot_type
+ * (Q8_0/Q8_1/Q8_K; F32 weights use x as is), in parallel, into the scratch,
+ * which grows as needed and is reused between calls (one scratch per caller,
+ * never shared by two concurrent calls). Output rows are then split across
+ * the pool's threads in chunks taken from a shared counter (threads that
+ * finish early take more). For n_tok > 1 a chunk is a tile of rows x tokens,
+ * so the tile's weight rows stay in cache while all its tokens use them. */
+#ifndef HEARTH_MATMUL_H
+#define HEARTH_MATMUL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tpool.h"
+#include "types.h"
+
+struct matmul_scratch {
+    void *buf;    /* quantized activations, [n_tok] rows of the vec_dot_type */
+    size_t bytes; /* capacity of buf */
+};
+
+#define MATMUL_SCRATCH_INIT {NULL, 0}
+
+void matmul_scratch_free(struct matmul_scratch *s); /* keeps s reusable */
+
+/* 0 ok; negative with err filled when wt has no kernels, n_in is not a
+ * multiple of the block size, a size is out of range, or memory runs out.
+ * tp may be NULL (run on the caller only). */
+int matmul(struct tpool *tp, float *y, const void *w, enum hearth_type wt, const float *x, int64_t n_in,
+           int64_t n_out, int64_t n_tok, struct matmul_scratch *s, char *err, size_t errlen);
+
+/* As matmul, but computes only output rows [r0, r1) (0 <= r0 <= r1 <= n_out);
+ * y keeps its [n_tok, n_out] layout and its other entries are not written.
+ * Used for shards of neurons. */
+int matmul_rows(struct tpool *tp, float *y, const void *w, enum hearth_type wt, const float *x, int64_t n_in,
+                int64_t n_out, int64_t n_tok, int64_t r0, int64_t r1, struct matmul_scratch *s, char *err,
+                size_t errlen);
+
+/* As matmul, but weight row r starts at (const char *)w + r * w_stride
+ * (w_stride >= hearth_row_size(wt, n_in)): a block-aligned column slice
+ * [c0, c0 + n_in) of a wider matrix, e.g. the FFN down projection restricted
+ * to a shard of neurons, is w = base + hearth_row_size(wt, c0) with the wide
+ * matrix's row size as the stride. */
+int matmul_strided(struct tpool *tp, float *y, const void *w, enum hearth_type wt, size_t w_stride, const float *x,
+                   int64_t n_in, int64_t n_out, int64_t n_tok, struct matmul_scratch *s, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,40 @@
+/* backend: what the GPU worker needs from a compute device, as one
+ * interface with two implementations (DESIGN.md, "Backends"):
+ *   host  CPU threads, on the dense pass's own code (core/forward.h); runs
+ *         everywhere, so the whole runtime is tested without a GPU;
+ *   cuda  the CUDA kernels of cuda/ (its own issue).
+ * The worker drives one step as: begin (embeddings), then per layer
+ * attention, ffn_input (the normalized FFN input, in host memory, which goes
+ * to the CPU workers), ffn_hot (the hot neurons, added to the residual) and
+ * add_partial once per CPU worker's partial sum; then output (logits). */
+#ifndef HEARTH_BACKEND_H
+#define HEARTH_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+
+struct gpu_backend {
+    const char *name;
+    void *impl;
+    int (*begin)(struct gpu_backend *b, const int32_t *tokens, int n, char *err, size_t errlen);
+    int (*attention)(struct gpu_backend *b, int layer, int n, int pos0, char *err, size_t errlen);
+    /* [n, dim] float32, valid until the next call */
+    const float *(*ffn_input)(struct gpu_backend *b, int layer, int n);
+    /* x += FFN restricted to neurons [n0, n1) (nothing when empty) */
+    int (*ffn_hot)(struct gpu_backend *b, int layer, int n, int64_t n0, int64_t n1, char *err, size_t errlen);
+    /* x += y, y [n, dim] float32 in host memory */
+    void (*add_partial)(struct gpu_backend *b, int n, const float *y);
+    /* logits of the last token (or all n) into host memory */
+    int (*output)(struct gpu_backend *b, int n, float *logits, int all_logits, char *err, size_t errlen);
+    void (*destroy)(struct gpu_backend *b);
+};
+
+int backend_host_create(struct gpu_backend *b, const struct llama_model *m, int n_ctx, int max_batch, int n_threads,
+                        char *err, size_t errlen);
+
+/* The host backend's thread pool, for pinning (NULL for other backends). */
+struct tpool *backend_host_pool(struct gpu_backend *b);
+
+#endif

@@ -1,0 +1,109 @@
+/* backend_host: the GPU worker's backend on CPU threads. It is the dense
+ * pass (core/forward.h) taken apart at the layer's seams, so the runtime
+ * with every neuron computed reproduces the dense pass. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "forward.h"
+
+struct host {
+    struct llama_state st;
+    float *y; /* [max_batch, dim] hot FFN output */
+};
+
+static struct host *H(struct gpu_backend *b) { return b->impl; }
+
+static int host_begin(struct gpu_backend *b, const int32_t *tokens, int n, char *err, size_t errlen) {
+    struct host *h = H(b);
+    if (n < 1 || n > h->st.max_batch) {
+        snprintf(err, errlen, "step of %d tokens outside [1, %d]", n, h->st.max_batch);
+        return -1;
+    }
+    for (int t = 0; t < n; t++) {
+        if (tokens[t] < 0 || tokens[t] >= h->st.m->cfg.n_vocab) {
+            snprintf(err, errlen, "token id %d outside the vocabulary", tokens[t]);
+            return -1;
+        }
+    }
+    forward_embed(&h->st, tokens, n);
+    return 0;
+}
+
+static int host_attention(struct gpu_backend *b, int layer, int n, int pos0, char *err, size_t errlen) {
+    struct host *h = H(b);
+    if (pos0 < 0 || n > h->st.n_ctx - pos0) {
+        snprintf(err, errlen, "positions %d..%d outside the context of %d", pos0, pos0 + n - 1, h->st.n_ctx);
+        return -1;
+    }
+    return forward_attention(&h->st, layer, n, pos0, err, errlen);
+}
+
+static const float *host_ffn_input(struct gpu_backend *b, int layer, int n) {
+    struct host *h = H(b);
+    forward_ffn_norm(&h->st, layer, n);
+    return h->st.xb;
+}
+
+static void host_add_partial(struct gpu_backend *b, int n, const float *y) {
+    struct host *h = H(b);
+    const size_t count = (size_t)n * h->st.m->cfg.dim;
+    for (size_t i = 0; i < count; i++) h->st.x[i] += y[i];
+}
+
+static int host_ffn_hot(struct gpu_backend *b, int layer, int n, int64_t n0, int64_t n1, char *err, size_t errlen) {
+    struct host *h = H(b);
+    if (n1 <= n0) return 0;
+    if (ffn_partial(h->st.m, layer, h->st.xb, n, n0, n1, h->y, &h->st.fs, h->st.tp, err, errlen) != 0) return -1;
+    host_add_partial(b, n, h->y);
+    return 0;
+}
+
+static int host_output(struct gpu_backend *b, int n, float *logits, int all_logits, char *err, size_t errlen) {
+    return forward_output(&H(b)->st, n, logits, all_logits, err, errlen);
+}
+
+static void host_destroy(struct gpu_backend *b) {
+    struct host *h = H(b);
+    if (!h) return;
+    state_free(&h->st);
+    free(h->y);
+    free(h);
+    b->impl = NULL;
+}
+
+int backend_host_create(struct gpu_backend *b, const struct llama_model *m, int n_ctx, int max_batch, int n_threads,
+                        char *err, size_t errlen) {
+    memset(b, 0, sizeof *b);
+    struct host *h = calloc(1, sizeof *h);
+    if (!h) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (state_create(&h->st, m, n_ctx, max_batch, n_threads, err, errlen) != 0) {
+        free(h);
+        return -1;
+    }
+    h->y = malloc((size_t)max_batch * m->cfg.dim * sizeof(float));
+    if (!h->y) {
+        state_free(&h->st);
+        free(h);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    b->name = "host";
+    b->impl = h;
+    b->begin = host_begin;
+    b->attention = host_attention;
+    b->ffn_input = host_ffn_input;
+    b->ffn_hot = host_ffn_hot;
+    b->add_partial = host_add_partial;
+    b->output = host_output;
+    b->destroy = host_destroy;
+    return 0;
+}
+
+struct tpool *backend_host_pool(struct gpu_backend *b) {
+    return b->impl && b->begin == host_begin ? H(b)->st.tp : NULL;
+}

@@ -1,0 +1,212 @@
+/* hearth-gpu-worker: attention and the KV cache, the hot FFN neurons, the
+ * final norm and the LM head (DESIGN.md, "One decoding step, as data").
+ *
+ * Steps arrive on the control channel; per layer the worker sends the FFN
+ * input to every CPU worker through its ring, computes the hot neurons while
+ * they compute their cold shards, then adds their partial sums as they
+ * arrive. Logits go to the session's logits region; StepDone (with per-layer
+ * times) tells the coordinator they are there. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "idle.h"
+#include "ipc.h"
+#include "log.h"
+#include "model.h"
+#include "wire.h"
+#include "worker.h"
+
+#define MAX_CPU_WORKERS 64
+
+struct gpu_worker {
+    struct worker w;
+    struct llama_model model;
+    struct gpu_backend be;
+    int64_t *hot0, *hot1; /* [n_layers] hot neurons of each layer */
+    int n_cpu;
+    struct ring in[MAX_CPU_WORKERS], out[MAX_CPU_WORKERS];
+    struct doorbell in_bell[MAX_CPU_WORKERS], out_bell[MAX_CPU_WORKERS];
+    struct shm_region logits;
+    uint64_t *layer_ns;
+    int max_batch;
+};
+
+static int setup(struct gpu_worker *g, char *err, size_t errlen) {
+    const Hearth__Assign *a = g->w.assign;
+    if (model_load(&g->model, a->model_path, err, errlen) != 0) return -1;
+    const struct llama_config *c = &g->model.cfg;
+    g->max_batch = (int)a->max_batch;
+    if (strcmp(a->backend, "host") != 0) {
+        snprintf(err, errlen, "backend '%s' is not built into this worker (available: host)", a->backend);
+        return -1;
+    }
+    if (backend_host_create(&g->be, &g->model, (int)a->n_ctx, g->max_batch, a->n_threads ? (int)a->n_threads : 1,
+                            err, errlen) != 0)
+        return -1;
+    worker_pin_pool(&g->w, backend_host_pool(&g->be));
+    g->hot0 = calloc((size_t)c->n_layers, sizeof *g->hot0);
+    g->hot1 = calloc((size_t)c->n_layers, sizeof *g->hot1);
+    g->layer_ns = calloc((size_t)c->n_layers, sizeof *g->layer_ns);
+    if (!g->hot0 || !g->hot1 || !g->layer_ns) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < a->n_shards; i++) {
+        const Hearth__Shard *s = a->shards[i];
+        if (s->layer >= (uint32_t)c->n_layers || s->first_neuron > s->end_neuron ||
+            s->end_neuron > (uint32_t)c->hidden_dim) {
+            snprintf(err, errlen, "bad hot shard: layer %u neurons [%u, %u)", s->layer, s->first_neuron,
+                     s->end_neuron);
+            return -1;
+        }
+        g->hot0[s->layer] = s->first_neuron;
+        g->hot1[s->layer] = s->end_neuron;
+    }
+    for (size_t i = 0; i < a->n_rings; i++) {
+        int k;
+        if (sscanf(a->rings[i]->name, WIRE_RING_IN, &k) == 1 && k >= 0 && k < MAX_CPU_WORKERS && k + 1 > g->n_cpu)
+            g->n_cpu = k + 1;
+    }
+    for (int k = 0; k < g->n_cpu; k++) {
+        char name[32], ep[IPC_PATH_MAX + 32];
+        snprintf(name, sizeof name, WIRE_RING_IN, k);
+        if (worker_ring(&g->w, name, 1, &g->in[k], err, errlen) != 0 ||
+            worker_bell_endpoint(&g->w, name, ep, sizeof ep) != 0 ||
+            doorbell_connect(&g->in_bell[k], g->w.zctx, ep, err, errlen) != 0)
+            return -1;
+        snprintf(name, sizeof name, WIRE_RING_OUT, k);
+        if (worker_ring(&g->w, name, 0, &g->out[k], err, errlen) != 0 ||
+            worker_bell_endpoint(&g->w, name, ep, sizeof ep) != 0 ||
+            doorbell_bind(&g->out_bell[k], g->w.zctx, ep, err, errlen) != 0)
+            return -1;
+    }
+    size_t logits_bytes = (size_t)g->max_batch * c->n_vocab * sizeof(float);
+    return shm_region_open(&g->logits, a->logits_region, logits_bytes, err, errlen);
+}
+
+/* Sends the FFN input of one layer to every CPU worker. 1: asked to exit. */
+static int send_ffn_input(struct gpu_worker *g, uint64_t step_id, int layer, int n, const float *xn) {
+    const struct wire_ffn h = {step_id, (uint32_t)layer, (uint32_t)n};
+    const size_t payload = (size_t)n * g->model.cfg.dim * sizeof(float);
+    for (int k = 0; k < g->n_cpu; k++) {
+        void *slot;
+        while (!(slot = ring_wait_reserve(&g->in[k], &idle_default, 200)))
+            if (worker_poll(&g->w, 0, NULL)) return 1;
+        memcpy(slot, &h, sizeof h);
+        memcpy((char *)slot + sizeof h, xn, payload);
+        ring_commit_notify(&g->in[k], &g->in_bell[k], (uint32_t)(sizeof h + payload));
+    }
+    return 0;
+}
+
+/* Adds every CPU worker's partial sum of this layer, dropping stale
+ * messages (another step or layer: left by a restarted peer). 1: exit. */
+static int gather_partials(struct gpu_worker *g, uint64_t step_id, int layer, int n, char *err, size_t errlen) {
+    const size_t payload = (size_t)n * g->model.cfg.dim * sizeof(float);
+    for (int k = 0; k < g->n_cpu; k++) {
+        for (;;) {
+            if (ring_wait(&g->out[k], &g->out_bell[k], &idle_default, 200) == IPC_ETIMEDOUT) {
+                if (worker_poll(&g->w, 0, NULL)) return 1;
+                continue;
+            }
+            uint32_t len;
+            const void *msg = ring_peek(&g->out[k], &len);
+            if (!msg) continue;
+            struct wire_ffn h;
+            memcpy(&h, msg, sizeof h);
+            if (h.step_id != step_id || h.layer != (uint32_t)layer) {
+                log_debug("dropping a stale partial from cpu%d (step %llu layer %u)", k,
+                          (unsigned long long)h.step_id, h.layer);
+                ring_release(&g->out[k]);
+                continue;
+            }
+            if (len != sizeof h + payload || h.n_tokens != (uint32_t)n) {
+                snprintf(err, errlen, "cpu%d sent %u bytes for %u tokens, expected %d tokens", k, len, h.n_tokens, n);
+                return -1;
+            }
+            g->be.add_partial(&g->be, n, (const float *)((const char *)msg + sizeof h));
+            ring_release(&g->out[k]);
+            break;
+        }
+    }
+    return 0;
+}
+
+/* Runs one Step. 0 done, 1 asked to exit, -1 error. */
+static int run_step(struct gpu_worker *g, const Hearth__Step *s, char *err, size_t errlen) {
+    const struct llama_config *c = &g->model.cfg;
+    const int n = (int)s->n_tokens;
+    if (s->n_tokens == 0 || s->n_tokens != s->n_token_ids || s->n_tokens > (uint32_t)g->max_batch) {
+        snprintf(err, errlen, "step %llu: %u tokens announced, %zu sent, batch limit %d",
+                 (unsigned long long)s->step_id, s->n_tokens, s->n_token_ids, g->max_batch);
+        return -1;
+    }
+    const uint64_t t_step = idle_now_ns();
+    if (g->be.begin(&g->be, s->token_ids, n, err, errlen) != 0) return -1;
+    for (int l = 0; l < c->n_layers; l++) {
+        const uint64_t t0 = idle_now_ns();
+        if (g->be.attention(&g->be, l, n, (int)s->pos0, err, errlen) != 0) return -1;
+        const float *xn = g->be.ffn_input(&g->be, l, n);
+        int rc = send_ffn_input(g, s->step_id, l, n, xn);
+        if (rc) return rc;
+        if (g->be.ffn_hot(&g->be, l, n, g->hot0[l], g->hot1[l], err, errlen) != 0) return -1;
+        rc = gather_partials(g, s->step_id, l, n, err, errlen);
+        if (rc) return rc;
+        g->layer_ns[l] = idle_now_ns() - t0;
+    }
+    if (s->flags & HEARTH__STEP_FLAG__STEP_FLAG_LOGITS) {
+        int all = (s->flags & HEARTH__STEP_FLAG__STEP_FLAG_ALL_LOGITS) != 0;
+        if (g->be.output(&g->be, n, g->logits.base, all, err, errlen) != 0) return -1;
+    }
+    Hearth__Envelope *done =
+        ctl_env_step_done(s->step_id, g->layer_ns, (size_t)c->n_layers, idle_now_ns() - t_step);
+    int rc = done ? ctl_client_send(&g->w.ctl, done) : IPC_ERR;
+    ctl_env_free(done);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot send StepDone");
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    static const char *const caps[] = {"attention", "kv", "ffn", "host"};
+    struct gpu_worker g;
+    memset(&g, 0, sizeof g);
+    char err[1024];
+    log_set_role("gpu");
+    if (worker_start(&g.w, argc, argv, "gpu", caps, 4, err, sizeof err) != 0 || setup(&g, err, sizeof err) != 0 ||
+        worker_ready(&g.w) != 0) {
+        log_error("%s", err);
+        return 1;
+    }
+    int rc = 0;
+    for (;;) {
+        Hearth__Envelope *step = NULL;
+        if (worker_poll(&g.w, 200, &step)) break;
+        if (!step) continue;
+        int sr = run_step(&g, step->step, err, sizeof err);
+        ctl_env_free(step);
+        if (sr > 0) break;
+        if (sr < 0) {
+            log_error("%s", err);
+            rc = 1;
+            break;
+        }
+    }
+    for (int k = 0; k < g.n_cpu; k++) {
+        doorbell_close(&g.in_bell[k]);
+        doorbell_close(&g.out_bell[k]);
+    }
+    shm_region_close(&g.logits);
+    if (g.be.destroy) g.be.destroy(&g.be);
+    free(g.hot0);
+    free(g.hot1);
+    free(g.layer_ns);
+    model_free(&g.model);
+    worker_stop(&g.w);
+    return rc;
+}

@@ -1,0 +1,258 @@
+/* test_matmul: matmul against a naive double loop over the dequantized
+ * weights and the dequantized (quantized) activations, for every weight type,
+ * n_tok in {1,2,3,7,64}, awkward n_out, 1/2/3 threads; matmul_rows writes
+ * only its rows; bad arguments give errors.
+ *
+ * Seed: HEARTH_TEST_SEED or a fixed default; printed either way. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fp16.h"
+#include "matmul.h"
+#include "quant.h"
+
+static int failures;
+#define CHECK(cond, ...)                                                                                     \
+    do {                                                                                                     \
+        if (!(cond)) {                                                                                       \
+            failures++;                                                                                      \
+            if (failures < 30) {                                                                             \
+                fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                        \
+                fprintf(stderr, __VA_ARGS__);                                                                \
+                fputc('\n', stderr);                                                                         \
+            }                                                                                                \
+        }                                                                                                    \
+    } while (0)
+
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+static uint64_t rng_u64(void) {
+    rng ^= rng >> 12;
+    rng ^= rng << 25;
+    rng ^= rng >> 27;
+    return rng * 0x2545F4914F6CDD1Dull;
+}
+static float rng_normal(void) {
+    double u1 = ((rng_u64() >> 11) + 1) * 0x1p-53, u2 = (rng_u64() >> 11) * 0x1p-53;
+    return (float)(sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "out of memory (%zu bytes)\n", n);
+        exit(2);
+    }
+    return p;
+}
+
+/* weights: quantize gaussian rows with the type's reference quantizer (the
+ * realistic case: scales fit the data) */
+static void *make_weights(enum hearth_type wt, int64_t n_out, int64_t n_in) {
+    const struct quant_traits *tr = quant_traits(wt);
+    size_t row = hearth_row_size((uint32_t)wt, n_in);
+    uint8_t *w = xmalloc(row * (size_t)n_out);
+    float *f = xmalloc((size_t)n_in * sizeof(float));
+    for (int64_t r = 0; r < n_out; r++) {
+        for (int64_t i = 0; i < n_in; i++)
+            f[i] = rng_normal() * 0.05f;
+        tr->from_float_ref(f, w + (size_t)r * row, n_in);
+    }
+    free(f);
+    return w;
+}
+
+/* Tolerance per output, see test_quant.c's dot_tolerance: float rounding is
+ * below 1e-5 * sum|w x|; the Q8_1 side sum s differs from the dequantized
+ * activations' sum by up to 2 * 2^-11 relative (s = f16(d * sum q) uses d
+ * before its own f16 rounding), and meets the block's offset m. */
+static double out_tolerance(enum hearth_type wt, const uint8_t *wrow, const void *xq, const float *wf,
+                            const float *xf, int64_t n) {
+    double abs_sum = 0;
+    for (int64_t i = 0; i < n; i++)
+        abs_sum += fabs((double)wf[i] * xf[i]);
+    double tol = 1e-5 * abs_sum + 1e-30;
+    if (wt == HEARTH_TYPE_Q4_1 || wt == HEARTH_TYPE_Q5_1) {
+        size_t bs = hearth_type_size((uint32_t)wt);
+        for (int64_t b = 0; b < n / 32; b++) {
+            uint16_t m;
+            memcpy(&m, wrow + (size_t)b * bs + 2, 2);
+            tol += fabs(fp16_to_f32(m) * fp16_to_f32(((const block_q8_1 *)xq)[b].s)) * 0x1p-10;
+        }
+    }
+    return tol;
+}
+
+static void check_case(struct tpool *tp, struct matmul_scratch *s, enum hearth_type wt, int64_t n_in, int64_t n_out,
+                       int64_t n_tok, int64_t r0, int64_t r1) {
+    const struct quant_traits *tr = quant_traits(wt);
+    const struct quant_traits *xt = quant_traits(tr->vec_dot_type);
+    uint8_t *w = make_weights(wt, n_out, n_in);
+    size_t wrow = hearth_row_size((uint32_t)wt, n_in);
+    float *x = xmalloc((size_t)(n_in * n_tok) * sizeof(float));
+    for (int64_t i = 0; i < n_in * n_tok; i++)
+        x[i] = rng_normal();
+    float *y = xmalloc((size_t)(n_out * n_tok) * sizeof(float));
+    const float sentinel = 12345.678f;
+    for (int64_t i = 0; i < n_out * n_tok; i++)
+        y[i] = sentinel;
+    char err[256] = "";
+    int rc = matmul_rows(tp, y, w, wt, x, n_in, n_out, n_tok, r0, r1, s, err, sizeof err);
+    CHECK(rc == 0, "%s %lldx%lld n_tok=%lld: %s", tr->name, (long long)n_out, (long long)n_in, (long long)n_tok, err);
+
+    /* naive: the activations quantized as matmul does (the traits'
+     * from_float), dequantized, and a double dot per (token, row) */
+    size_t xrow = hearth_row_size((uint32_t)xt->type, n_in);
+    uint8_t *xq = xmalloc(xrow);
+    float *xf = xmalloc((size_t)n_in * sizeof(float));
+    float *wall = xmalloc((size_t)(n_in * n_out) * sizeof(float)); /* W dequantized, [n_out, n_in] */
+    for (int64_t r = r0; r < r1; r++)
+        tr->to_float(w + (size_t)r * wrow, wall + r * n_in, n_in);
+    int bad = 0, untouched_bad = 0;
+    for (int64_t t = 0; t < n_tok; t++) {
+        xt->from_float(x + t * n_in, xq, n_in);
+        xt->to_float(xq, xf, n_in);
+        for (int64_t r = 0; r < n_out; r++) {
+            float got = y[t * n_out + r];
+            if (r < r0 || r >= r1) {
+                untouched_bad += got != sentinel;
+                continue;
+            }
+            const float *wf = wall + r * n_in;
+            double want = 0;
+            for (int64_t i = 0; i < n_in; i++)
+                want += (double)wf[i] * xf[i];
+            double tol = out_tolerance(wt, w + (size_t)r * wrow, xq, wf, xf, n_in);
+            if (!(fabs(got - want) <= tol)) {
+                if (bad++ < 3)
+                    fprintf(stderr, "  %s t=%lld r=%lld: %.9g want %.9g tol %.3g\n", tr->name, (long long)t,
+                            (long long)r, (double)got, want, tol);
+            }
+        }
+    }
+    CHECK(bad == 0, "%s n_in=%lld n_out=%lld n_tok=%lld rows [%lld,%lld) threads=%d: %d wrong outputs", tr->name,
+          (long long)n_in, (long long)n_out, (long long)n_tok, (long long)r0, (long long)r1, tpool_size(tp), bad);
+    CHECK(untouched_bad == 0, "%s: %d outputs outside rows [%lld,%lld) were written", tr->name, untouched_bad,
+          (long long)r0, (long long)r1);
+    free(w);
+    free(x);
+    free(y);
+    free(xq);
+    free(xf);
+    free(wall);
+}
+
+/* matmul_strided on a column slice of a wider matrix must give exactly what
+ * matmul gives on the same slice copied out compactly (same kernels, same
+ * bytes: bitwise equal). */
+static void check_strided(struct tpool *tp, struct matmul_scratch *s, enum hearth_type wt) {
+    const int64_t blck = quant_traits(wt)->blck;
+    const int64_t wide = 9 * (blck == 1 ? 8 : blck), c0 = 2 * (blck == 1 ? 8 : blck), n_in = 5 * (blck == 1 ? 8 : blck);
+    const int64_t n_out = 37, n_tok = 4;
+    uint8_t *w = make_weights(wt, n_out, wide);
+    const size_t wrow = hearth_row_size((uint32_t)wt, wide), srow = hearth_row_size((uint32_t)wt, n_in);
+    const size_t off = hearth_row_size((uint32_t)wt, c0);
+    uint8_t *ws = xmalloc(srow * (size_t)n_out);
+    for (int64_t r = 0; r < n_out; r++)
+        memcpy(ws + (size_t)r * srow, w + (size_t)r * wrow + off, srow);
+    float *x = xmalloc((size_t)(n_in * n_tok) * sizeof(float));
+    for (int64_t i = 0; i < n_in * n_tok; i++)
+        x[i] = rng_normal();
+    float *y1 = xmalloc((size_t)(n_out * n_tok) * sizeof(float)), *y2 = xmalloc((size_t)(n_out * n_tok) * sizeof(float));
+    char err[256] = "";
+    int rc1 = matmul(tp, y1, ws, wt, x, n_in, n_out, n_tok, s, err, sizeof err);
+    int rc2 = matmul_strided(tp, y2, w + off, wt, wrow, x, n_in, n_out, n_tok, s, err, sizeof err);
+    CHECK(rc1 == 0 && rc2 == 0, "%s strided: %s", quant_traits(wt)->name, err);
+    CHECK(memcmp(y1, y2, (size_t)(n_out * n_tok) * sizeof(float)) == 0, "%s: strided result differs from compact",
+          quant_traits(wt)->name);
+    err[0] = 0;
+    CHECK(matmul_strided(tp, y2, w, wt, srow - 1, x, n_in, n_out, n_tok, s, err, sizeof err) < 0 &&
+              strstr(err, "stride"),
+          "a stride shorter than a row must fail: '%s'", err);
+    free(w);
+    free(ws);
+    free(x);
+    free(y1);
+    free(y2);
+}
+
+static const enum hearth_type types[] = {
+    HEARTH_TYPE_Q4_1, HEARTH_TYPE_Q8_0, HEARTH_TYPE_Q4_0, HEARTH_TYPE_Q5_0, HEARTH_TYPE_Q5_1, HEARTH_TYPE_Q4_K,
+    HEARTH_TYPE_Q5_K, HEARTH_TYPE_Q6_K, HEARTH_TYPE_F32,  HEARTH_TYPE_F16,  HEARTH_TYPE_BF16,
+};
+
+int main(void) {
+    unsigned long long seed = 7771;
+    const char *env = getenv("HEARTH_TEST_SEED");
+    if (env)
+        seed = strtoull(env, NULL, 0);
+    rng ^= seed * 0x9E3779B97F4A7C15ull;
+    if (!rng)
+        rng = 1;
+    printf("test_matmul: seed %llu, simd %s\n", seed, quant_have_avx2() ? "avx2" : "scalar");
+
+    char err[256];
+    struct tpool *pools[3];
+    for (int i = 0; i < 3; i++) {
+        pools[i] = tpool_create(i + 1, err, sizeof err);
+        if (!pools[i]) {
+            fprintf(stderr, "tpool_create: %s\n", err);
+            return 1;
+        }
+    }
+    struct matmul_scratch s = MATMUL_SCRATCH_INIT;
+    static const int64_t n_outs[] = {1, 5, 97, 579};
+    static const int64_t n_toks[] = {1, 2, 3, 7, 64};
+    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
+        enum hearth_type wt = types[k];
+        int64_t blck = quant_traits(wt)->blck;
+        /* awkward n_in: an odd number of blocks (the two-block loops' tail),
+         * or an odd element count for the float types */
+        int64_t n_in = blck == 1 ? 67 : blck == 32 ? 32 * 7 : 256 * 3;
+        for (size_t a = 0; a < 4; a++)
+            for (size_t b = 0; b < 5; b++) {
+                /* the biggest shapes with one pool only, to keep the test quick */
+                int big = n_outs[a] * n_toks[b] > 5000;
+                for (int p = 0; p < 3; p++) {
+                    if (big && p != (int)((a + b + k) % 3))
+                        continue;
+                    check_case(pools[p], &s, wt, n_in, n_outs[a], n_toks[b], 0, n_outs[a]);
+                }
+            }
+        /* a shard of rows */
+        check_case(pools[1], &s, wt, n_in, 97, 3, 13, 71);
+        check_case(pools[2], &s, wt, n_in, 97, 1, 96, 97);
+        check_case(NULL, &s, wt, n_in, 97, 2, 0, 97);
+        check_strided(pools[(k % 2) + 1], &s, wt);
+    }
+
+    /* errors */
+    float x[64] = {0}, y[8];
+    uint8_t w[1024] = {0};
+    err[0] = 0;
+    CHECK(matmul(pools[1], y, w, HEARTH_TYPE_Q4_1, x, 48, 1, 1, &s, err, sizeof err) < 0 && strstr(err, "48"),
+          "n_in=48 for Q4_1 must fail: '%s'", err);
+    err[0] = 0;
+    CHECK(matmul(pools[1], y, w, HEARTH_TYPE_Q2_K, x, 256, 1, 1, &s, err, sizeof err) < 0 && strstr(err, "Q2_K"),
+          "Q2_K must fail: '%s'", err);
+    err[0] = 0;
+    CHECK(matmul(pools[1], y, w, HEARTH_TYPE_Q8_K, x, 256, 1, 1, &s, err, sizeof err) < 0,
+          "Q8_K weights must fail: '%s'", err);
+    err[0] = 0;
+    CHECK(matmul_rows(pools[1], y, w, HEARTH_TYPE_Q8_0, x, 32, 4, 1, 3, 5, &s, err, sizeof err) < 0 &&
+              strstr(err, "rows"),
+          "rows past n_out must fail: '%s'", err);
+    CHECK(matmul(pools[1], y, w, HEARTH_TYPE_Q8_0, x, 32, 4, 0, &s, err, sizeof err) == 0, "n_tok = 0 is a no-op");
+
+    matmul_scratch_free(&s);
+    matmul_scratch_free(&s); /* twice is fine */
+    for (int i = 0; i < 3; i++)
+        tpool_destroy(pools[i]);
+    if (failures) {
+        printf("test_matmul: %d FAILED (seed %llu)\n", failures, seed);
+        return 1;
+    }
+    printf("test_matmul: ok\n");
+    return 0;
+}
