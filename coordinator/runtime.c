@@ -136,7 +136,8 @@ static int plan_neurons(struct runtime *rt, char *err, size_t errlen) {
 /* The rings region: in.cpuK and out.cpuK for every CPU worker. */
 static int make_rings(struct runtime *rt, char *err, size_t errlen) {
     const struct llama_config *c = &rt->m->cfg;
-    rt->ring_slot = sizeof(struct wire_ffn) + (size_t)rt->o.max_batch * c->dim * sizeof(float);
+    /* the larger of the two payloads: float inputs, int64 partial sums */
+    rt->ring_slot = sizeof(struct wire_ffn) + (size_t)rt->o.max_batch * c->dim * sizeof(int64_t);
     if (rt->ring_slot > UINT32_MAX / 2) {
         snprintf(err, errlen, "a batch of %d tokens does not fit a ring slot", rt->o.max_batch);
         return -1;

@@ -1,5 +1,5 @@
 /* forward: see forward.h. Symbols follow llama2.c: x (residual), xb (normed),
- * q/k/v, att (scores), hb/hb2 (FFN gate/up), per layer in one function. */
+ * q/k/v, att (scores), gate/up/h (FFN), one function per piece of a layer. */
 #include "forward.h"
 
 #include <math.h>
@@ -32,11 +32,12 @@ int state_create(struct llama_state *s, const struct llama_model *m, int n_ctx, 
     s->k = malloc(B * kv_dim * sizeof(float));
     s->v = malloc(B * kv_dim * sizeof(float));
     s->att_out = malloc(B * q_dim * sizeof(float));
+    s->acc = malloc(B * c->dim * sizeof(int64_t));
     s->att = malloc((size_t)n_threads * n_ctx * sizeof(float));
     s->inv_freq = malloc((size_t)(c->rope_dim / 2 + 1) * sizeof(float));
     s->key_cache = calloc(cache, sizeof(float));
     s->value_cache = calloc(cache, sizeof(float));
-    if (!s->x || !s->xb || !s->xb2 || !s->q || !s->k || !s->v || !s->att_out || !s->att ||
+    if (!s->x || !s->xb || !s->xb2 || !s->q || !s->k || !s->v || !s->att_out || !s->acc || !s->att ||
         !s->inv_freq || !s->key_cache || !s->value_cache) {
         snprintf(err, errlen, "out of memory for the run state (KV cache of %d positions: %.1f MiB)", n_ctx,
                  2.0 * (double)cache * sizeof(float) / (1 << 20));
@@ -61,6 +62,7 @@ void state_free(struct llama_state *s) {
     free(s->k);
     free(s->v);
     free(s->att_out);
+    free(s->acc);
     free(s->att);
     free(s->inv_freq);
     free(s->key_cache);
@@ -215,8 +217,9 @@ int ffn_scratch_create(struct ffn_scratch *fs, const struct llama_model *m, int 
     fs->max_batch = max_batch;
     fs->gate = malloc(nh * sizeof(float));
     fs->up = malloc(nh * sizeof(float));
-    fs->h = malloc(nh * sizeof(float));
-    if (!fs->gate || !fs->up || !fs->h) {
+    fs->h = malloc((size_t)max_batch * FFN_GROUP * sizeof(float));
+    fs->y = malloc((size_t)max_batch * m->cfg.dim * sizeof(float));
+    if (!fs->gate || !fs->up || !fs->h || !fs->y) {
         ffn_scratch_free(fs);
         snprintf(err, errlen, "out of memory for the FFN scratch of %d tokens", max_batch);
         return -1;
@@ -228,49 +231,71 @@ void ffn_scratch_free(struct ffn_scratch *fs) {
     free(fs->gate);
     free(fs->up);
     free(fs->h);
+    free(fs->y);
     matmul_scratch_free(&fs->ms);
     memset(fs, 0, sizeof *fs);
 }
 
 int64_t ffn_neuron_align(const struct llama_model *m) {
-    /* a neuron is a row of gate/up and a column of down; shards of down's rows
-     * must start and end on its blocks */
-    int64_t a = hearth_type_blck(m->layers[0].w_down.type);
-    return a > 0 ? a : 1;
+    /* a neuron is a row of gate/up and a column of down: a shard must be
+     * whole groups (for the exact sum) and whole blocks of down's rows */
+    int64_t blck = hearth_type_blck(m->layers[0].w_down.type);
+    return blck > FFN_GROUP ? blck : FFN_GROUP;
 }
 
-int ffn_partial(const struct llama_model *m, int l, const float *xn, int n, int64_t n0, int64_t n1, float *y,
+void ffn_acc_add_to(float *x, const int64_t *acc, size_t count) {
+    const double scale = 1.0 / (double)(1ull << FFN_FIXED_SHIFT);
+    for (size_t i = 0; i < count; i++) x[i] += (float)((double)acc[i] * scale);
+}
+
+/* acc += round(y * 2^FFN_FIXED_SHIFT), saturating (a non-finite or huge
+ * value is a broken model, but must not be undefined behaviour) */
+static void acc_add_fixed(int64_t *acc, const float *y, size_t count) {
+    const double scale = (double)(1ull << FFN_FIXED_SHIFT), lim = 9.0e18;
+    for (size_t i = 0; i < count; i++) {
+        double v = (double)y[i] * scale;
+        if (!(v > -lim)) v = -lim; /* also NaN */
+        if (v > lim) v = lim;
+        acc[i] += (int64_t)llrint(v);
+    }
+}
+
+int ffn_partial(const struct llama_model *m, int l, const float *xn, int n, int64_t n0, int64_t n1, int64_t *acc,
                 struct ffn_scratch *fs, struct tpool *tp, char *err, size_t errlen) {
     const struct llama_config *c = &m->cfg;
     const struct llama_layer *L = &m->layers[l];
-    const int64_t hidden = c->hidden_dim, width = n1 - n0, align = ffn_neuron_align(m);
+    const int64_t hidden = c->hidden_dim, align = ffn_neuron_align(m);
     if (n > fs->max_batch || n0 < 0 || n1 > hidden || n0 > n1 || n0 % align || (n1 % align && n1 != hidden)) {
         snprintf(err, errlen, "ffn: neurons [%lld, %lld) of %lld (aligned to %lld) for %d tokens are not computable",
                  (long long)n0, (long long)n1, (long long)hidden, (long long)align, n);
         return -1;
     }
-    if (width == 0) {
-        memset(y, 0, (size_t)n * c->dim * sizeof *y);
-        return 0;
-    }
-    /* h = act(gate xn) * (up xn), neurons [n0, n1), kept [n, hidden] in place */
+    if (n1 == n0) return 0;
+    /* gate and up rows of the shard: [n, hidden] with columns [n0, n1) written */
     if (matmul_rows(tp, fs->up, L->w_up.data, (enum hearth_type)L->w_up.type, xn, c->dim, hidden, n, n0, n1, &fs->ms,
                     err, errlen))
         return -1;
     if (c->ffn_gated && matmul_rows(tp, fs->gate, L->w_gate.data, (enum hearth_type)L->w_gate.type, xn, c->dim,
                                     hidden, n, n0, n1, &fs->ms, err, errlen))
         return -1;
-    for (int t = 0; t < n; t++) {
-        const float *g = fs->gate + (size_t)t * hidden, *u = fs->up + (size_t)t * hidden;
-        float *h = fs->h + (size_t)t * width; /* compact: [n, width] */
-        for (int64_t i = n0; i < n1; i++)
-            h[i - n0] = c->ffn_gated ? ffn_act(g[i], c->ffn_act) * u[i] : ffn_act(u[i], c->ffn_act);
-    }
-    /* y = down[:, n0:n1] h: each of down's dim rows read from column n0 on */
     const size_t row_bytes = hearth_row_size(L->w_down.type, hidden);
-    const char *w = (const char *)L->w_down.data + hearth_row_size(L->w_down.type, n0);
-    return matmul_strided(tp, y, w, (enum hearth_type)L->w_down.type, row_bytes, fs->h, width, c->dim, n, &fs->ms,
-                          err, errlen);
+    for (int64_t g0 = n0; g0 < n1; g0 += FFN_GROUP) {
+        const int64_t g1 = g0 + FFN_GROUP < n1 ? g0 + FFN_GROUP : n1, width = g1 - g0;
+        /* h = act(gate xn) * (up xn) for the group's neurons, compact [n, width] */
+        for (int t = 0; t < n; t++) {
+            const float *g = fs->gate + (size_t)t * hidden, *u = fs->up + (size_t)t * hidden;
+            float *h = fs->h + (size_t)t * width;
+            for (int64_t i = g0; i < g1; i++)
+                h[i - g0] = c->ffn_gated ? ffn_act(g[i], c->ffn_act) * u[i] : ffn_act(u[i], c->ffn_act);
+        }
+        /* y = down[:, g0:g1] h: each of down's dim rows read from column g0 on */
+        const char *w = (const char *)L->w_down.data + hearth_row_size(L->w_down.type, g0);
+        if (matmul_strided(tp, fs->y, w, (enum hearth_type)L->w_down.type, row_bytes, fs->h, width, c->dim, n, &fs->ms,
+                           err, errlen))
+            return -1;
+        acc_add_fixed(acc, fs->y, (size_t)n * c->dim);
+    }
+    return 0;
 }
 
 /* x = x + Attn(RMSNorm(x)); x = x + FFN(RMSNorm(x)) for n tokens at pos0.. */
@@ -278,8 +303,9 @@ static int layer_forward(struct llama_state *s, int l, int n, int pos0, char *er
     const int dim = s->m->cfg.dim;
     if (forward_attention(s, l, n, pos0, err, errlen) != 0) return -1;
     forward_ffn_norm(s, l, n);
-    if (ffn_partial(s->m, l, s->xb, n, 0, s->m->cfg.hidden_dim, s->xb2, &s->fs, s->tp, err, errlen) != 0) return -1;
-    for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
+    memset(s->acc, 0, (size_t)n * dim * sizeof *s->acc);
+    if (ffn_partial(s->m, l, s->xb, n, 0, s->m->cfg.hidden_dim, s->acc, &s->fs, s->tp, err, errlen) != 0) return -1;
+    ffn_acc_add_to(s->x, s->acc, (size_t)n * dim);
     return 0;
 }
 

@@ -24,7 +24,8 @@ struct ffn_scratch {
     int max_batch;
     float *gate; /* [B, hidden_dim] */
     float *up;   /* [B, hidden_dim] */
-    float *h;    /* act(gate) * up of the computed neurons, compact [B, n1 - n0] */
+    float *h;    /* act(gate) * up of one group of neurons, compact [B, FFN_GROUP] */
+    float *y;    /* one group's partial down projection [B, dim] */
     struct matmul_scratch ms;
 };
 
@@ -42,6 +43,7 @@ struct llama_state {
     float *k;   /* keys of this chunk [B, kv_dim] */
     float *v;   /* values of this chunk [B, kv_dim] */
     float *att_out; /* attention output before wo [B, n_heads * head_dim] */
+    int64_t *acc;   /* FFN output in fixed point [B, dim] */
     float *att; /* attention scores scratch [n_threads, n_ctx] */
     float *inv_freq; /* RoPE frequencies [rope_dim / 2] */
 
@@ -79,16 +81,34 @@ void forward_ffn_norm(struct llama_state *s, int l, int n);
 /* logits of the last token (or of all n) from x */
 int forward_output(struct llama_state *s, int n, float *logits, int all_logits, char *err, size_t errlen);
 
+/* The FFN's down projection is a sum over neurons, and the runtime splits the
+ * neurons among processes (hot ones on the GPU worker, cold shards on CPU
+ * workers). Float addition is not associative, so summing partial results
+ * in another grouping would change the last bits, and greedy decoding
+ * amplifies that into other tokens. hearth therefore defines the sum
+ * exactly: neurons form fixed groups of FFN_GROUP; each group's partial
+ * product (computed by the same kernel wherever it runs) is rounded to fixed
+ * point with FFN_FIXED_SHIFT fraction bits and the groups are added as
+ * int64, which is associative. Any partition of the neurons into whole
+ * groups then gives bit-identical layer outputs, and the dense pass uses the
+ * same definition. The rounding step is 2^-32 (2.3e-10), far below float32
+ * precision for the values involved; the range is +-2^31. */
+#define FFN_GROUP 256
+#define FFN_FIXED_SHIFT 32
+
 int ffn_scratch_create(struct ffn_scratch *fs, const struct llama_model *m, int max_batch, char *err, size_t errlen);
 void ffn_scratch_free(struct ffn_scratch *fs);
 /* Neuron ranges must start (and end, unless at hidden_dim) on multiples of
- * this: the block size of ffn_down's rows. */
+ * this: FFN_GROUP, or ffn_down's block size if larger. */
 int64_t ffn_neuron_align(const struct llama_model *m);
-/* y[n, dim] = FFN_l restricted to neurons [n0, n1) of input xn[n, dim]:
- *   down[:, n0:n1] (act(gate[n0:n1] xn) * up[n0:n1] xn)
- * Summing y over a partition of [0, hidden_dim) gives the whole FFN. */
-int ffn_partial(const struct llama_model *m, int l, const float *xn, int n, int64_t n0, int64_t n1, float *y,
+/* acc[n, dim] += FFN_l restricted to neurons [n0, n1) of input xn[n, dim],
+ *   down[:, n0:n1] (act(gate[n0:n1] xn) * up[n0:n1] xn),
+ * in fixed point (see FFN_GROUP). Summing acc over a partition of
+ * [0, hidden_dim) gives the whole FFN exactly. */
+int ffn_partial(const struct llama_model *m, int l, const float *xn, int n, int64_t n0, int64_t n1, int64_t *acc,
                 struct ffn_scratch *fs, struct tpool *tp, char *err, size_t errlen);
+/* x[i] += acc[i] * 2^-FFN_FIXED_SHIFT for count elements */
+void ffn_acc_add_to(float *x, const int64_t *acc, size_t count);
 
 /* Bytes of the KV cache as allocated. */
 size_t state_kv_bytes(const struct llama_state *s);

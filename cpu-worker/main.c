@@ -2,8 +2,9 @@
  * layer (DESIGN.md, "One decoding step, as data").
  *
  * Per message in its input ring (the FFN input xn of one layer, from the GPU
- * worker) it computes y_k = FFN_l restricted to its neurons of layer l and
- * pushes y_k into its output ring. It follows the data: the coordinator is
+ * worker) it computes y_k = FFN_l restricted to its neurons of layer l (in
+ * the fixed point of core/forward.h, so that the GPU worker's sum is exact)
+ * and pushes y_k into its output ring. It follows the data: the coordinator is
  * not on this path. The input slot is released only after the output is
  * committed, so a worker killed mid-layer leaves the input for its
  * replacement (the GPU worker drops the duplicate output that may result). */
@@ -75,8 +76,9 @@ static int serve(struct cpu_worker *c, const void *msg, uint32_t len, char *err,
     const struct llama_config *cfg = &c->model.cfg;
     struct wire_ffn h;
     memcpy(&h, msg, sizeof h);
-    const size_t payload = (size_t)h.n_tokens * cfg->dim * sizeof(float);
-    if (len != sizeof h + payload || h.layer >= (uint32_t)cfg->n_layers || h.n_tokens > (uint32_t)c->fs.max_batch) {
+    const size_t in_bytes = (size_t)h.n_tokens * cfg->dim * sizeof(float);
+    const size_t payload = (size_t)h.n_tokens * cfg->dim * sizeof(int64_t);
+    if (len != sizeof h + in_bytes || h.layer >= (uint32_t)cfg->n_layers || h.n_tokens > (uint32_t)c->fs.max_batch) {
         snprintf(err, errlen, "malformed input: %u bytes, layer %u, %u tokens", len, h.layer, h.n_tokens);
         return -1;
     }
@@ -84,9 +86,10 @@ static int serve(struct cpu_worker *c, const void *msg, uint32_t len, char *err,
     while (!(slot = ring_wait_reserve(&c->out, &idle_default, 200)))
         if (worker_poll(&c->w, 0, NULL)) return 1;
     memcpy(slot, &h, sizeof h);
-    float *y = (float *)((char *)slot + sizeof h);
+    int64_t *acc = (int64_t *)((char *)slot + sizeof h);
     const float *xn = (const float *)((const char *)msg + sizeof h);
-    if (ffn_partial(&c->model, (int)h.layer, xn, (int)h.n_tokens, c->n0[h.layer], c->n1[h.layer], y, &c->fs, c->tp,
+    memset(acc, 0, payload);
+    if (ffn_partial(&c->model, (int)h.layer, xn, (int)h.n_tokens, c->n0[h.layer], c->n1[h.layer], acc, &c->fs, c->tp,
                     err, errlen) != 0)
         return -1;
     return ring_commit_notify(&c->out, &c->out_bell, (uint32_t)(sizeof h + payload)) == 0 ? 0 : -1;

@@ -5,8 +5,10 @@
  *   cuda  the CUDA kernels of cuda/ (its own issue).
  * The worker drives one step as: begin (embeddings), then per layer
  * attention, ffn_input (the normalized FFN input, in host memory, which goes
- * to the CPU workers), ffn_hot (the hot neurons, added to the residual) and
- * add_partial once per CPU worker's partial sum; then output (logits). */
+ * to the CPU workers), ffn_hot (the hot neurons), add_partial once per CPU
+ * worker's partial sum, ffn_finish (the FFN output, exact whatever the
+ * split: see FFN_GROUP in core/forward.h, added to the residual); then
+ * output (logits). */
 #ifndef HEARTH_BACKEND_H
 #define HEARTH_BACKEND_H
 
@@ -22,10 +24,12 @@ struct gpu_backend {
     int (*attention)(struct gpu_backend *b, int layer, int n, int pos0, char *err, size_t errlen);
     /* [n, dim] float32, valid until the next call */
     const float *(*ffn_input)(struct gpu_backend *b, int layer, int n);
-    /* x += FFN restricted to neurons [n0, n1) (nothing when empty) */
+    /* the layer's FFN accumulator = FFN restricted to neurons [n0, n1) (0 when empty) */
     int (*ffn_hot)(struct gpu_backend *b, int layer, int n, int64_t n0, int64_t n1, char *err, size_t errlen);
-    /* x += y, y [n, dim] float32 in host memory */
-    void (*add_partial)(struct gpu_backend *b, int n, const float *y);
+    /* accumulator += acc, a CPU worker's partial sum [n, dim] fixed point, in host memory */
+    void (*add_partial)(struct gpu_backend *b, int n, const int64_t *acc);
+    /* x += accumulator */
+    void (*ffn_finish)(struct gpu_backend *b, int n);
     /* logits of the last token (or all n) into host memory */
     int (*output)(struct gpu_backend *b, int n, float *logits, int all_logits, char *err, size_t errlen);
     void (*destroy)(struct gpu_backend *b);

@@ -9,8 +9,7 @@
 #include "forward.h"
 
 struct host {
-    struct llama_state st;
-    float *y; /* [max_batch, dim] hot FFN output */
+    struct llama_state st; /* st.acc: the layer's FFN accumulator */
 };
 
 static struct host *H(struct gpu_backend *b) { return b->impl; }
@@ -46,18 +45,21 @@ static const float *host_ffn_input(struct gpu_backend *b, int layer, int n) {
     return h->st.xb;
 }
 
-static void host_add_partial(struct gpu_backend *b, int n, const float *y) {
+static void host_add_partial(struct gpu_backend *b, int n, const int64_t *acc) {
     struct host *h = H(b);
     const size_t count = (size_t)n * h->st.m->cfg.dim;
-    for (size_t i = 0; i < count; i++) h->st.x[i] += y[i];
+    for (size_t i = 0; i < count; i++) h->st.acc[i] += acc[i];
 }
 
 static int host_ffn_hot(struct gpu_backend *b, int layer, int n, int64_t n0, int64_t n1, char *err, size_t errlen) {
     struct host *h = H(b);
-    if (n1 <= n0) return 0;
-    if (ffn_partial(h->st.m, layer, h->st.xb, n, n0, n1, h->y, &h->st.fs, h->st.tp, err, errlen) != 0) return -1;
-    host_add_partial(b, n, h->y);
-    return 0;
+    memset(h->st.acc, 0, (size_t)n * h->st.m->cfg.dim * sizeof *h->st.acc);
+    return ffn_partial(h->st.m, layer, h->st.xb, n, n0, n1, h->st.acc, &h->st.fs, h->st.tp, err, errlen);
+}
+
+static void host_ffn_finish(struct gpu_backend *b, int n) {
+    struct host *h = H(b);
+    ffn_acc_add_to(h->st.x, h->st.acc, (size_t)n * h->st.m->cfg.dim);
 }
 
 static int host_output(struct gpu_backend *b, int n, float *logits, int all_logits, char *err, size_t errlen) {
@@ -68,7 +70,6 @@ static void host_destroy(struct gpu_backend *b) {
     struct host *h = H(b);
     if (!h) return;
     state_free(&h->st);
-    free(h->y);
     free(h);
     b->impl = NULL;
 }
@@ -85,13 +86,6 @@ int backend_host_create(struct gpu_backend *b, const struct llama_model *m, int 
         free(h);
         return -1;
     }
-    h->y = malloc((size_t)max_batch * m->cfg.dim * sizeof(float));
-    if (!h->y) {
-        state_free(&h->st);
-        free(h);
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
     b->name = "host";
     b->impl = h;
     b->begin = host_begin;
@@ -99,6 +93,7 @@ int backend_host_create(struct gpu_backend *b, const struct llama_model *m, int 
     b->ffn_input = host_ffn_input;
     b->ffn_hot = host_ffn_hot;
     b->add_partial = host_add_partial;
+    b->ffn_finish = host_ffn_finish;
     b->output = host_output;
     b->destroy = host_destroy;
     return 0;

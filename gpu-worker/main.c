@@ -105,7 +105,7 @@ static int send_ffn_input(struct gpu_worker *g, uint64_t step_id, int layer, int
 /* Adds every CPU worker's partial sum of this layer, dropping stale
  * messages (another step or layer: left by a restarted peer). 1: exit. */
 static int gather_partials(struct gpu_worker *g, uint64_t step_id, int layer, int n, char *err, size_t errlen) {
-    const size_t payload = (size_t)n * g->model.cfg.dim * sizeof(float);
+    const size_t payload = (size_t)n * g->model.cfg.dim * sizeof(int64_t);
     for (int k = 0; k < g->n_cpu; k++) {
         for (;;) {
             if (ring_wait(&g->out[k], &g->out_bell[k], &idle_default, 200) == IPC_ETIMEDOUT) {
@@ -127,7 +127,7 @@ static int gather_partials(struct gpu_worker *g, uint64_t step_id, int layer, in
                 snprintf(err, errlen, "cpu%d sent %u bytes for %u tokens, expected %d tokens", k, len, h.n_tokens, n);
                 return -1;
             }
-            g->be.add_partial(&g->be, n, (const float *)((const char *)msg + sizeof h));
+            g->be.add_partial(&g->be, n, (const int64_t *)((const char *)msg + sizeof h));
             ring_release(&g->out[k]);
             break;
         }
@@ -155,6 +155,7 @@ static int run_step(struct gpu_worker *g, const Hearth__Step *s, char *err, size
         if (g->be.ffn_hot(&g->be, l, n, g->hot0[l], g->hot1[l], err, errlen) != 0) return -1;
         rc = gather_partials(g, s->step_id, l, n, err, errlen);
         if (rc) return rc;
+        g->be.ffn_finish(&g->be, n);
         g->layer_ns[l] = idle_now_ns() - t0;
     }
     if (s->flags & HEARTH__STEP_FLAG__STEP_FLAG_LOGITS) {

@@ -5,8 +5,9 @@
  * region:
  *   in.cpuK   GPU worker -> CPU worker k: the FFN input of one layer
  *   out.cpuK  CPU worker k -> GPU worker: its partial FFN output
- * Each message is a wire_ffn header followed by n_tokens x dim float32
- * (row-major, token-major). Logits do not travel in rings: the GPU worker
+ * Each message is a wire_ffn header followed by n_tokens x dim values,
+ * row-major (token-major): float32 in in.cpuK; int64 fixed point in out.cpuK
+ * (core/forward.h, FFN_GROUP: partial sums that add up exactly). Logits do not travel in rings: the GPU worker
  * writes them to the "logits" region and says so with StepDone.
  *
  * step_id and layer let a receiver drop stale messages after a worker
