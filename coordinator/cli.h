@@ -48,6 +48,9 @@ int cmd_info(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
 int cmd_fetch(int argc, char **argv);
+int cmd_topo(int argc, char **argv);
+int cmd_workers(int argc, char **argv);
+int cmd_clean(int argc, char **argv);
 
 /* Prints "hearth: <msg>" to stderr and returns 1 (the exit status). */
 int cli_fail(const char *msg);

