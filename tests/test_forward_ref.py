@@ -1,26 +1,39 @@
 #!/usr/bin/env python3
 """forward_ref: hearth's dense C forward pass against the independent NumPy oracle.
 
-    test_forward_ref.py [--model GGUF] [--n-gen N] FORWARD_DUMP
+    test_forward_ref.py [--model GGUF] [--n-gen N] [--tmpdir DIR] FORWARD_DUMP
     test_forward_ref.py [--model GGUF] --oracle-only
 
-The C side is `forward_dump -m MODEL -n N -o LOGITS.f32 ID...`: float32 logits
+The C side is `forward_dump -m MODEL -n N -o LOGITS.f32 -t 2 ID...`: float32 logits
 [n_prompt + N, n_vocab] (row n_prompt-1+k chose generated token k) and the greedy
 ids on stdout. The oracle is tests/reference/llama_numpy.py, which shares no code
-with hearth (GGUF read and dequantized by the PyPI `gguf` package).
+with hearth (GGUF read and dequantized by the PyPI `gguf` package); it runs once
+per prompt, in float32, and its answer serves both parts below.
 
 Before comparing, the oracle checks itself: gguf's dequantization equals a decode
 written here from the block layouts; batched prefill equals one-token-at-a-time
 decoding; its greedy answer to "The capital of France is" starts with " Paris".
-Then, for each prompt (short, ~100 tokens, chat template, code):
-  - the greedy continuations must be identical for N (default 32) tokens;
-  - the logits must agree: max|c - ref| / max|ref| over the compared rows below
-    REL_TOL (see below for why that value).
-If the tokens diverge where the oracle's two best logits are closer than the
-logits tolerance, that is reported and rows are compared up to that point only;
-any other divergence fails.
+Then, for each prompt (short, ~100 tokens, chat template, code), two parts:
+
+1. strict (the model math): an F32 copy of the model, written into a temporary
+   directory by tests/reference/make_f32_model.py (same metadata, every tensor
+   dequantized by gguf and stored as F32) and read back: GGUFReader must see the
+   same keys, types, values, names, GGUF shapes, and weights bit-identical to the
+   oracle's; forward_dump loads it (it validates every shape) and computes float32
+   x float32 dot products, with no activation rounding. So both sides compute with
+   the same weights in float32 and differ only by summation order. Required:
+   greedy continuations identical for all N tokens and logits within STRICT_TOL.
+   A divergence is tolerated (reported as NOTE) only where the oracle's top-2
+   margin is below STRICT_TIE relative.
+2. quantized (the real path end to end): the original model, where hearth rounds
+   activations to 8 bits; logits within REL_TOL, and a divergence is tolerated
+   where the oracle's top-2 margin is below REL_TOL (then rows are compared up to
+   that point only).
+Relative error is max|c - ref| / max|ref| over a prompt's compared rows.
 
 The model is --model, else $HEARTH_TEST_MODEL, else the default model's cache path.
+--scale-tensor NAME [--scale F] multiplies one tensor of the F32 copy by F (1.01)
+to show that the strict part fails on a 1% change of one weight matrix.
 Exit 0 pass, 1 fail, 77 skip (model file or the gguf package absent).
 """
 
@@ -61,6 +74,11 @@ REL_TOL = 0.10
 # What the real C program gave when the bound was set (SmolLM2-135M-Instruct Q4_1,
 # 32 generated tokens, forward_dump from tests/forward_dump.c):
 MEASURED = "capital 0.028, chat 0.054, long 0.040, code 0.033"
+
+# Strict part (F32 copy, no activation rounding): STRICT_TOL, STRICT_TIE, set below.
+STRICT_TOL = 1e-3
+STRICT_TIE = 1e-4
+STRICT_MEASURED = "TBD"
 
 # Prompts tokenized with the model's own vocabulary (gpt2 byte-level BPE, smollm
 # pre-tokenizer) through the HF `tokenizers` library built from the GGUF's tokens and
@@ -118,12 +136,9 @@ def dequant_from_spec(raw, type_name):
     raise ValueError(type_name)
 
 
-def check_oracle(path, model):
-    """The oracle's own checks; returns a list of failure strings."""
-    import gguf
-
+def check_oracle(r, model):
+    """The oracle's own checks (r: the model's GGUFReader); returns a list of failure strings."""
     fails = []
-    r = gguf.GGUFReader(path)
     checked = 0
     for t in r.tensors:
         if t.name not in ("token_embd.weight", "blk.0.attn_q.weight", "blk.7.ffn_down.weight",
@@ -159,7 +174,7 @@ def check_oracle(path, model):
 def run_c(forward_dump, path, prompt, n_gen, n_vocab, tmpdir):
     """Run forward_dump; returns (ids, logits [rows, n_vocab], seconds)."""
     out = os.path.join(tmpdir, "logits.f32")
-    cmd = [forward_dump, "-m", path, "-n", str(n_gen), "-o", out] + [str(t) for t in prompt]
+    cmd = [forward_dump, "-m", path, "-n", str(n_gen), "-o", out, "-t", "2"] + [str(t) for t in prompt]
     t0 = time.time()
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     dt = time.time() - t0
@@ -175,8 +190,12 @@ def run_c(forward_dump, path, prompt, n_gen, n_vocab, tmpdir):
     return ids, raw.reshape(-1, n_vocab), dt
 
 
-def compare(name, prompt, n_gen, ref_ids, ref_logits, c_ids, c_logits):
-    """Compare one prompt; returns (list of failures, measured relative error)."""
+def compare(name, prompt, n_gen, ref_ids, ref_logits, c_ids, c_logits, tol, tie):
+    """Compare one prompt; returns (list of failures, measured relative error).
+
+    tol: bound on the relative logits error; tie: a greedy divergence is accepted
+    (and rows compared up to it) only where the oracle's top-2 margin is below
+    tie relative to max|ref|; any other divergence fails."""
     fails = []
     n_p = len(prompt)
     want_rows = n_p + n_gen
@@ -204,8 +223,8 @@ def compare(name, prompt, n_gen, ref_ids, ref_logits, c_ids, c_logits):
         c_tok = c_ids[k] if k < len(c_ids) else None
         msg = (f"{name}: greedy tokens diverge at generated token {k}: C {c_tok}, oracle {ref_ids[k]}; "
                f"oracle's top-2 margin {margin:.4g} = {margin / scale:.3g} relative")
-        if margin / scale < REL_TOL:
-            print(f"  NOTE {msg}: a near tie within the tolerance; comparing logits up to that row")
+        if margin / scale < tie:
+            print(f"  NOTE {msg}: a near tie (< {tie:g}); comparing logits up to that row")
         else:
             fails.append(msg)
         # Row n_p-1+k still follows the same tokens on both sides; later rows do not.
@@ -221,9 +240,43 @@ def compare(name, prompt, n_gen, ref_ids, ref_logits, c_ids, c_logits):
           f"(worst row {worst}: {row_rel[worst]:.4g}; mean abs diff {np.mean(diff):.3g})")
     if not np.all(np.isfinite(c_logits[:n_rows])):
         fails.append(f"{name}: forward_dump logits contain NaN or inf")
-    if rel > REL_TOL:
-        fails.append(f"{name}: logits relative error {rel:.4g} > tolerance {REL_TOL}")
+    if not rel <= tol:
+        fails.append(f"{name}: logits relative error {rel:.4g} > tolerance {tol:g}")
     return fails, rel
+
+
+def make_f32(r, model, path, dst, scale_tensor, scale):
+    """Write the F32 copy of the model to dst and read it back; returns failures.
+
+    The weights come from the oracle (model.w: gguf.quants.dequantize of every
+    tensor), so the copy's tensors must be bit-identical to what the oracle
+    computes with (times scale for scale_tensor): then one oracle run per prompt
+    is the reference for both the original and the copy.
+    """
+    import gguf
+    from make_f32_model import check_copy, write_f32_copy
+
+    t0 = time.time()
+    nbytes = write_f32_copy(r, dst, scale_tensor, scale, weights=model.w)
+    t1 = time.time()
+    rd = gguf.GGUFReader(dst)
+    fails = check_copy(r, rd)
+    n_diff = 0
+    for t in rd.tensors:
+        want = model.w[t.name]
+        if t.name == scale_tensor:
+            want = want * np.float32(scale)
+        got = np.asarray(t.data)
+        if got.size != want.size or not np.array_equal(got.reshape(want.shape).view(np.uint32),
+                                                       want.view(np.uint32)):
+            n_diff += 1
+            if n_diff == 1:
+                fails.append(f"F32 copy: tensor {t.name} is not bit-identical to the oracle's weights")
+    print(f"F32 copy {dst}: {nbytes / 1e6:.0f} MB written in {t1 - t0:.1f} s, read back in "
+          f"{time.time() - t1:.1f} s: {len(rd.fields) - 3} keys, {len(rd.tensors)} F32 tensors, "
+          f"{len(rd.tensors) - n_diff} bit-identical to the oracle's weights"
+          + (f" (tensor {scale_tensor} scaled by {scale:g} on purpose)" if scale_tensor else ""))
+    return fails
 
 
 def main():
@@ -232,6 +285,9 @@ def main():
     ap.add_argument("--model", default=os.environ.get("HEARTH_TEST_MODEL") or DEFAULT_MODEL)
     ap.add_argument("--n-gen", type=int, default=32)
     ap.add_argument("--oracle-only", action="store_true", help="run only the oracle's self-checks")
+    ap.add_argument("--tmpdir", help="where the temporary F32 copy (~540 MB) goes (default $TMPDIR)")
+    ap.add_argument("--scale-tensor", help="test the test: scale this tensor of the F32 copy by --scale")
+    ap.add_argument("--scale", type=float, default=1.01)
     a = ap.parse_args()
     if not a.oracle_only and not a.forward_dump:
         ap.error("FORWARD_DUMP is required unless --oracle-only")
@@ -239,7 +295,7 @@ def main():
         print(f"SKIP: model {a.model} not found")
         return SKIP
     try:
-        import gguf  # noqa: F401
+        import gguf
     except ImportError as e:
         print(f"SKIP: the gguf Python package is not installed ({e})")
         return SKIP
@@ -247,33 +303,54 @@ def main():
     from llama_numpy import Llama
 
     t0 = time.time()
-    model = Llama(a.model, n_ctx=512)
+    r = gguf.GGUFReader(a.model)  # one reader for all uses: opening one costs ~7 s here
+    model = Llama(a.model, n_ctx=512, reader=r)
     print(f"oracle loaded {a.model} in {time.time() - t0:.1f} s")
-    fails = check_oracle(a.model, model)
+    fails = check_oracle(r, model)
     if a.oracle_only:
         print("FAIL" if fails else "PASS")
         for f in fails:
             print("  " + f)
         return 1 if fails else 0
 
-    worst = 0.0
-    with tempfile.TemporaryDirectory(prefix="hearth-forward-ref-") as tmpdir:
+    if a.tmpdir:
+        os.makedirs(a.tmpdir, exist_ok=True)
+    worst_q, worst_s, strict = 0.0, 0.0, {}
+    with tempfile.TemporaryDirectory(prefix="hearth-forward-ref-", dir=a.tmpdir) as tmpdir:
+        f32_path = os.path.join(tmpdir, "model-f32.gguf")
+        try:
+            fails += make_f32(r, model, a.model, f32_path, a.scale_tensor, a.scale)
+        except (OSError, ValueError) as e:
+            fails.append(f"writing the F32 copy: {e}")
+            f32_path = None
         for name, prompt in PROMPTS.items():
             t0 = time.time()
             ref_ids, ref_logits = model.generate(prompt, a.n_gen)
             t_ref = time.time() - t0
-            try:
-                c_ids, c_logits, t_c = run_c(a.forward_dump, a.model, prompt, a.n_gen, model.n_vocab, tmpdir)
-            except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
-                fails.append(f"{name}: {e}")
-                continue
-            print(f"  {name}: oracle {t_ref:.1f} s, forward_dump {t_c:.1f} s")
-            print(f"    oracle ids: {' '.join(map(str, ref_ids))}")
-            print(f"    C      ids: {' '.join(map(str, c_ids))}")
-            f, rel = compare(name, prompt, a.n_gen, ref_ids, ref_logits, c_ids, c_logits)
-            fails += f
-            worst = max(worst, rel)
-    print(f"worst relative logits error {worst:.4g} (tolerance {REL_TOL}; when set: {MEASURED})")
+            print(f"  {name}: oracle {t_ref:.1f} s")
+            print(f"    oracle   ids: {' '.join(map(str, ref_ids))}")
+            for part, path in (("strict F32", f32_path), ("Q4_1", a.model)):
+                if path is None:
+                    continue
+                try:
+                    c_ids, c_logits, t_c = run_c(a.forward_dump, path, prompt, a.n_gen, model.n_vocab, tmpdir)
+                except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+                    fails.append(f"{name} ({part}): {e}")
+                    continue
+                print(f"    [{part}] forward_dump {t_c:.1f} s, ids: {' '.join(map(str, c_ids))}")
+                if path is f32_path:
+                    f, rel = compare(f"{name} [strict F32]", prompt, a.n_gen, ref_ids, ref_logits,
+                                     c_ids, c_logits, STRICT_TOL, STRICT_TIE)
+                    worst_s = max(worst_s, rel)
+                    strict[name] = rel
+                else:
+                    f, rel = compare(f"{name} [Q4_1]", prompt, a.n_gen, ref_ids, ref_logits,
+                                     c_ids, c_logits, REL_TOL, REL_TOL)
+                    worst_q = max(worst_q, rel)
+                fails += f
+    print(f"strict F32: worst relative logits error {worst_s:.3g} (tolerance {STRICT_TOL:g}; per prompt "
+          + ", ".join(f"{k} {v:.3g}" for k, v in strict.items()) + f"; when set: {STRICT_MEASURED})")
+    print(f"Q4_1:       worst relative logits error {worst_q:.4g} (tolerance {REL_TOL}; when set: {MEASURED})")
     if fails:
         print("FAIL")
         for f in fails:

@@ -6,7 +6,7 @@
 if(HEARTH_SAN_DIR AND NOT HEARTH_SANITIZE)
   add_test(NAME sanitizers
            COMMAND ${CMAKE_CTEST_COMMAND} --test-dir ${HEARTH_SAN_DIR} --output-on-failure
-                   -E "^(forward_ref|tokenizer_hf|cli_model)$")
+                   -E "^(forward_ref|tokenizer_hf|cli_model|runtime_supervision)$")
 endif()
 
 get_property(_all_tests DIRECTORY PROPERTY TESTS)

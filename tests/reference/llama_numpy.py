@@ -116,14 +116,16 @@ def q8_roundtrip(x):
 class Llama:
     """A llama-architecture GGUF model, dequantized to float32, with a KV cache."""
 
-    def __init__(self, path, n_ctx=2048, act_quant=None):
+    def __init__(self, path, n_ctx=2048, act_quant=None, reader=None):
         """act_quant: None (the oracle: float32 activations) or "q8" (round the input
         of every product with a quantized weight to 8 bits, as llama.cpp's CPU path
-        and hearth's C pass do; a diagnostic, not the reference)."""
+        and hearth's C pass do; a diagnostic, not the reference). reader: a
+        gguf.GGUFReader of path, when the caller has one (opening one parses every
+        tokenizer string in Python, seconds for a 49k vocabulary)."""
         if act_quant not in (None, "q8"):
             raise ValueError(f"act_quant {act_quant!r}: want None or 'q8'")
         self.act_quant = act_quant
-        r = gguf.GGUFReader(path)
+        r = reader if reader is not None else gguf.GGUFReader(path)
         arch = _field(r, "general.architecture")
         if arch != "llama":
             raise ValueError(f"{path}: general.architecture is {arch!r}, need 'llama'")

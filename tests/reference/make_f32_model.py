@@ -69,9 +69,20 @@ def dequantized(t):
     return np.ascontiguousarray(np.asarray(a, dtype=np.float32).reshape(shape))
 
 
-def write_f32_copy(src, dst, scale_tensor=None, scale=1.0):
-    """Write the F32 copy of src to dst; returns the number of bytes of tensor data."""
-    r = gguf.GGUFReader(src)
+def _reader(src):
+    # GGUFReader parses every token string in Python: ~7 s for SmolLM2's 98k
+    # tokenizer strings, so callers that already have one pass it instead.
+    return src if isinstance(src, gguf.GGUFReader) else gguf.GGUFReader(src)
+
+
+def write_f32_copy(src, dst, scale_tensor=None, scale=1.0, weights=None):
+    """Write the F32 copy of src (a path or a GGUFReader) to dst.
+
+    weights: optional {name: float32 array in NumPy order} already dequantized from
+    src with dequantized() (the oracle's, to save dequantizing twice); tensors
+    missing from it are dequantized here. Returns the bytes of tensor data written.
+    """
+    r = _reader(src)
     arch = r.fields["general.architecture"].contents()
     w = gguf.GGUFWriter(dst, arch)
     if "general.alignment" in r.fields:
@@ -97,7 +108,7 @@ def write_f32_copy(src, dst, scale_tensor=None, scale=1.0):
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()
     for t in r.tensors:
-        a = dequantized(t)
+        a = weights[t.name] if weights is not None and t.name in weights else dequantized(t)
         if t.name == scale_tensor:
             a = a * np.float32(scale)
         w.write_tensor_data(a)
@@ -108,12 +119,13 @@ def write_f32_copy(src, dst, scale_tensor=None, scale=1.0):
 def check_copy(src, dst):
     """Read dst back with GGUFReader; returns a list of differences from src.
 
+    src and dst: paths or GGUFReaders.
     Metadata: same keys in the same order, same types, byte-identical values.
     Tensors: same names and order, type F32, same GGUF shape (ne[0] first).
     Tensor values are compared by the caller (it has the dequantized weights).
     """
     fails = []
-    a, b = gguf.GGUFReader(src), gguf.GGUFReader(dst)
+    a, b = _reader(src), _reader(dst)
     ka, kb = _meta_keys(a), _meta_keys(b)
     if ka != kb:
         fails.append(f"metadata keys differ: only in source {sorted(set(ka) - set(kb))}, "
