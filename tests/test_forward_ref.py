@@ -69,16 +69,31 @@ SKIP = 77
 # neox (halves) mode 0.88, rope base 1e4 instead of 1e5 0.26; a missing residual,
 # wrong head grouping or transposed weight are larger still. What it cannot catch:
 # changes below the 8-bit noise, e.g. RMS eps 1e-6 for 1e-5 (0.0008) or one
-# weight scaled by 2% (0.009); those need a C mode with float activations.
+# weight scaled by 2% (0.009); the strict F32 part below catches those.
 REL_TOL = 0.10
 # What the real C program gave when the bound was set (SmolLM2-135M-Instruct Q4_1,
 # 32 generated tokens, forward_dump from tests/forward_dump.c):
 MEASURED = "capital 0.028, chat 0.054, long 0.040, code 0.033"
 
-# Strict part (F32 copy, no activation rounding): STRICT_TOL, STRICT_TIE, set below.
-STRICT_TOL = 1e-3
+# Strict part: the F32 copy, float32 weights and activations on both sides, so the
+# two differ only in summation order (C: its own float32 dot products, blocked and
+# vectorised; NumPy: OpenBLAS sgemm; the oracle also sums RMSNorm and softmax in
+# float64). Measured (32 generated tokens, all 4 prompts' rows): 1.1e-6 to 2.5e-6
+# relative, i.e. max abs diff 5e-5..1e-4 on logits of magnitude ~40: a few float32
+# ulps (2^-24 = 6e-8) grown over 30 layers, as expected for reordered sums.
+# STRICT_TOL = 3e-5 is ~12x the worst seen. What it catches (measured with
+# --scale-tensor, 8 generated tokens): ffn_down of layer 10 scaled by 1.01 -> 6.5e-3
+# (200x over), the last layer's attn_norm by 1.001 -> 4.2e-4 (14x over); it just
+# misses blk.0.attn_k scaled by 1.0001 (2.0e-5). It also fails if the C pass rounds
+# anything to 16 bits or less (an F16 KV cache, fp16 scales: ~1e-3), which is the
+# point: then this part must be rethought, not the bound raised.
+STRICT_TOL = 3e-5
+STRICT_MEASURED = "capital 1.2e-06, chat 2.5e-06, long 1.6e-06, code 1.1e-06"
+# A greedy divergence in the strict part is accepted only at a top-2 margin below
+# 1e-4 of max|ref| (3x STRICT_TOL, 40x the measured error). The closest greedy
+# choice among the 4 x 32 is 6.1e-4 relative (code prompt; the others 1.2e-3 and
+# up), so in practice all 32 tokens of every prompt must match.
 STRICT_TIE = 1e-4
-STRICT_MEASURED = "TBD"
 
 # Prompts tokenized with the model's own vocabulary (gpt2 byte-level BPE, smollm
 # pre-tokenizer) through the HF `tokenizers` library built from the GGUF's tokens and
@@ -235,9 +250,15 @@ def compare(name, prompt, n_gen, ref_ids, ref_logits, c_ids, c_logits, tol, tie)
     rel = float(np.max(diff) / np.max(np.abs(b)))
     row_rel = np.max(diff, axis=1) / np.max(np.abs(b), axis=1)
     worst = int(np.argmax(row_rel))
+    # The closest call among the greedy choices compared (row n_p-1+k chose token k;
+    # the last row chose nothing), relative to max|ref|, to show how far from a tie.
+    last = min(n_rows, n_p - 1 + n_gen)
+    chose = np.sort(ref_logits[n_p - 1:last].astype(np.float64), axis=1)[:, -2:] if last >= n_p else None
+    min_margin = float(np.min(chose[:, 1] - chose[:, 0]) / np.max(np.abs(b))) if chose is not None else float("nan")
     print(f"  {name}: {n_p} prompt + {n_gen} gen, {n_same} tokens equal, {n_rows} rows compared: "
           f"max abs diff {np.max(diff):.4g}, max|ref| {np.max(np.abs(b)):.4g}, rel {rel:.4g} "
-          f"(worst row {worst}: {row_rel[worst]:.4g}; mean abs diff {np.mean(diff):.3g})")
+          f"(worst row {worst}: {row_rel[worst]:.4g}; mean abs diff {np.mean(diff):.3g}; "
+          f"closest greedy choice: top-2 margin {min_margin:.3g} relative)")
     if not np.all(np.isfinite(c_logits[:n_rows])):
         fails.append(f"{name}: forward_dump logits contain NaN or inf")
     if not rel <= tol:
