@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "quant.h"
+#include "vec.h"
 
 int state_create(struct llama_state *s, const struct llama_model *m, int n_ctx, int max_batch, int n_threads,
                  char *err, size_t errlen) {
@@ -135,10 +136,7 @@ static void attn_worker(void *arg, int ith, int nth) {
         const float *q = s->q + (size_t)t * q_dim + (size_t)h * hd;
         float maxv = -INFINITY;
         for (int p = 0; p <= pos; p++) {
-            const float *k = kc + (size_t)p * kv_dim + (size_t)kvh * hd;
-            float score = 0.0f;
-            for (int i = 0; i < hd; i++) score += q[i] * k[i];
-            att[p] = score * scale;
+            att[p] = vec_dot_f32(q, kc + (size_t)p * kv_dim + (size_t)kvh * hd, hd) * scale;
             if (att[p] > maxv) maxv = att[p];
         }
         float sum = 0.0f;
@@ -148,11 +146,9 @@ static void attn_worker(void *arg, int ith, int nth) {
         }
         float *out = s->att_out + (size_t)t * q_dim + (size_t)h * hd;
         memset(out, 0, (size_t)hd * sizeof *out);
-        for (int p = 0; p <= pos; p++) {
-            const float a = att[p] / sum;
-            const float *v = vc + (size_t)p * kv_dim + (size_t)kvh * hd;
-            for (int i = 0; i < hd; i++) out[i] += a * v[i];
-        }
+        const float inv_sum = 1.0f / sum;
+        for (int p = 0; p <= pos; p++)
+            vec_axpy_f32(out, att[p] * inv_sum, vc + (size_t)p * kv_dim + (size_t)kvh * hd, hd);
     }
 }
 

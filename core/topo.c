@@ -477,12 +477,12 @@ static int pus_overlap(const struct placement_role *a, const struct placement_ro
  *     mostly waits, so reserving a whole core for it would waste one.
  *     Memory: node 0.
  *   - GPU worker in host mode (no GPU: attention, hot neurons and the LM head
- *     on CPU threads, the larger part of the work): it gets the first half
- *     of node 0's units (rounded up; gpu_threads overrides), node 0's CPU
- *     workers split the rest. When node 0 has fewer units than the GPU worker
- *     plus its CPU workers, all of them share all of node 0's units with
- *     max(1, units / roles) threads each (CI: 2 cores, GPU worker + 2 CPU
- *     workers: 3 single-threaded processes on PUs 0-1).
+ *     on CPU threads): within every layer its attention and the CPU workers'
+ *     FFN shards take turns, so it gets all of node 0's units (one thread
+ *     each; gpu_threads lowers it), shared with node 0's CPU workers, which
+ *     split the node as usual. Measured on 2 cores (hearth bench, decode):
+ *     sharing both cores gave about the single-process speed, one core each
+ *     about 10% less.
  *   - Coordinator: one light thread, not pinned (every PU, memory unbound).
  * Then the pin spec replaces the roles it names. */
 int topo_plan(const struct topo *t, const struct placement_request *req, struct placement *out,
@@ -619,31 +619,15 @@ int topo_plan(const struct topo *t, const struct placement_request *req, struct 
             gpu->mem_node = nd->os_index;
             if (split_units(out, r, w, a, na, nd->os_index, err, errlen) != 0) goto done;
         } else if (k == 0) {
-            if (na >= w + 1) {
-                int g = req->gpu_threads > 0 ? req->gpu_threads : (na + 1) / 2;
-                if (g > na - w) {
-                    if (req->gpu_threads > 0)
-                        note_add(out, "GPU worker gets %d threads, not %d, to leave node %d's CPU workers a core each",
-                                 na - w, req->gpu_threads, nd->os_index);
-                    g = na - w;
-                }
-                if (role_set(gpu, a, g, err, errlen) != 0) goto done;
-                gpu->n_threads = g;
-                if (split_units(out, r, w, a + g, na - g, nd->os_index, err, errlen) != 0) goto done;
-            } else {
-                int th = na / (w + 1) > 0 ? na / (w + 1) : 1;
-                if (role_set(gpu, a, na, err, errlen) != 0) goto done;
-                gpu->n_threads = req->gpu_threads > 0 ? req->gpu_threads : th;
-                gpu->spread = 1;
-                for (int j = 0; j < w; j++) {
-                    if (role_set(&r[j], a, na, err, errlen) != 0) goto done;
-                    r[j].n_threads = th;
-                    r[j].spread = 1;
-                    r[j].mem_node = nd->os_index;
-                }
-                out->oversubscribed = 1;
-            }
+            /* host mode: the GPU worker's phases (attention, LM head) and the
+             * CPU workers' FFN shards alternate within every layer, so the GPU
+             * worker shares all of node 0's units with node 0's CPU workers
+             * instead of splitting them */
+            int g = req->gpu_threads > 0 && req->gpu_threads < na ? req->gpu_threads : na;
+            if (role_set(gpu, a, g, err, errlen) != 0) goto done;
+            gpu->n_threads = g;
             gpu->mem_node = nd->os_index;
+            if (split_units(out, r, w, a, na, nd->os_index, err, errlen) != 0) goto done;
         } else {
             if (split_units(out, r, w, a, na, nd->os_index, err, errlen) != 0) goto done;
         }

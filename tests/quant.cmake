@@ -24,3 +24,10 @@ add_test(NAME matmul_bench_tiny COMMAND bench_matmul --tiny)
 # a lost wake-up in the pool would hang rather than fail: bound every test
 set_tests_properties(quant_kernels quant_kernels_scalar tpool_stress matmul_vs_naive matmul_vs_naive_scalar
                      matmul_bench_tiny PROPERTIES TIMEOUT 300)
+
+# vec: the float kernels of attention (fast path, then forced scalar)
+add_executable(test_vec ${CMAKE_SOURCE_DIR}/tests/test_vec.c)
+target_link_libraries(test_vec PRIVATE hearth_core)
+add_test(NAME vec_kernels COMMAND test_vec)
+add_test(NAME vec_kernels_scalar COMMAND test_vec)
+set_tests_properties(vec_kernels_scalar PROPERTIES ENVIRONMENT "HEARTH_NO_SIMD=1")

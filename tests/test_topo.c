@@ -113,11 +113,15 @@ static void check_invariants(const char *what, const struct topo *t, const struc
             owner[r->pus[j]] = i;
         }
     }
-    /* Host mode without oversubscription: the GPU worker's cores are its own. */
-    if (req->gpu_host && !p->oversubscribed) {
-        for (int j = 0; j < gpu->n_pus; j++)
-            CHECK(owner[gpu->pus[j]] == 0, "%s: host GPU worker shares PU %d with %s", what, gpu->pus[j],
-                  p->roles[owner[gpu->pus[j]]].name);
+    /* Host mode: the GPU worker takes turns with the CPU workers inside each
+     * layer, so it holds every unit of node 0, one thread each. */
+    if (req->gpu_host) {
+        int nunits = req->use_smt ? node0->n_pus : node0->n_cores;
+        const int *u = req->use_smt ? node0->pus : node0->core_pu;
+        CHECK(gpu->n_pus == nunits && gpu->n_threads == nunits, "%s: host GPU worker has %d PUs, %d threads, want %d",
+              what, gpu->n_pus, gpu->n_threads, nunits);
+        for (int k = 0; k < nunits && k < gpu->n_pus; k++)
+            CHECK(gpu->pus[k] == u[k], "%s: host GPU worker PU %d is %d, want %d", what, k, gpu->pus[k], u[k]);
     }
     int used_nodes = 0, nu = n_usable(t);
     for (int n = 0; n < topo_n_nodes(t); n++) {
@@ -188,22 +192,28 @@ static void test_shapes(void) {
     char err[256];
     struct placement p;
 
-    /* This machine's shape: 1 node, 2 cores; host GPU worker + 2 CPU workers
-     * oversubscribe: three single-thread processes floating over PUs 0-1. */
+    /* This machine's shape: 1 node, 2 cores; host GPU worker on both cores
+     * (2 threads), the 2 CPU workers one core each, sharing with it. */
     struct topo *t = load("pack:1 numa:1 core:2 pu:1");
     if (t) {
         CHECK(topo_n_nodes(t) == 1 && topo_n_cores(t) == 2 && topo_n_pus(t) == 2 && topo_n_packages(t) == 1,
               "2-core counts %d %d %d %d", topo_n_nodes(t), topo_n_cores(t), topo_n_pus(t), topo_n_packages(t));
         struct placement_request req = {.n_cpu_workers = 2, .gpu_host = 1};
         CHECK(topo_plan(t, &req, &p, err, sizeof(err)) == 0, "ci plan: %s", err);
-        CHECK(p.oversubscribed, "ci: should be oversubscribed");
-        for (int i = 1; i < p.n_roles; i++) {
-            pus_eq("ci", &p.roles[i], "0-1");
-            CHECK(p.roles[i].spread && p.roles[i].shared && p.roles[i].n_threads == 1, "ci: %s spread %d shared %d threads %d",
-                  p.roles[i].name, p.roles[i].spread, p.roles[i].shared, p.roles[i].n_threads);
-        }
-        CHECK(strstr(p.note, "share") != NULL, "ci: note '%s'", p.note);
+        CHECK(!p.oversubscribed, "ci: CPU workers have a core each");
+        pus_eq("ci", placement_find(&p, "gpu"), "0-1");
+        pus_eq("ci", placement_find(&p, "cpu0"), "0");
+        pus_eq("ci", placement_find(&p, "cpu1"), "1");
+        CHECK(placement_find(&p, "gpu")->n_threads == 2 && placement_find(&p, "gpu")->shared &&
+                  placement_find(&p, "cpu1")->shared,
+              "ci: gpu threads %d, shared flags", placement_find(&p, "gpu")->n_threads);
         placement_free(&p);
+        /* 3 CPU workers on 2 cores: they share too */
+        req.n_cpu_workers = 3;
+        CHECK(topo_plan(t, &req, &p, err, sizeof(err)) == 0, "ci 3 plan: %s", err);
+        CHECK(p.oversubscribed && strstr(p.note, "share") != NULL, "ci 3: oversubscribed, note '%s'", p.note);
+        placement_free(&p);
+        req.n_cpu_workers = 2;
 
         /* With a GPU: one CPU worker per core, the GPU thread shares core 0. */
         req.gpu_host = 0;
@@ -234,11 +244,12 @@ static void test_shapes(void) {
         CHECK(placement_find(&p, "cpu1")->mem_node == 1 && placement_find(&p, "cpu1")->n_threads == 8, "2x8x2 cpu1");
         placement_free(&p);
 
-        /* Host mode, SMT, 3 workers: node 0 = 16 PUs: gpu 8, then cpu0 8; node 1: cpu1, cpu2. */
+        /* Host mode, SMT, 3 workers: node 0 = 16 PUs: gpu all 16, cpu0 all 16 (the
+         * GPU worker counts as a role of node 0, so node 1 gets two workers). */
         req = (struct placement_request){.n_cpu_workers = 3, .gpu_host = 1, .use_smt = 1};
         CHECK(topo_plan(t, &req, &p, err, sizeof(err)) == 0, "2x8x2 host plan: %s", err);
-        pus_eq("2x8x2 host", placement_find(&p, "gpu"), "0-7");
-        pus_eq("2x8x2 host", placement_find(&p, "cpu0"), "8-15");
+        pus_eq("2x8x2 host", placement_find(&p, "gpu"), "0-15");
+        pus_eq("2x8x2 host", placement_find(&p, "cpu0"), "0-15");
         pus_eq("2x8x2 host", placement_find(&p, "cpu1"), "16-23");
         pus_eq("2x8x2 host", placement_find(&p, "cpu2"), "24-31");
         placement_free(&p);
