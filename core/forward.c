@@ -68,14 +68,39 @@ void state_free(struct llama_state *s) {
     free(s->inv_freq);
     free(s->key_cache);
     free(s->value_cache);
+    if (s->kv) kvcache_destroy(s->kv);
+    free(s->kv);
     if (s->tp) tpool_destroy(s->tp);
     matmul_scratch_free(&s->ms);
     ffn_scratch_free(&s->fs);
     memset(s, 0, sizeof *s);
 }
 
+int state_set_kv(struct llama_state *s, const struct kv_config *cfg, int force, char *err, size_t errlen) {
+    const struct llama_config *c = &s->m->cfg;
+    if (!force && !kv_config_active(cfg, s->n_ctx)) return 0;
+    struct kvcache *kv = calloc(1, sizeof *kv);
+    if (!kv) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (kvcache_create(kv, cfg, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, s->max_batch, s->n_threads, err,
+                       errlen) != 0) {
+        free(kv);
+        return -1;
+    }
+    if (s->kv) kvcache_destroy(s->kv);
+    free(s->kv);
+    s->kv = kv;
+    free(s->key_cache);
+    free(s->value_cache);
+    s->key_cache = s->value_cache = NULL;
+    return 0;
+}
+
 size_t state_kv_bytes(const struct llama_state *s) {
     const struct llama_config *c = &s->m->cfg;
+    if (s->kv) return kvcache_bytes(s->kv);
     return 2 * (size_t)c->n_layers * (size_t)s->n_ctx * (size_t)c->n_kv_heads * c->head_dim * sizeof(float);
 }
 
@@ -179,8 +204,8 @@ int forward_attention(struct llama_state *s, int l, int n, int pos0, char *err, 
     if (mm(s, s->q, &L->wq, s->xb, n, err, errlen) || mm(s, s->k, &L->wk, s->xb, n, err, errlen) ||
         mm(s, s->v, &L->wv, s->xb, n, err, errlen))
         return -1;
-    float *kc = s->key_cache + (size_t)l * s->n_ctx * kv_dim;
-    float *vc = s->value_cache + (size_t)l * s->n_ctx * kv_dim;
+    float *kc = s->kv ? NULL : s->key_cache + (size_t)l * s->n_ctx * kv_dim;
+    float *vc = s->kv ? NULL : s->value_cache + (size_t)l * s->n_ctx * kv_dim;
     for (int t = 0; t < n; t++) {
         float *q = s->q + (size_t)t * q_dim, *k = s->k + (size_t)t * kv_dim, *v = s->v + (size_t)t * kv_dim;
         if (L->bq)
@@ -191,11 +216,18 @@ int forward_attention(struct llama_state *s, int l, int n, int pos0, char *err, 
             for (int i = 0; i < kv_dim; i++) v[i] += L->bv[i];
         rope(q, c->n_heads, hd, c->rope_dim, pos0 + t, s->inv_freq, c->rope_mode);
         rope(k, c->n_kv_heads, hd, c->rope_dim, pos0 + t, s->inv_freq, c->rope_mode);
-        memcpy(kc + (size_t)(pos0 + t) * kv_dim, k, (size_t)kv_dim * sizeof(float));
-        memcpy(vc + (size_t)(pos0 + t) * kv_dim, v, (size_t)kv_dim * sizeof(float));
+        if (kc) {
+            memcpy(kc + (size_t)(pos0 + t) * kv_dim, k, (size_t)kv_dim * sizeof(float));
+            memcpy(vc + (size_t)(pos0 + t) * kv_dim, v, (size_t)kv_dim * sizeof(float));
+        }
     }
-    struct attn_job job = {s, l, n, pos0};
-    tpool_run(s->tp, attn_worker, &job);
+    if (s->kv) {
+        /* attention over the kept slots only; scores, eviction (kvcache.h) */
+        if (kvcache_attend(s->kv, l, s->q, s->k, s->v, n, pos0, s->att_out, s->tp, err, errlen) != 0) return -1;
+    } else {
+        struct attn_job job = {s, l, n, pos0};
+        tpool_run(s->tp, attn_worker, &job);
+    }
     if (mm(s, s->xb2, &L->wo, s->att_out, n, err, errlen)) return -1;
     for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
     return 0;
@@ -258,10 +290,16 @@ static void acc_add_fixed(int64_t *acc, const float *y, size_t count) {
 
 int ffn_partial(const struct llama_model *m, int l, const float *xn, int n, int64_t n0, int64_t n1, int64_t *acc,
                 struct ffn_scratch *fs, struct tpool *tp, char *err, size_t errlen) {
-    const struct llama_config *c = &m->cfg;
-    const struct llama_layer *L = &m->layers[l];
-    const int64_t hidden = c->hidden_dim, align = ffn_neuron_align(m);
-    if (n > fs->max_batch || n0 < 0 || n1 > hidden || n0 > n1 || n0 % align || (n1 % align && n1 != hidden)) {
+    return ffn_partial_layer(&m->cfg, &m->layers[l], xn, n, n0, n1, acc, fs, tp, err, errlen);
+}
+
+int ffn_partial_layer(const struct llama_config *c, const struct llama_layer *L, const float *xn, int n, int64_t n0,
+                      int64_t n1, int64_t *acc, struct ffn_scratch *fs, struct tpool *tp, char *err, size_t errlen) {
+    /* the layer's own neuron count: the model's, or a shard's local copy */
+    const int64_t hidden = L->w_up.n_out, blck = hearth_type_blck(L->w_down.type);
+    const int64_t align = blck > FFN_GROUP ? blck : FFN_GROUP;
+    if (n > fs->max_batch || hidden > c->hidden_dim || n0 < 0 || n1 > hidden || n0 > n1 || n0 % align ||
+        (n1 % align && n1 != hidden)) {
         snprintf(err, errlen, "ffn: neurons [%lld, %lld) of %lld (aligned to %lld) for %d tokens are not computable",
                  (long long)n0, (long long)n1, (long long)hidden, (long long)align, n);
         return -1;

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kvcache.h"
 #include "matmul.h"
 #include "model.h"
 #include "tpool.h"
@@ -47,9 +48,11 @@ struct llama_state {
     float *att; /* attention scores scratch [n_threads, n_ctx] */
     float *inv_freq; /* RoPE frequencies [rope_dim / 2] */
 
-    /* KV cache, float32, [n_layers, n_ctx, kv_dim]; RoPE already applied to keys */
+    /* KV cache, float32, [n_layers, n_ctx, kv_dim]; RoPE already applied to keys.
+     * NULL when kv is set: the budgeted H2O cache (core/kvcache.h) replaces it. */
     float *key_cache;
     float *value_cache;
+    struct kvcache *kv; /* NULL: the dense cache above */
 
     struct tpool *tp;
     struct matmul_scratch ms;
@@ -59,6 +62,10 @@ struct llama_state {
 int state_create(struct llama_state *s, const struct llama_model *m, int n_ctx, int max_batch, int n_threads,
                  char *err, size_t errlen);
 void state_free(struct llama_state *s);
+/* Replaces the dense KV cache by the H2O cache of cfg (resolved, see
+ * kv_config_resolve) when kv_config_active(cfg, n_ctx) or force; else keeps
+ * the dense cache (identical output). Call right after state_create. */
+int state_set_kv(struct llama_state *s, const struct kv_config *cfg, int force, char *err, size_t errlen);
 
 /* Runs tokens[0..n_tokens) at positions pos0..pos0+n_tokens-1, appending to
  * the KV cache (positions >= pos0 are overwritten). If logits is non-NULL it
@@ -107,6 +114,12 @@ int64_t ffn_neuron_align(const struct llama_model *m);
  * [0, hidden_dim) gives the whole FFN exactly. */
 int ffn_partial(const struct llama_model *m, int l, const float *xn, int n, int64_t n0, int64_t n1, int64_t *acc,
                 struct ffn_scratch *fs, struct tpool *tp, char *err, size_t errlen);
+/* The same for one layer's weights given directly: the model's, or a CPU
+ * worker's NUMA-local copy of its shard (a layer whose hidden size is the
+ * shard's width; neuron indices then count from the shard's start, which
+ * keeps the groups aligned because shards start on group boundaries). */
+int ffn_partial_layer(const struct llama_config *c, const struct llama_layer *L, const float *xn, int n, int64_t n0,
+                      int64_t n1, int64_t *acc, struct ffn_scratch *fs, struct tpool *tp, char *err, size_t errlen);
 /* x[i] += acc[i] * 2^-FFN_FIXED_SHIFT for count elements */
 void ffn_acc_add_to(float *x, const int64_t *acc, size_t count);
 

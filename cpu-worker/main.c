@@ -18,19 +18,111 @@
 #include "log.h"
 #include "model.h"
 #include "quant.h"
+#include "topo.h"
 #include "tpool.h"
+#include "types.h"
 #include "wire.h"
 #include "worker.h"
+
+/* A NUMA-local copy of this worker's neurons of one layer: gate and up rows
+ * [n0, n1), and the matching columns of down, as a layer of hidden size
+ * n1 - n0 (core/forward.h, ffn_partial_layer). */
+struct local_layer {
+    struct llama_layer L;
+    void *buf;
+    size_t bytes;
+};
 
 struct cpu_worker {
     struct worker w;
     struct llama_model model;
+    struct topo *topo;
+    struct local_layer *local; /* [n_layers] or NULL: compute from the mapped file */
     struct tpool *tp;
     struct ffn_scratch fs;
     int64_t *n0, *n1; /* [n_layers] this worker's neurons of each layer */
     struct ring in, out;
     struct doorbell in_bell, out_bell;
 };
+
+/* Copies the rows of one weight into dst: rows [r0, r1) whole, or (cols) the
+ * byte range of columns [c0, c1) of every row. Returns the bytes written. */
+static size_t copy_rows(char *dst, const struct weight *w, int64_t r0, int64_t r1) {
+    const size_t row = hearth_row_size(w->type, w->n_in);
+    memcpy(dst, (const char *)w->data + (size_t)r0 * row, (size_t)(r1 - r0) * row);
+    return (size_t)(r1 - r0) * row;
+}
+
+static size_t copy_cols(char *dst, const struct weight *w, int64_t c0, int64_t c1) {
+    const size_t row = hearth_row_size(w->type, w->n_in), off = hearth_row_size(w->type, c0),
+                 len = hearth_row_size(w->type, c1 - c0);
+    for (int64_t r = 0; r < w->n_out; r++) memcpy(dst + (size_t)r * len, (const char *)w->data + (size_t)r * row + off, len);
+    return (size_t)w->n_out * len;
+}
+
+/* On a machine with several NUMA nodes the worker's weights go into its
+ * node's memory (the file's pages live wherever the page cache put them).
+ * With one node the mapping is already local and a copy would only double
+ * the memory. HEARTH_NUMA_COPY=1 forces the copy (tests). */
+static int make_local_copy(struct cpu_worker *c, char *err, size_t errlen) {
+    const char *force = getenv("HEARTH_NUMA_COPY");
+    char terr[256];
+    c->topo = topo_load(NULL, terr, sizeof terr);
+    if (!c->topo) {
+        log_warn("no topology (%s): weights stay in the mapped file", terr);
+        return 0;
+    }
+    if (topo_n_nodes(c->topo) < 2 && !(force && !strcmp(force, "1"))) return 0;
+    int pus[1024];
+    int n_pus = worker_parse_cpuset(c->w.assign->cpuset, pus, 1024), node = -1;
+    if (n_pus > 0) {
+        int li = topo_node_of_pu(c->topo, pus[0]);
+        if (li >= 0) node = topo_node(c->topo, li)->os_index;
+    }
+    const struct llama_config *cfg = &c->model.cfg;
+    c->local = calloc((size_t)cfg->n_layers, sizeof *c->local);
+    if (!c->local) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    size_t total = 0;
+    for (int l = 0; l < cfg->n_layers; l++) {
+        const struct llama_layer *L = &c->model.layers[l];
+        struct local_layer *ll = &c->local[l];
+        const int64_t n0 = c->n0[l], n1 = c->n1[l], width = n1 - n0;
+        ll->L = *L;
+        if (width == 0) continue;
+        const size_t gate_b = L->w_gate.data ? (size_t)width * hearth_row_size(L->w_gate.type, L->w_gate.n_in) : 0;
+        const size_t up_b = (size_t)width * hearth_row_size(L->w_up.type, L->w_up.n_in);
+        const size_t down_b = (size_t)L->w_down.n_out * hearth_row_size(L->w_down.type, width);
+        ll->bytes = gate_b + up_b + down_b;
+        ll->buf = topo_alloc_on_node(c->topo, ll->bytes, node);
+        if (!ll->buf) {
+            snprintf(err, errlen, "out of memory for %zu bytes of layer %d's weights on node %d", ll->bytes, l, node);
+            return -1;
+        }
+        char *p = ll->buf;
+        if (gate_b) {
+            ll->L.w_gate = (struct weight){p, L->w_gate.type, L->w_gate.n_in, width};
+            p += copy_rows(p, &L->w_gate, n0, n1);
+        }
+        ll->L.w_up = (struct weight){p, L->w_up.type, L->w_up.n_in, width};
+        p += copy_rows(p, &L->w_up, n0, n1);
+        ll->L.w_down = (struct weight){p, L->w_down.type, width, L->w_down.n_out};
+        copy_cols(p, &L->w_down, n0, n1);
+        total += ll->bytes;
+    }
+    log_info("copied %.1f MiB of shard weights to NUMA node %d", (double)total / (1 << 20), node);
+    return 0;
+}
+
+static void free_local_copy(struct cpu_worker *c) {
+    if (c->local)
+        for (int l = 0; l < c->model.cfg.n_layers; l++)
+            if (c->local[l].buf) topo_free_on_node(c->topo, c->local[l].buf, c->local[l].bytes);
+    free(c->local);
+    if (c->topo) topo_free(c->topo);
+}
 
 static int setup(struct cpu_worker *c, char *err, size_t errlen) {
     const Hearth__Assign *a = c->w.assign;
@@ -56,6 +148,7 @@ static int setup(struct cpu_worker *c, char *err, size_t errlen) {
     c->tp = tpool_create(n_threads, err, errlen);
     if (!c->tp || ffn_scratch_create(&c->fs, &c->model, (int)a->max_batch, err, errlen) != 0) return -1;
     worker_pin_pool(&c->w, c->tp);
+    if (make_local_copy(c, err, errlen) != 0) return -1;
     char name[32], ep[IPC_PATH_MAX + 32];
     int k = atoi(c->w.role + 3);
     snprintf(name, sizeof name, WIRE_RING_IN, k);
@@ -89,8 +182,12 @@ static int serve(struct cpu_worker *c, const void *msg, uint32_t len, char *err,
     int64_t *acc = (int64_t *)((char *)slot + sizeof h);
     const float *xn = (const float *)((const char *)msg + sizeof h);
     memset(acc, 0, payload);
-    if (ffn_partial(&c->model, (int)h.layer, xn, (int)h.n_tokens, c->n0[h.layer], c->n1[h.layer], acc, &c->fs, c->tp,
-                    err, errlen) != 0)
+    const int l = (int)h.layer;
+    int rc = c->local ? ffn_partial_layer(cfg, &c->local[l].L, xn, (int)h.n_tokens, 0, c->n1[l] - c->n0[l], acc,
+                                          &c->fs, c->tp, err, errlen)
+                      : ffn_partial(&c->model, l, xn, (int)h.n_tokens, c->n0[l], c->n1[l], acc, &c->fs, c->tp, err,
+                                    errlen);
+    if (rc != 0)
         return -1;
     return ring_commit_notify(&c->out, &c->out_bell, (uint32_t)(sizeof h + payload)) == 0 ? 0 : -1;
 }
@@ -129,6 +226,7 @@ int main(int argc, char **argv) {
     doorbell_close(&c.out_bell);
     ffn_scratch_free(&c.fs);
     if (c.tp) tpool_destroy(c.tp);
+    free_local_copy(&c);
     free(c.n0);
     free(c.n1);
     model_free(&c.model);

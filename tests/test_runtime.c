@@ -127,40 +127,46 @@ int main(int argc, char **argv) {
         printf("FAIL: dense pass: %s\n", err);
         return 1;
     }
-    static const float hots[] = {0.0f, 0.3f, 1.0f};
-    static const int cpus[] = {1, 2};
+    /* the grid of hot fractions x CPU workers, then once more with the CPU
+     * workers computing from NUMA-local copies of their shards (forced: this
+     * machine has one node) */
+    static const struct {
+        float hot;
+        int n_cpu, numa_copy;
+    } configs[] = {{0.0f, 1, 0}, {0.0f, 2, 0}, {0.3f, 1, 0}, {0.3f, 2, 0}, {1.0f, 1, 0}, {1.0f, 2, 0}, {0.3f, 2, 1}};
     int failures = 0;
-    for (size_t h = 0; h < sizeof hots / sizeof hots[0]; h++) {
-        for (size_t c = 0; c < sizeof cpus / sizeof cpus[0]; c++) {
-            if (run_config(model, 0, hots[h], cpus[c], n_prompts, n_tokens, got, n_vocab, err, sizeof err) != 0) {
-                printf("FAIL: hot %.1f, %d CPU workers: %s\n", hots[h], cpus[c], err);
-                failures++;
-                continue;
-            }
-            int same_tokens = 0, same_prompts = 0;
-            double max_diff = 0;
-            for (int p = 0; p < n_prompts; p++) {
-                int same = 0;
-                while (same < n_tokens && got[p].tokens[same] == ref[p].tokens[same]) same++;
-                same_tokens += same;
-                same_prompts += same == n_tokens;
-                /* logits are compared up to the first differing token (after it the inputs differ) */
-                int rows = same < n_tokens ? same + 1 : n_tokens;
-                for (size_t i = 0; i < (size_t)rows * n_vocab; i++) {
-                    double d = fabs((double)got[p].logits[i] - ref[p].logits[i]);
-                    if (d > max_diff || d != d) max_diff = d;
-                }
-                if (same < n_tokens)
-                    printf("  prompt %d: token %d differs (%d vs dense %d)\n", p, same, got[p].tokens[same],
-                           ref[p].tokens[same]);
-            }
-            int ok = same_prompts == n_prompts && max_diff == 0.0;
-            printf("%s: hot fraction %.1f, %d CPU worker%s: %d/%d prompts identical (%d/%d tokens), max |logit "
-                   "diff| %.3g\n",
-                   ok ? "ok" : "FAIL", hots[h], cpus[c], cpus[c] > 1 ? "s" : "", same_prompts, n_prompts,
-                   same_tokens, n_prompts * n_tokens, max_diff);
-            failures += !ok;
+    for (size_t k = 0; k < sizeof configs / sizeof configs[0]; k++) {
+        const float hot = configs[k].hot;
+        const int n_cpu = configs[k].n_cpu, numa_copy = configs[k].numa_copy;
+        if (numa_copy) setenv("HEARTH_NUMA_COPY", "1", 1); /* the workers inherit it */
+        if (run_config(model, 0, hot, n_cpu, n_prompts, n_tokens, got, n_vocab, err, sizeof err) != 0) {
+            printf("FAIL: hot %.1f, %d CPU workers: %s\n", hot, n_cpu, err);
+            failures++;
+            continue;
         }
+        int same_tokens = 0, same_prompts = 0;
+        double max_diff = 0;
+        for (int p = 0; p < n_prompts; p++) {
+            int same = 0;
+            while (same < n_tokens && got[p].tokens[same] == ref[p].tokens[same]) same++;
+            same_tokens += same;
+            same_prompts += same == n_tokens;
+            /* logits are compared up to the first differing token (after it the inputs differ) */
+            int rows = same < n_tokens ? same + 1 : n_tokens;
+            for (size_t i = 0; i < (size_t)rows * n_vocab; i++) {
+                double d = fabs((double)got[p].logits[i] - ref[p].logits[i]);
+                if (d > max_diff || d != d) max_diff = d;
+            }
+            if (same < n_tokens)
+                printf("  prompt %d: token %d differs (%d vs dense %d)\n", p, same, got[p].tokens[same],
+                       ref[p].tokens[same]);
+        }
+        int ok = same_prompts == n_prompts && max_diff == 0.0;
+        printf("%s: hot fraction %.1f, %d CPU worker%s%s: %d/%d prompts identical (%d/%d tokens), max |logit "
+               "diff| %.3g\n",
+               ok ? "ok" : "FAIL", hot, n_cpu, n_cpu > 1 ? "s" : "", numa_copy ? " (NUMA-local copies)" : "",
+               same_prompts, n_prompts, same_tokens, n_prompts * n_tokens, max_diff);
+        failures += !ok;
     }
     for (int p = 0; p < n_prompts; p++) {
         free(ref[p].tokens);
