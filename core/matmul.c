@@ -57,7 +57,16 @@ static void mm_tile(const struct mm_task *t, int64_t tile) {
     const int64_t ta = tt * t->tile_toks;
     const int64_t tb = ta + t->tile_toks < t->n_tok ? ta + t->tile_toks : t->n_tok;
     const quant_vec_dot_fn dot = t->wtr->vec_dot;
-    for (int64_t tok = ta; tok < tb; tok++) {
+    const quant_vec_dot4_fn dot4 = t->wtr->vec_dot4;
+    int64_t tok = ta;
+    if (dot4) /* four tokens per weight row: the row is unpacked once for them */
+        for (; tok + 4 <= tb; tok += 4) {
+            const void *xr = t->xq + (size_t)tok * t->xq_row;
+            float *yr = t->y + tok * t->n_out;
+            for (int64_t r = ra; r < rb; r++)
+                dot4(t->n_in, &yr[r], (size_t)t->n_out, t->w + (size_t)r * t->w_row, xr, t->xq_row);
+        }
+    for (; tok < tb; tok++) {
         const void *xr = t->xq + (size_t)tok * t->xq_row;
         float *yr = t->y + tok * t->n_out;
         for (int64_t r = ra; r < rb; r++)

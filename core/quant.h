@@ -132,6 +132,12 @@ typedef void (*quant_from_float_fn)(const float *src, void *dst, int64_t n);
 /* *s = sum_i w[i] * x[i] over n elements; w is a row of the weight type, x a
  * row of its vec_dot_type. */
 typedef void (*quant_vec_dot_fn)(int64_t n, float *s, const void *w, const void *x);
+/* Four dot products of one weight row with four activation rows:
+ * s[j * s_stride] = w . (x + j * x_stride bytes), j = 0..3. Results are
+ * bit-identical to four vec_dot calls (same accumulation order), so matmul
+ * gives the same values whatever the batch size. */
+typedef void (*quant_vec_dot4_fn)(int64_t n, float *s, size_t s_stride, const void *w, const void *x,
+                                  size_t x_stride);
 
 struct quant_traits {
     enum hearth_type type;
@@ -144,6 +150,7 @@ struct quant_traits {
     enum hearth_type vec_dot_type;      /* activations' type for vec_dot */
     quant_vec_dot_fn vec_dot;           /* fastest, NULL when not a weight type */
     quant_vec_dot_fn vec_dot_ref;       /* scalar reference */
+    quant_vec_dot4_fn vec_dot4;         /* NULL when the type has no 4-token kernel */
 };
 
 /* The entry for a type; NULL when hearth has no kernels for it (Q2_K, Q3_K,

@@ -186,6 +186,49 @@ static void vec_dot_q4_1_q8_1(int64_t n, float *s, const void *w, const void *x)
     *s = hsum_f32x8(_mm256_add_ps(acc0, acc1)) + summs;
 }
 
+/* vec_dot_q4_1_q8_1 for four activation rows: each block's nibbles are
+ * unpacked once for the four tokens (prefill). Every token's sums follow
+ * vec_dot_q4_1_q8_1's order exactly (even/odd block accumulators, pairwise
+ * offset sums, the tail), so the results are bit-identical to it. */
+static void vec_dot4_q4_1_q8_1(int64_t n, float *s, size_t s_stride, const void *w, const void *x,
+                               size_t x_stride) {
+    const block_q4_1 *a = w;
+    const block_q8_1 *b[4];
+    for (int j = 0; j < 4; j++) b[j] = (const block_q8_1 *)((const char *)x + (size_t)j * x_stride);
+    const int64_t nb = n / QK4_1;
+    __m256 acc0[4], acc1[4];
+    float summs[4];
+    for (int j = 0; j < 4; j++) {
+        acc0[j] = acc1[j] = _mm256_setzero_ps();
+        summs[j] = 0;
+    }
+    int64_t i = 0;
+    for (; i + 1 < nb; i += 2) {
+        _mm_prefetch((const char *)(a + i + 8), _MM_HINT_T0);
+        const float da0 = fp16_to_f32(a[i].d), da1 = fp16_to_f32(a[i + 1].d);
+        const float ma0 = fp16_to_f32(a[i].m), ma1 = fp16_to_f32(a[i + 1].m);
+        const __m256i q0 = nibbles_32(a[i].qs), q1 = nibbles_32(a[i + 1].qs);
+        for (int j = 0; j < 4; j++) {
+            const block_q8_1 *bj = b[j];
+            __m256 d0 = _mm256_set1_ps(da0 * fp16_to_f32(bj[i].d));
+            __m256 d1 = _mm256_set1_ps(da1 * fp16_to_f32(bj[i + 1].d));
+            summs[j] += ma0 * fp16_to_f32(bj[i].s) + ma1 * fp16_to_f32(bj[i + 1].s);
+            acc0[j] = _mm256_fmadd_ps(d0, dot_us8(q0, _mm256_loadu_si256((const __m256i *)bj[i].qs)), acc0[j]);
+            acc1[j] = _mm256_fmadd_ps(d1, dot_us8(q1, _mm256_loadu_si256((const __m256i *)bj[i + 1].qs)), acc1[j]);
+        }
+    }
+    for (; i < nb; i++) {
+        const float da = fp16_to_f32(a[i].d), ma = fp16_to_f32(a[i].m);
+        const __m256i q = nibbles_32(a[i].qs);
+        for (int j = 0; j < 4; j++) {
+            __m256 d0 = _mm256_set1_ps(da * fp16_to_f32(b[j][i].d));
+            summs[j] += ma * fp16_to_f32(b[j][i].s);
+            acc0[j] = _mm256_fmadd_ps(d0, dot_us8(q, _mm256_loadu_si256((const __m256i *)b[j][i].qs)), acc0[j]);
+        }
+    }
+    for (int j = 0; j < 4; j++) s[(size_t)j * s_stride] = hsum_f32x8(_mm256_add_ps(acc0[j], acc1[j])) + summs[j];
+}
+
 /* q - 16 as signed bytes: where the fifth bit is clear, or-ing 0xf0 into the
  * nibble gives q - 16 in two's complement; where it is set, q - 16 = nibble. */
 static inline __m256i q5_0_values(const block_q5_0 *blk) {
@@ -532,6 +575,7 @@ void quant_avx2_install(struct quant_traits *t, int count) {
     t[HEARTH_TYPE_BF16].vec_dot = vec_dot_bf16;
     t[HEARTH_TYPE_Q4_0].vec_dot = vec_dot_q4_0_q8_0;
     t[HEARTH_TYPE_Q4_1].vec_dot = vec_dot_q4_1_q8_1;
+    t[HEARTH_TYPE_Q4_1].vec_dot4 = vec_dot4_q4_1_q8_1;
     t[HEARTH_TYPE_Q5_0].vec_dot = vec_dot_q5_0_q8_0;
     t[HEARTH_TYPE_Q5_1].vec_dot = vec_dot_q5_1_q8_1;
     t[HEARTH_TYPE_Q8_0].vec_dot = vec_dot_q8_0_q8_0;

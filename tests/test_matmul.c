@@ -177,6 +177,34 @@ static void check_strided(struct tpool *tp, struct matmul_scratch *s, enum heart
     free(y2);
 }
 
+/* Batch invariance: a token's outputs must not depend on how many tokens
+ * share the call (the runtime rebuilds a KV cache in other batch sizes than
+ * the first pass and must get the same bits). n_tok tokens at once vs one
+ * at a time, compared bit for bit. */
+static void check_batch_invariance(struct tpool *tp, struct matmul_scratch *s, enum hearth_type wt) {
+    const int64_t blck = quant_traits(wt)->blck, n_in = blck == 1 ? 67 : blck == 32 ? 32 * 9 : 256 * 2;
+    const int64_t n_out = 37, n_tok = 11;
+    uint8_t *w = make_weights(wt, n_out, n_in);
+    float *x = xmalloc((size_t)(n_tok * n_in) * sizeof(float));
+    float *yb = xmalloc((size_t)(n_tok * n_out) * sizeof(float)), *y1 = xmalloc((size_t)n_out * sizeof(float));
+    for (int64_t i = 0; i < n_tok * n_in; i++) x[i] = rng_normal();
+    char err[256];
+    CHECK(matmul(tp, yb, w, wt, x, n_in, n_out, n_tok, s, err, sizeof err) == 0, "%s batch: %s",
+          hearth_type_name(wt), err);
+    int diffs = 0;
+    for (int64_t t = 0; t < n_tok; t++) {
+        CHECK(matmul(tp, y1, w, wt, x + t * n_in, n_in, n_out, 1, s, err, sizeof err) == 0, "%s: %s",
+              hearth_type_name(wt), err);
+        diffs += memcmp(y1, yb + t * n_out, (size_t)n_out * sizeof(float)) != 0;
+    }
+    CHECK(diffs == 0, "%s: %d of %lld tokens differ between one call of %lld tokens and one call each",
+          hearth_type_name(wt), diffs, (long long)n_tok, (long long)n_tok);
+    free(w);
+    free(x);
+    free(yb);
+    free(y1);
+}
+
 static const enum hearth_type types[] = {
     HEARTH_TYPE_Q4_1, HEARTH_TYPE_Q8_0, HEARTH_TYPE_Q4_0, HEARTH_TYPE_Q5_0, HEARTH_TYPE_Q5_1, HEARTH_TYPE_Q4_K,
     HEARTH_TYPE_Q5_K, HEARTH_TYPE_Q6_K, HEARTH_TYPE_F32,  HEARTH_TYPE_F16,  HEARTH_TYPE_BF16,
@@ -225,6 +253,7 @@ int main(void) {
         check_case(pools[2], &s, wt, n_in, 97, 1, 96, 97);
         check_case(NULL, &s, wt, n_in, 97, 2, 0, 97);
         check_strided(pools[(k % 2) + 1], &s, wt);
+        check_batch_invariance(pools[1], &s, wt);
     }
 
     /* errors */
