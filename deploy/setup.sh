@@ -5,9 +5,10 @@
 #      Python), installed only when missing (sudo when not root);
 #   2. a Python virtual environment in .venv with the test oracles' packages
 #      (numpy, gguf, tokenizers, jinja2);
-#   3. two builds: build-san (clang, ASan + UBSan, libFuzzer targets) and
-#      build (the default compiler, warnings as errors), whose ctest also runs
-#      the sanitizer build's tests;
+#   3. two builds: build-san (clang, ASan + UBSan, libFuzzer targets; no
+#      CUDA: the sanitizers do not see device code) and build (the default
+#      compiler, warnings as errors, the CUDA backend when nvcc is found),
+#      whose ctest also runs the sanitizer build's tests;
 #   4. the default model, fetched once into $HEARTH_MODELS (~/.cache/hearth/models).
 #
 # Safe to run again: each step does only what is missing.
@@ -40,7 +41,7 @@ fi
 
 jobs=$(nproc 2>/dev/null || echo 2)
 say "building build-san (clang, ASan+UBSan, fuzzers)"
-CC=clang cmake -S . -B build-san -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHEARTH_SANITIZE=ON -DHEARTH_FUZZ=ON \
+CC=clang cmake -S . -B build-san -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHEARTH_SANITIZE=ON -DHEARTH_FUZZ=ON -DHEARTH_CUDA=OFF \
     -DHEARTH_PYTHON="$venv/bin/python" >/dev/null
 cmake --build build-san -j "$jobs" >&2
 say "building build"
