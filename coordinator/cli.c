@@ -94,6 +94,28 @@ int cli_parse(struct cli_opts *o, int argc, char **argv, int first, unsigned all
         } else if ((allowed & (CLI_RUNTIME | CLI_BENCH | CLI_PPL)) && !strcmp(a, "--hot-fraction")) {
             NEED_VALUE();
             if (parse_float(a, v, 0.0f, 1.0f, &o->eng.hot_fraction)) return -1;
+        } else if ((allowed & (CLI_RUNTIME | CLI_BENCH | CLI_PPL)) && !strcmp(a, "--kv-budget")) {
+            NEED_VALUE();
+            if (strchr(v, '.') || strchr(v, 'e')) {
+                if (parse_float(a, v, 1e-6f, 1.0f, &o->eng.kv.budget_frac)) return -1;
+                o->eng.kv.budget = 0;
+            } else if (parse_int(a, v, 1, 1 << 20, &o->eng.kv.budget)) {
+                return -1;
+            }
+        } else if ((allowed & (CLI_RUNTIME | CLI_BENCH | CLI_PPL)) && !strcmp(a, "--kv-sinks")) {
+            NEED_VALUE();
+            if (parse_int(a, v, 0, 1 << 20, &o->eng.kv.n_sinks)) return -1;
+        } else if ((allowed & (CLI_RUNTIME | CLI_BENCH | CLI_PPL)) && !strcmp(a, "--kv-recent")) {
+            NEED_VALUE();
+            if (parse_int(a, v, 0, 1 << 20, &o->eng.kv.n_recent)) return -1;
+        } else if ((allowed & (CLI_RUNTIME | CLI_BENCH | CLI_PPL)) && !strcmp(a, "--kv-type")) {
+            NEED_VALUE();
+            if (kv_type_parse(v, &o->eng.kv.type) != 0) {
+                fprintf(stderr, "hearth %s: --kv-type expects f32, f16 or q8, got '%s'\n", cmd, v);
+                return -1;
+            }
+        } else if ((allowed & (CLI_RUNTIME | CLI_BENCH | CLI_PPL)) && !strcmp(a, "--kv-window")) {
+            o->eng.kv.window = 1;
         } else if ((allowed & CLI_GEN) && !strcmp(a, "--temp")) {
             NEED_VALUE();
             if (parse_float(a, v, 0.0f, 100.0f, &o->sp.temp)) return -1;
@@ -131,6 +153,9 @@ int cli_parse(struct cli_opts *o, int argc, char **argv, int first, unsigned all
         } else if ((allowed & CLI_BENCH) && !strcmp(a, "-n")) {
             NEED_VALUE();
             if (parse_int(a, v, 0, 1 << 20, &o->bench_tg)) return -1;
+        } else if ((allowed & CLI_BENCH) && (!strcmp(a, "-d") || !strcmp(a, "--depth"))) {
+            NEED_VALUE();
+            if (parse_int(a, v, 0, 1 << 20, &o->bench_depth)) return -1;
         } else if ((allowed & CLI_BENCH) && (!strcmp(a, "-r") || !strcmp(a, "--repetitions"))) {
             NEED_VALUE();
             if (parse_int(a, v, 1, 1000, &o->bench_reps)) return -1;

@@ -26,6 +26,7 @@ struct cli_opts {
     int n_predict;           /* -n; -1: until the context is full or EOG */
     int chat;                /* --chat */
     int bench_pp, bench_tg, bench_reps; /* bench -p -n -r */
+    int bench_depth;                    /* bench -d: tokens in the cache before tg */
     int json;
     int max_chunks;          /* perplexity --chunks */
     int verbose;

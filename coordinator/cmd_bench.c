@@ -27,9 +27,18 @@ static size_t peak_rss_bytes(void) {
 }
 
 /* Evaluates n tokens from an empty cache, as one prompt (batch) or one token
- * at a time (generation); returns seconds or -1. */
-static double timed_eval(struct engine *s, const int32_t *tokens, int n, int one_by_one, char *err, size_t errlen) {
+ * at a time (generation); returns seconds or -1. With depth > 0 the
+ * generation starts after a prompt of depth tokens (not timed), so that it
+ * measures decoding at a long context (llama-bench's -d). */
+static double timed_eval(struct engine *s, const int32_t *tokens, int n, int one_by_one, int depth, char *err,
+                         size_t errlen) {
     engine_truncate(s, 0);
+    if (one_by_one && depth > 0) {
+        for (int b = 0; b < depth; b += s->max_batch)
+            if (engine_eval(s, tokens + b, depth - b < s->max_batch ? depth - b : s->max_batch, 0, err, errlen))
+                return -1;
+        tokens += depth;
+    }
     double t0 = engine_now();
     if (one_by_one) {
         for (int i = 0; i < n; i++)
@@ -43,13 +52,14 @@ static double timed_eval(struct engine *s, const int32_t *tokens, int n, int one
 int cmd_bench(int argc, char **argv) {
     struct cli_opts o;
     if (cli_parse(&o, argc, argv, 2, CLI_MODEL | CLI_BENCH | CLI_RUNTIME, "bench") != 0) return 1;
-    if (o.eng.n_ctx == 0) o.eng.n_ctx = (o.bench_pp > o.bench_tg ? o.bench_pp : o.bench_tg) + 1;
-    if (o.eng.n_ctx < o.bench_pp || o.eng.n_ctx < o.bench_tg) return cli_fail("-c is smaller than -p or -n");
+    if (o.eng.n_ctx == 0) o.eng.n_ctx = (o.bench_pp > o.bench_depth + o.bench_tg ? o.bench_pp : o.bench_depth + o.bench_tg) + 1;
+    if (o.eng.n_ctx < o.bench_pp || o.eng.n_ctx < o.bench_depth + o.bench_tg)
+        return cli_fail("-c is smaller than -p or -d + -n");
     char err[1024];
     struct engine s;
     if (engine_open(&s, &o.eng, err, sizeof err) != 0) return cli_fail(err);
 
-    const int n_max = o.bench_pp > o.bench_tg ? o.bench_pp : o.bench_tg;
+    const int n_max = o.bench_pp > o.bench_depth + o.bench_tg ? o.bench_pp : o.bench_depth + o.bench_tg;
     int32_t *tokens = malloc((size_t)(n_max > 0 ? n_max : 1) * sizeof *tokens);
     double *pp = calloc((size_t)o.bench_reps, sizeof *pp), *tg = calloc((size_t)o.bench_reps, sizeof *tg);
     int rc = 1;
@@ -63,10 +73,10 @@ int cmd_bench(int argc, char **argv) {
         tokens[i] = (int32_t)((state >> 33) % (uint64_t)s.model.cfg.n_vocab);
     }
     /* warm-up: page in the weights and spin up the threads */
-    if (timed_eval(&s, tokens, n_max < 16 ? n_max : 16, 0, err, sizeof err) < 0) goto out;
+    if (timed_eval(&s, tokens, n_max < 16 ? n_max : 16, 0, 0, err, sizeof err) < 0) goto out;
     for (int r = 0; r < o.bench_reps; r++) {
-        if (o.bench_pp > 0 && (pp[r] = timed_eval(&s, tokens, o.bench_pp, 0, err, sizeof err)) < 0) goto out;
-        if (o.bench_tg > 0 && (tg[r] = timed_eval(&s, tokens, o.bench_tg, 1, err, sizeof err)) < 0) goto out;
+        if (o.bench_pp > 0 && (pp[r] = timed_eval(&s, tokens, o.bench_pp, 0, 0, err, sizeof err)) < 0) goto out;
+        if (o.bench_tg > 0 && (tg[r] = timed_eval(&s, tokens, o.bench_tg, 1, o.bench_depth, err, sizeof err)) < 0) goto out;
         log_info("repetition %d: pp %.3f s, tg %.3f s", r + 1, pp[r], tg[r]);
     }
     double pp_s = o.bench_pp > 0 ? median(pp, o.bench_reps) : 0, tg_s = o.bench_tg > 0 ? median(tg, o.bench_reps) : 0;
@@ -84,13 +94,15 @@ int cmd_bench(int argc, char **argv) {
     for (int i = 0; i < n_procs; i++)
         if (procs[i].peak_rss_bytes > rss_max) rss_max = procs[i].peak_rss_bytes;
     const char *mode = s.rt ? "multi-process" : "single-process";
+    const int kv_active = kv_config_active(&s.kv, s.n_ctx);
     if (o.json) {
         printf("{\"model\": \"%s\", \"mode\": \"%s\", \"threads\": %d, \"n_ctx\": %d, "
                "\"repetitions\": %d, \"pp_tokens\": %d, \"tg_tokens\": %d, \"pp_tokens_per_s\": %.3f, "
                "\"tg_tokens_per_s\": %.3f, \"peak_rss_bytes\": %zu, \"kv_bytes\": %zu, \"weight_bytes\": %zu, "
-               "\"processes\": [",
+               "\"tg_depth\": %d, \"kv_budget\": %d, \"kv_type\": \"%s\", \"kv_window\": %d, \"processes\": [",
                s.model_path, mode, s.n_threads, s.n_ctx, o.bench_reps, o.bench_pp, o.bench_tg, pp_tps, tg_tps,
-               rss_max, kv, wbytes);
+               rss_max, kv, wbytes, o.bench_depth, kv_active ? s.kv.budget : s.n_ctx, kv_type_name(s.kv.type),
+               s.kv.window);
         for (int i = 0; i < n_procs; i++)
             printf("%s{\"role\": \"%s\", \"pid\": %d, \"peak_rss_bytes\": %zu}", i ? ", " : "", procs[i].role,
                    procs[i].pid, procs[i].peak_rss_bytes);
@@ -100,8 +112,12 @@ int cmd_bench(int argc, char **argv) {
         printf("mode: %s, %d threads, median of %d\n", mode, s.n_threads, o.bench_reps);
         printf("| %-8s | %12s |\n|----------|--------------|\n", "test", "tokens/s");
         if (o.bench_pp > 0) printf("| pp%-6d | %12.2f |\n", o.bench_pp, pp_tps);
-        if (o.bench_tg > 0) printf("| tg%-6d | %12.2f |\n", o.bench_tg, tg_tps);
-        printf("KV cache %.1f MiB; peak RSS:", (double)kv / (1 << 20));
+        if (o.bench_tg > 0) printf("| tg%-6d | %12.2f |%s\n", o.bench_tg, tg_tps, o.bench_depth ? " after -d" : "");
+        if (kv_active)
+            printf("KV cache %.1f MiB (H2O %s, budget %d tokens, %s); peak RSS:", (double)kv / (1 << 20),
+                   s.kv.window ? "window" : "heavy hitters", s.kv.budget, kv_type_name(s.kv.type));
+        else
+            printf("KV cache %.1f MiB; peak RSS:", (double)kv / (1 << 20));
         for (int i = 0; i < n_procs; i++) printf(" %s %.1f MiB", procs[i].role, (double)procs[i].peak_rss_bytes / (1 << 20));
         printf("\n");
     }
@@ -169,7 +185,30 @@ int cmd_perplexity(int argc, char **argv) {
         int32_t saved = chunk[0];
         if (bos) chunk[0] = tokenizer_bos(s.tok);
         engine_truncate(&s, 0);
-        for (int b = 0; b < n_ctx; b += batch) {
+        if (kv_config_active(&s.kv, n_ctx)) {
+            /* H2O: a budget below the chunk means the logits must come from
+             * the compressed cache. The unscored first half is a prompt
+             * (prefill in batches, each cut to the budget), the scored
+             * second half is decoded token by token. */
+            for (int b = 0; b < first; b += batch) {
+                int n = first - b < batch ? first - b : batch;
+                if (engine_eval(&s, chunk + b, n, 0, err, sizeof err) != 0) {
+                    chunk[0] = saved;
+                    goto out;
+                }
+            }
+            for (int j = first; j + 1 < n_ctx; j++) {
+                if (engine_eval(&s, chunk + j, 1, 0, err, sizeof err) != 0) {
+                    chunk[0] = saved;
+                    goto out;
+                }
+                double lp = log_softmax_at(s.logits, n_vocab, chunk[j + 1]);
+                nll -= lp;
+                nll2 += lp * lp;
+                count++;
+            }
+        }
+        for (int b = 0; !kv_config_active(&s.kv, n_ctx) && b < n_ctx; b += batch) {
             int n = n_ctx - b < batch ? n_ctx - b : batch;
             if (engine_eval(&s, chunk + b, n, 1, err, sizeof err) != 0) {
                 chunk[0] = saved;

@@ -22,6 +22,7 @@ int engine_default_threads(void) {
 
 void engine_opts_default(struct engine_opts *o) {
     memset(o, 0, sizeof *o);
+    kv_config_default(&o->kv);
 }
 
 int engine_open(struct engine *s, const struct engine_opts *o, char *err, size_t errlen) {
@@ -53,14 +54,20 @@ int engine_open(struct engine *s, const struct engine_opts *o, char *err, size_t
     s->n_ctx = n_ctx;
     s->max_batch = max_batch;
     s->n_threads = n_threads;
+    s->kv = o->kv;
+    if (kv_config_resolve(&s->kv, n_ctx, err, errlen) != 0) {
+        engine_close(s);
+        return -1;
+    }
     if (o->single_process) {
-        if (state_create(&s->st, &s->model, n_ctx, max_batch, n_threads, err, errlen) != 0) {
+        if (state_create(&s->st, &s->model, n_ctx, max_batch, n_threads, err, errlen) != 0 ||
+            state_set_kv(&s->st, &s->kv, 0, err, errlen) != 0) {
             engine_close(s);
             return -1;
         }
     } else {
         struct runtime_opts ro = {s->model_path, o->n_cpu_workers, o->pin, o->gpu_backend, o->hot_fraction,
-                                  n_ctx, max_batch, n_threads, log_get_level() >= LOG_INFO};
+                                  n_ctx, max_batch, n_threads, log_get_level() >= LOG_INFO, s->kv};
         s->rt = runtime_start(&ro, &s->model, err, errlen);
         if (!s->rt) {
             engine_close(s);
@@ -77,6 +84,11 @@ int engine_open(struct engine *s, const struct engine_opts *o, char *err, size_t
     log_info("model %s: %s, %d layers, dim %d, ffn %d, heads %d/%d, vocab %d; context %d, %d threads, %s",
              s->model_path, c->arch, c->n_layers, c->dim, c->hidden_dim, c->n_heads, c->n_kv_heads, c->n_vocab, n_ctx,
              n_threads, s->rt ? "multi-process" : "single process");
+    if (kv_config_active(&s->kv, n_ctx))
+        log_info("KV cache: H2O, %s budget of %d tokens (%d sinks, %d recent%s), %s, %.1f MiB",
+                 s->kv.window ? "sliding-window" : "heavy-hitter", s->kv.budget, s->kv.n_sinks, s->kv.n_recent,
+                 s->kv.window ? "" : ", the rest heavy hitters", kv_type_name(s->kv.type),
+                 (double)engine_kv_bytes(s) / (1 << 20));
     return 0;
 }
 
@@ -92,6 +104,9 @@ void engine_close(struct engine *s) {
 
 size_t engine_kv_bytes(const struct engine *s) {
     const struct llama_config *c = &s->model.cfg;
+    if (s->st.m) return state_kv_bytes(&s->st);
+    if (kv_config_active(&s->kv, s->n_ctx))
+        return kv_config_bytes(&s->kv, c->n_layers, c->n_kv_heads, c->head_dim, s->max_batch);
     return 2 * (size_t)c->n_layers * (size_t)s->n_ctx * (size_t)c->n_kv_heads * c->head_dim * sizeof(float);
 }
 

@@ -13,6 +13,7 @@
 #include <stdio.h>
 
 #include "forward.h"
+#include "kvcache.h"
 #include "runtime.h"
 #include "model.h"
 #include "sampler.h"
@@ -28,6 +29,7 @@ struct engine_opts {
     const char *pin;        /* runtime: --pin SPEC */
     const char *gpu_backend;/* runtime: --gpu-backend */
     float hot_fraction;     /* runtime: --hot-fraction */
+    struct kv_config kv;    /* --kv-budget/-sinks/-recent/-type/-window (core/kvcache.h) */
 };
 
 struct engine {
@@ -36,6 +38,7 @@ struct engine {
     struct llama_state st;    /* single process only */
     struct runtime *rt;       /* multi-process only */
     int n_ctx, max_batch, n_threads;
+    struct kv_config kv; /* resolved; kv_config_active(): the H2O cache is in use */
     float *logits; /* [max_batch, n_vocab] */
     char model_path[4096];
     int n_past;    /* tokens in the KV cache */
@@ -51,7 +54,8 @@ void engine_opts_default(struct engine_opts *o);
 int engine_open(struct engine *s, const struct engine_opts *o, char *err, size_t errlen);
 void engine_close(struct engine *s);
 
-/* Keeps the first n tokens of the KV cache (a shared prefix) and drops the rest. */
+/* Keeps the first n tokens of the KV cache (a shared prefix) and drops the rest.
+ * With the H2O cache, prefix tokens evicted earlier stay evicted. */
 void engine_truncate(struct engine *s, int n);
 
 /* Evaluates tokens at positions n_past.. and advances n_past. Logits of the

@@ -56,7 +56,16 @@ static const char k_run_help[] =
     "      --cpu-workers N     CPU worker processes (default: one per NUMA node)\n"
     "      --pin SPEC          worker placement (see 'hearth topo --help')\n"
     "      --gpu-backend B     host (CPU threads) or cuda (default: host; cuda arrives with its backend)\n"
-    "      --hot-fraction F    share of each layer's FFN neurons on the GPU worker (default 0.5)\n";
+    "      --hot-fraction F    share of each layer's FFN neurons on the GPU worker (default 0.5)\n"
+    "KV cache (H2O heavy hitters, docs/kv-cache.md; also for chat, bench, perplexity):\n"
+    "      --kv-budget N|F     tokens kept per layer and KV head: N tokens, or a fraction F (e.g. 0.2) of -c\n"
+    "                          (default: all, the dense cache); memory and attention time stay O(budget)\n"
+    "      --kv-sinks N        first tokens never evicted (attention sinks; default 4)\n"
+    "      --kv-recent N       last tokens never evicted (default (budget - sinks) / 2; the rest of the\n"
+    "                          budget holds the tokens with the most accumulated attention)\n"
+    "      --kv-type T         f32, f16 or q8 (8-bit, one scale per token and head) (default f32)\n"
+    "      --kv-window         baseline: keep sinks + the most recent tokens only (sliding window;\n"
+    "                          StreamingLLM with sinks > 0), no heavy hitters\n";
 
 static const char k_chat_help[] =
     "usage: hearth chat [-m FILE] [options]\n"
@@ -77,17 +86,22 @@ static const char k_info_help[] =
     "Prints the GGUF version, every metadata key with its type and value, and the tensor table.\n";
 
 static const char k_bench_help[] =
-    "usage: hearth bench [-m FILE] [-p 512] [-n 128] [-c CTX] [-t T] [-r 3] [--json]\n"
+    "usage: hearth bench [-m FILE] [-p 512] [-n 128] [-d 0] [-c CTX] [-t T] [-r 3] [--json]\n"
     "\n"
     "Prompt processing (pp: -p tokens in one batch) and text generation (tg: -n tokens one at a time) speed in\n"
-    "tokens/s, the median of -r repetitions after a warm-up, plus peak memory and KV cache bytes. --json prints\n"
-    "one JSON object with pp_tokens_per_s, tg_tokens_per_s, peak_rss_bytes, kv_bytes.\n";
+    "tokens/s, the median of -r repetitions after a warm-up, plus peak memory and KV cache bytes. -d N: tg\n"
+    "starts after an untimed prompt of N tokens (decoding at a long context). --json prints\n"
+    "one JSON object with pp_tokens_per_s, tg_tokens_per_s, peak_rss_bytes, kv_bytes (bytes allocated for the\n"
+    "KV cache: budget-sized with --kv-budget). Takes the runtime and KV cache options of `hearth run`.\n";
 
 static const char k_ppl_help[] =
     "usage: hearth perplexity [-m FILE] -f TEXT [-c 512] [-t T] [--chunks N]\n"
     "\n"
     "Perplexity over the text by llama.cpp's method: chunks of -c tokens, each evaluated from an empty cache,\n"
-    "only the second half of each chunk scored. Progress goes to stderr; the last stdout line is `PPL = <number>`.\n";
+    "only the second half of each chunk scored. Progress goes to stderr; the last stdout line is `PPL = <number>`.\n"
+    "With a KV budget (--kv-budget, --kv-type, --kv-window as for `hearth run`) the logits must come from the\n"
+    "compressed cache, so each chunk's first half is evaluated as a prompt (batches of -b, cut to the budget\n"
+    "after each) and the scored second half token by token (slower than the one-batch dense method).\n";
 
 static const char k_fetch_help[] =
     "usage: hearth fetch\n"

@@ -229,6 +229,13 @@ static int send_assign(struct runtime *rt, struct rworker *w) {
     a->hot_fraction = rt->o.hot_fraction;
     a->n_ctx = (uint32_t)rt->o.n_ctx;
     a->max_batch = (uint32_t)rt->o.max_batch;
+    if (kv_config_active(&rt->o.kv, rt->o.n_ctx)) {
+        a->kv_budget_tokens = (uint32_t)rt->o.kv.budget;
+        a->kv_sinks = (uint32_t)rt->o.kv.n_sinks;
+        a->kv_recent = (uint32_t)rt->o.kv.n_recent;
+        a->kv_type = (uint32_t)rt->o.kv.type;
+        a->kv_window = rt->o.kv.window != 0;
+    }
     rc |= ctl_shards_new(a, (size_t)c->n_layers);
     for (int l = 0; rc == 0 && l < c->n_layers; l++) {
         a->shards[l]->layer = (uint32_t)l;
@@ -524,8 +531,22 @@ struct runtime *runtime_start(const struct runtime_opts *o, const struct llama_m
     rt->m = m;
     rt->sess.lock_fd = -1;
     rt->backend = o->gpu_backend ? o->gpu_backend : "host";
-    if (strcmp(rt->backend, "host") != 0) {
-        snprintf(err, errlen, "--gpu-backend %s is not built in (available: host)", rt->backend);
+#ifdef HEARTH_HAVE_CUDA
+    const int backend_ok = strcmp(rt->backend, "host") == 0 || strcmp(rt->backend, "cuda") == 0;
+#else
+    const int backend_ok = strcmp(rt->backend, "host") == 0;
+#endif
+    if (!backend_ok) {
+        if (strcmp(rt->backend, "cuda") == 0)
+            snprintf(err, errlen, "--gpu-backend cuda: this build has no CUDA (nvcc not found at build time)");
+        else
+            snprintf(err, errlen, "--gpu-backend %s is not built in (available: host%s)", rt->backend,
+#ifdef HEARTH_HAVE_CUDA
+                     ", cuda"
+#else
+                     ""
+#endif
+            );
         free(rt);
         return NULL;
     }

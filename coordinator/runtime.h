@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kvcache.h"
 #include "model.h"
 
 struct runtime_opts {
@@ -34,6 +35,7 @@ struct runtime_opts {
     int n_ctx, max_batch;
     int n_threads;           /* all threads of all workers; 0: the machine's cores */
     int verbose;
+    struct kv_config kv;     /* resolved (kv_config_resolve); budget 0: the dense cache */
 };
 
 struct runtime;

@@ -38,6 +38,10 @@ struct gpu_backend {
 int backend_host_create(struct gpu_backend *b, const struct llama_model *m, int n_ctx, int max_batch, int n_threads,
                         char *err, size_t errlen);
 
+/* Gives the host backend an H2O KV cache (core/kvcache.h) instead of the full one. */
+struct kv_config;
+int backend_host_set_kv(struct gpu_backend *b, const struct kv_config *cfg, char *err, size_t errlen);
+
 /* The host backend's thread pool, for pinning (NULL for other backends). */
 struct tpool *backend_host_pool(struct gpu_backend *b);
 

@@ -99,6 +99,16 @@ int backend_host_create(struct gpu_backend *b, const struct llama_model *m, int 
     return 0;
 }
 
+/* Replaces the dense KV cache by the H2O cache of cfg (core/kvcache.h);
+ * declared where it is called (gpu-worker/main.c). */
+int backend_host_set_kv(struct gpu_backend *b, const struct kv_config *cfg, char *err, size_t errlen) {
+    if (b->begin != host_begin) {
+        snprintf(err, errlen, "the KV budget options need the host backend here, not '%s'", b->name);
+        return -1;
+    }
+    return state_set_kv(&H(b)->st, cfg, 0, err, errlen);
+}
+
 struct tpool *backend_host_pool(struct gpu_backend *b) {
     return b->impl && b->begin == host_begin ? H(b)->st.tp : NULL;
 }

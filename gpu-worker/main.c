@@ -12,8 +12,12 @@
 #include <unistd.h>
 
 #include "backend.h"
+#ifdef HEARTH_HAVE_CUDA
+#include "backend_cuda.h"
+#endif
 #include "idle.h"
 #include "ipc.h"
+#include "kvcache.h"
 #include "log.h"
 #include "model.h"
 #include "wire.h"
@@ -39,14 +43,33 @@ static int setup(struct gpu_worker *g, char *err, size_t errlen) {
     if (model_load(&g->model, a->model_path, err, errlen) != 0) return -1;
     const struct llama_config *c = &g->model.cfg;
     g->max_batch = (int)a->max_batch;
+    const int n_threads = a->n_threads ? (int)a->n_threads : 1;
+    const int is_cuda = strcmp(a->backend, "cuda") == 0;
+#ifdef HEARTH_HAVE_CUDA
+    if (is_cuda) {
+        if (backend_cuda_create(&g->be, &g->model, (int)a->n_ctx, g->max_batch, n_threads, err, errlen) != 0)
+            return -1;
+        if (a->kv_budget_tokens > 0)
+            log_warn("cuda backend: no KV eviction yet, keeping all %u positions (budget %u ignored)", a->n_ctx,
+                     a->kv_budget_tokens);
+    } else
+#endif
     if (strcmp(a->backend, "host") != 0) {
-        snprintf(err, errlen, "backend '%s' is not built into this worker (available: host)", a->backend);
+        snprintf(err, errlen, "backend '%s' is not built into this worker (available: host%s)", a->backend,
+                 is_cuda ? "; this build has no CUDA (nvcc not found at build time)" : "");
         return -1;
+    } else if (backend_host_create(&g->be, &g->model, (int)a->n_ctx, g->max_batch, n_threads, err, errlen) != 0)
+        return -1;
+    if (!is_cuda && a->kv_budget_tokens > 0) { /* the H2O cache (core/kvcache.h), resolved by the coordinator */
+        if (a->kv_type > KV_Q8) {
+            snprintf(err, errlen, "Assign: unknown kv_type %u (0 f32, 1 f16, 2 q8)", a->kv_type);
+            return -1;
+        }
+        const struct kv_config kv = {(int)a->kv_budget_tokens, 0.0f, (int)a->kv_sinks, (int)a->kv_recent,
+                                     a->kv_window, (enum kv_type)a->kv_type};
+        if (backend_host_set_kv(&g->be, &kv, err, errlen) != 0) return -1;
     }
-    if (backend_host_create(&g->be, &g->model, (int)a->n_ctx, g->max_batch, a->n_threads ? (int)a->n_threads : 1,
-                            err, errlen) != 0)
-        return -1;
-    worker_pin_pool(&g->w, backend_host_pool(&g->be));
+    if (backend_host_pool(&g->be)) worker_pin_pool(&g->w, backend_host_pool(&g->be));
     g->hot0 = calloc((size_t)c->n_layers, sizeof *g->hot0);
     g->hot1 = calloc((size_t)c->n_layers, sizeof *g->hot1);
     g->layer_ns = calloc((size_t)c->n_layers, sizeof *g->layer_ns);
@@ -65,6 +88,20 @@ static int setup(struct gpu_worker *g, char *err, size_t errlen) {
         g->hot0[s->layer] = s->first_neuron;
         g->hot1[s->layer] = s->end_neuron;
     }
+#ifdef HEARTH_HAVE_CUDA
+    for (int l = 0; is_cuda && l < c->n_layers; l++) { /* the hot neurons go to the device once */
+        const int64_t n = g->hot1[l] - g->hot0[l];
+        int64_t *idx = malloc((size_t)(n > 0 ? n : 1) * sizeof *idx);
+        if (!idx) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        for (int64_t i = 0; i < n; i++) idx[i] = g->hot0[l] + i;
+        int rc = backend_cuda_set_hot(&g->be, l, idx, n, err, errlen);
+        free(idx);
+        if (rc != 0) return -1;
+    }
+#endif
     for (size_t i = 0; i < a->n_rings; i++) {
         int k;
         if (sscanf(a->rings[i]->name, WIRE_RING_IN, &k) == 1 && k >= 0 && k < MAX_CPU_WORKERS && k + 1 > g->n_cpu)

@@ -1,0 +1,447 @@
+/* kvcache: see kvcache.h. */
+#include "kvcache.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fp16.h"
+#include "vec.h"
+
+void kv_config_default(struct kv_config *c) {
+    memset(c, 0, sizeof *c);
+    c->n_sinks = -1;
+    c->n_recent = -1;
+    c->type = KV_F32;
+}
+
+const char *kv_type_name(enum kv_type t) {
+    switch (t) {
+    case KV_F32: return "f32";
+    case KV_F16: return "f16";
+    case KV_Q8: return "q8";
+    }
+    return "?";
+}
+
+int kv_type_parse(const char *s, enum kv_type *t) {
+    if (!strcmp(s, "f32")) *t = KV_F32;
+    else if (!strcmp(s, "f16")) *t = KV_F16;
+    else if (!strcmp(s, "q8")) *t = KV_Q8;
+    else return -1;
+    return 0;
+}
+
+int kv_config_resolve(struct kv_config *c, int n_ctx, char *err, size_t errlen) {
+    if (c->budget < 0 || c->budget_frac < 0.0f || c->budget_frac > 1.0f) {
+        snprintf(err, errlen, "kv budget %d / fraction %g: must be >= 0 tokens or a fraction in (0, 1]", c->budget,
+                 (double)c->budget_frac);
+        return -1;
+    }
+    if (c->budget == 0 && c->budget_frac > 0.0f) c->budget = (int)lrintf(c->budget_frac * (float)n_ctx);
+    if (c->budget == 0 && (c->type != KV_F32 || c->window)) c->budget = n_ctx; /* compression only */
+    if (c->budget > n_ctx) c->budget = n_ctx;
+    if (c->budget == 0) return 0; /* dense */
+    if (c->n_sinks < 0) c->n_sinks = c->budget >= 8 ? 4 : 0;
+    if (c->window) c->n_recent = c->budget - c->n_sinks;
+    else if (c->n_recent < 0) c->n_recent = (c->budget - c->n_sinks) / 2;
+    if (c->budget < 1 || c->n_sinks + c->n_recent > c->budget || c->n_recent < 0) {
+        snprintf(err, errlen, "kv budget of %d tokens cannot hold %d sinks + %d recent tokens", c->budget,
+                 c->n_sinks, c->n_recent);
+        return -1;
+    }
+    return 0;
+}
+
+int kv_config_active(const struct kv_config *c, int n_ctx) {
+    return c->budget > 0 && (c->budget < n_ctx || c->type != KV_F32 || c->window);
+}
+
+/* f16 -> f32 for every half: this file is built without F16C, and the
+ * scalar conversion per element would dominate attention over f16 rows. */
+static float f16_table[1 << 16];
+static pthread_once_t f16_once = PTHREAD_ONCE_INIT;
+static void f16_table_init(void) {
+    for (uint32_t h = 0; h < (1u << 16); h++) f16_table[h] = fp16_to_f32_scalar((uint16_t)h);
+}
+
+static size_t type_esize(enum kv_type t) { return t == KV_F32 ? 4 : t == KV_F16 ? 2 : 1; }
+
+int kvcache_create(struct kvcache *kv, const struct kv_config *cfg, int n_layers, int n_heads, int n_kv_heads,
+                   int head_dim, int max_batch, int n_threads, char *err, size_t errlen) {
+    memset(kv, 0, sizeof *kv);
+    if (cfg->budget < 1 || max_batch < 1 || n_threads < 1 || n_layers < 1 || n_kv_heads < 1 || head_dim < 1 ||
+        n_heads % n_kv_heads != 0 || cfg->n_sinks < 0 || cfg->n_recent < 0 ||
+        cfg->n_sinks + cfg->n_recent > cfg->budget) {
+        snprintf(err, errlen,
+                 "kvcache: budget %d (sinks %d, recent %d), batch %d, threads %d, %d layers, %d/%d heads of %d: "
+                 "invalid (resolve the config first)",
+                 cfg->budget, cfg->n_sinks, cfg->n_recent, max_batch, n_threads, n_layers, n_heads, n_kv_heads,
+                 head_dim);
+        return -1;
+    }
+    kv->n_layers = n_layers;
+    kv->n_heads = n_heads;
+    kv->n_kv_heads = n_kv_heads;
+    kv->head_dim = head_dim;
+    kv->budget = cfg->budget;
+    kv->max_batch = max_batch;
+    kv->n_slots = cfg->budget + max_batch;
+    kv->n_sinks = cfg->n_sinks;
+    kv->n_recent = cfg->n_recent;
+    kv->window = cfg->window;
+    kv->type = cfg->type;
+    kv->esize = type_esize(cfg->type);
+    kv->n_threads = n_threads;
+    const size_t heads = (size_t)n_layers * n_kv_heads, slots = heads * kv->n_slots;
+    kv->keys = malloc(slots * head_dim * kv->esize);
+    kv->values = malloc(slots * head_dim * kv->esize);
+    if (cfg->type == KV_Q8) {
+        kv->kscale = malloc(slots * sizeof(float));
+        kv->vscale = malloc(slots * sizeof(float));
+    }
+    kv->pos = malloc(slots * sizeof(int32_t));
+    kv->score = malloc(slots * sizeof(double));
+    kv->n_used = calloc(heads, sizeof(int));
+    kv->att = malloc((size_t)n_threads * kv->n_slots * sizeof(float));
+    kv->colsum = malloc((size_t)n_heads * kv->n_slots * sizeof(double));
+    if (cfg->type != KV_F32) { /* one layer's rows as f32: [2][n_kv_heads][n_slots][head_dim] */
+        kv->deq = malloc(2 * (size_t)n_kv_heads * kv->n_slots * head_dim * sizeof(float));
+        pthread_once(&f16_once, f16_table_init);
+    }
+    if (!kv->keys || !kv->values || (cfg->type == KV_Q8 && (!kv->kscale || !kv->vscale)) || !kv->pos ||
+        !kv->score || !kv->n_used || !kv->att || !kv->colsum || (cfg->type != KV_F32 && !kv->deq)) {
+        snprintf(err, errlen, "out of memory for a KV cache of %d slots x %zu heads (%.1f MiB)", kv->n_slots, heads,
+                 2.0 * (double)(slots * head_dim * kv->esize) / (1 << 20));
+        kvcache_destroy(kv);
+        return -1;
+    }
+    return 0;
+}
+
+void kvcache_destroy(struct kvcache *kv) {
+    free(kv->keys);
+    free(kv->values);
+    free(kv->kscale);
+    free(kv->vscale);
+    free(kv->pos);
+    free(kv->score);
+    free(kv->n_used);
+    free(kv->att);
+    free(kv->colsum);
+    free(kv->deq);
+    memset(kv, 0, sizeof *kv);
+}
+
+size_t kv_config_bytes(const struct kv_config *c, int n_layers, int n_kv_heads, int head_dim, int max_batch) {
+    const size_t slots = (size_t)n_layers * n_kv_heads * (size_t)(c->budget + max_batch);
+    size_t b = 2 * slots * head_dim * type_esize(c->type) + slots * (sizeof(int32_t) + sizeof(double));
+    if (c->type == KV_Q8) b += 2 * slots * sizeof(float);
+    return b;
+}
+
+size_t kvcache_bytes(const struct kvcache *kv) {
+    struct kv_config c = {.budget = kv->budget, .type = kv->type};
+    return kv_config_bytes(&c, kv->n_layers, kv->n_kv_heads, kv->head_dim, kv->max_batch);
+}
+
+/* index of the first slot of (layer, kv head) */
+static size_t head_base(const struct kvcache *kv, int layer, int kvh) {
+    return ((size_t)layer * kv->n_kv_heads + kvh) * kv->n_slots;
+}
+
+/* Stores x[head_dim] into element row `row` (a global slot index) of data/scale. */
+static void store_row(const struct kvcache *kv, void *data, float *scale, size_t row, const float *x) {
+    const int hd = kv->head_dim;
+    switch (kv->type) {
+    case KV_F32: memcpy((float *)data + row * hd, x, (size_t)hd * sizeof(float)); break;
+    case KV_F16: {
+        uint16_t *o = (uint16_t *)data + row * hd;
+        for (int i = 0; i < hd; i++) o[i] = fp16_from_f32(x[i]);
+        break;
+    }
+    case KV_Q8: {
+        int8_t *o = (int8_t *)data + row * hd;
+        float amax = 0.0f;
+        for (int i = 0; i < hd; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+        const float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+        for (int i = 0; i < hd; i++) o[i] = (int8_t)lrintf(x[i] * id);
+        scale[row] = d;
+        break;
+    }
+    }
+}
+
+/* The f32 row of a global slot: in place for f32, else dequantized into buf. */
+static const float *load_row(const struct kvcache *kv, const void *data, const float *scale, size_t row,
+                             float *buf) {
+    const int hd = kv->head_dim;
+    switch (kv->type) {
+    case KV_F32: return (const float *)data + row * hd;
+    case KV_F16: {
+        const uint16_t *in = (const uint16_t *)data + row * hd;
+        for (int i = 0; i < hd; i++) buf[i] = f16_table[in[i]];
+        return buf;
+    }
+    case KV_Q8: {
+        const int8_t *in = (const int8_t *)data + row * hd;
+        const float d = scale[row];
+        for (int i = 0; i < hd; i++) buf[i] = (float)in[i] * d;
+        return buf;
+    }
+    }
+    return buf;
+}
+
+static void move_slot(struct kvcache *kv, size_t dst, size_t src) {
+    const size_t row = (size_t)kv->head_dim * kv->esize;
+    memcpy((char *)kv->keys + dst * row, (char *)kv->keys + src * row, row);
+    memcpy((char *)kv->values + dst * row, (char *)kv->values + src * row, row);
+    if (kv->kscale) {
+        kv->kscale[dst] = kv->kscale[src];
+        kv->vscale[dst] = kv->vscale[src];
+    }
+    kv->pos[dst] = kv->pos[src];
+    kv->score[dst] = kv->score[src];
+}
+
+/* Removes the slots of one head whose position was set to -1, refilling
+ * each hole with the last live slot. */
+static void compact(struct kvcache *kv, int layer, int kvh) {
+    const size_t base = head_base(kv, layer, kvh);
+    int *nu = &kv->n_used[(size_t)layer * kv->n_kv_heads + kvh];
+    for (int i = 0; i < *nu;) {
+        if (kv->pos[base + i] >= 0) {
+            i++;
+            continue;
+        }
+        if (i != *nu - 1) move_slot(kv, base + i, base + *nu - 1);
+        (*nu)--;
+    }
+}
+
+void kvcache_truncate(struct kvcache *kv, int pos) {
+    for (int l = 0; l < kv->n_layers; l++)
+        for (int h = 0; h < kv->n_kv_heads; h++) {
+            const size_t base = head_base(kv, l, h);
+            const int nu = kv->n_used[(size_t)l * kv->n_kv_heads + h];
+            int any = 0;
+            for (int i = 0; i < nu; i++)
+                if (kv->pos[base + i] >= pos) kv->pos[base + i] = -1, any = 1;
+            if (any) compact(kv, l, h);
+        }
+}
+
+/* Eviction order: by score (or by position in window mode), lightest first;
+ * equal scores: the older position first. */
+struct cand {
+    double key;
+    int32_t pos;
+    int slot;
+};
+
+static int cand_cmp(const void *a, const void *b) {
+    const struct cand *x = a, *y = b;
+    if (x->key != y->key) return x->key < y->key ? -1 : 1;
+    return (x->pos > y->pos) - (x->pos < y->pos);
+}
+
+/* Evicts (layer, kvh) down to the budget; last_pos is the newest position. */
+static int evict(struct kvcache *kv, int layer, int kvh, int last_pos, char *err, size_t errlen) {
+    const size_t base = head_base(kv, layer, kvh);
+    const int nu = kv->n_used[(size_t)layer * kv->n_kv_heads + kvh];
+    const int excess = nu - kv->budget;
+    if (excess <= 0) return 0;
+    int32_t *P = kv->pos + base;
+    const double *S = kv->score + base;
+    /* protected: the sinks and the last n_recent positions */
+    const int64_t recent_from = (int64_t)last_pos - kv->n_recent + 1;
+    if (excess == 1) { /* decode: one linear scan */
+        int best = -1;
+        for (int i = 0; i < nu; i++) {
+            if (P[i] < kv->n_sinks || P[i] >= recent_from) continue;
+            double key = kv->window ? (double)P[i] : S[i];
+            double bkey = best < 0 ? 0.0 : kv->window ? (double)P[best] : S[best];
+            if (best < 0 || key < bkey || (key == bkey && P[i] < P[best])) best = i;
+        }
+        if (best < 0) goto none;
+        P[best] = -1;
+    } else {
+        struct cand *c = malloc((size_t)nu * sizeof *c);
+        if (!c) {
+            snprintf(err, errlen, "out of memory evicting %d slots", excess);
+            return -1;
+        }
+        int nc = 0;
+        for (int i = 0; i < nu; i++) {
+            if (P[i] < kv->n_sinks || P[i] >= recent_from) continue;
+            c[nc].key = kv->window ? (double)P[i] : S[i];
+            c[nc].pos = P[i];
+            c[nc].slot = i;
+            nc++;
+        }
+        if (nc < excess) {
+            free(c);
+            goto none;
+        }
+        qsort(c, (size_t)nc, sizeof *c, cand_cmp);
+        for (int i = 0; i < excess; i++) P[c[i].slot] = -1;
+        free(c);
+    }
+    compact(kv, layer, kvh);
+    return 0;
+none:
+    /* cannot happen when sinks + recent <= budget (kv_config_resolve checks it) */
+    snprintf(err, errlen, "kvcache: layer %d head %d: %d slots over budget but nothing evictable", layer, kvh,
+             excess);
+    return -1;
+}
+
+struct attend_job {
+    struct kvcache *kv;
+    int layer, n, pos0;
+    const float *q;
+    float *out;
+};
+
+/* One query head over the n tokens of the call: attention over the head's
+ * KV slots (causal by position), column sums into colsum[h]. The loops
+ * mirror core/forward.c's attn_worker so that, with slots in position
+ * order and f32 storage, the result is bit-identical to the dense pass. */
+/* f16/q8: the layer's live rows dequantized once per call into kv->deq,
+ * so the query heads of a group share them; items are (K or V, kv head). */
+static void dequant_worker(void *arg, int ith, int nth) {
+    const struct attend_job *job = arg;
+    struct kvcache *kv = job->kv;
+    const int hd = kv->head_dim;
+    for (int item = ith; item < 2 * kv->n_kv_heads; item += nth) {
+        const int which = item / kv->n_kv_heads, kvh = item % kv->n_kv_heads;
+        const size_t base = head_base(kv, job->layer, kvh);
+        const int nu = kv->n_used[(size_t)job->layer * kv->n_kv_heads + kvh];
+        float *dst = kv->deq + (size_t)item * kv->n_slots * hd;
+        for (int j = 0; j < nu; j++) {
+            float *row = dst + (size_t)j * hd;
+            if (which == 0) load_row(kv, kv->keys, kv->kscale, base + j, row);
+            else load_row(kv, kv->values, kv->vscale, base + j, row);
+        }
+    }
+}
+
+static void attend_worker(void *arg, int ith, int nth) {
+    const struct attend_job *job = arg;
+    struct kvcache *kv = job->kv;
+    const int hd = kv->head_dim, group = kv->n_heads / kv->n_kv_heads, q_dim = kv->n_heads * hd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *att = kv->att + (size_t)ith * kv->n_slots;
+    for (int h = ith; h < kv->n_heads; h += nth) {
+        const int kvh = h / group;
+        const size_t base = head_base(kv, job->layer, kvh);
+        const int nu = kv->n_used[(size_t)job->layer * kv->n_kv_heads + kvh];
+        const int32_t *P = kv->pos + base;
+        /* f32 rows of this head: the cache itself, or this call's dequantized copy */
+        const float *K = kv->type == KV_F32 ? (const float *)kv->keys + base * hd
+                                            : kv->deq + (size_t)kvh * kv->n_slots * hd;
+        const float *V = kv->type == KV_F32 ? (const float *)kv->values + base * hd
+                                            : kv->deq + ((size_t)kv->n_kv_heads + kvh) * kv->n_slots * hd;
+        double *cs = kv->colsum + (size_t)h * kv->n_slots;
+        for (int j = 0; j < nu; j++) cs[j] = 0.0;
+        for (int t = 0; t < job->n; t++) {
+            const int qpos = job->pos0 + t;
+            const float *q = job->q + (size_t)t * q_dim + (size_t)h * hd;
+            float maxv = -INFINITY;
+            for (int j = 0; j < nu; j++) {
+                if (P[j] > qpos) continue;
+                att[j] = vec_dot_f32(q, K + (size_t)j * hd, hd) * scale;
+                if (att[j] > maxv) maxv = att[j];
+            }
+            float sum = 0.0f;
+            for (int j = 0; j < nu; j++) {
+                if (P[j] > qpos) continue;
+                att[j] = expf(att[j] - maxv);
+                sum += att[j];
+            }
+            float *out = job->out + (size_t)t * q_dim + (size_t)h * hd;
+            memset(out, 0, (size_t)hd * sizeof *out);
+            const float inv_sum = 1.0f / sum;
+            for (int j = 0; j < nu; j++) {
+                if (P[j] > qpos) continue;
+                const float w = att[j] * inv_sum;
+                vec_axpy_f32(out, w, V + (size_t)j * hd, hd);
+                cs[j] += w;
+            }
+        }
+    }
+}
+
+int kvcache_attend(struct kvcache *kv, int layer, const float *q, const float *k, const float *v, int n, int pos0,
+                   float *out, struct tpool *tp, char *err, size_t errlen) {
+    if (layer < 0 || layer >= kv->n_layers || n < 1 || n > kv->max_batch || pos0 < 0) {
+        snprintf(err, errlen, "kvcache: layer %d, %d tokens at %d: outside %d layers, batch %d", layer, n, pos0,
+                 kv->n_layers, kv->max_batch);
+        return -1;
+    }
+    if (tp && tpool_size(tp) > kv->n_threads) {
+        snprintf(err, errlen, "kvcache: a pool of %d threads, scratch for %d", tpool_size(tp), kv->n_threads);
+        return -1;
+    }
+    const int hd = kv->head_dim, kv_dim = kv->n_kv_heads * hd;
+    for (int h = 0; h < kv->n_kv_heads; h++) {
+        const size_t base = head_base(kv, layer, h);
+        int *nu = &kv->n_used[(size_t)layer * kv->n_kv_heads + h];
+        /* a rewind: positions at or after pos0 are replaced */
+        int stale = 0;
+        for (int i = 0; i < *nu; i++)
+            if (kv->pos[base + i] >= pos0) kv->pos[base + i] = -1, stale = 1;
+        if (stale) compact(kv, layer, h);
+        for (int t = 0; t < n; t++) {
+            const size_t slot = base + (size_t)*nu + t;
+            store_row(kv, kv->keys, kv->kscale, slot, k + (size_t)t * kv_dim + (size_t)h * hd);
+            store_row(kv, kv->values, kv->vscale, slot, v + (size_t)t * kv_dim + (size_t)h * hd);
+            kv->pos[slot] = pos0 + t;
+            kv->score[slot] = 0.0;
+        }
+        *nu += n;
+    }
+    struct attend_job job = {kv, layer, n, pos0, q, out};
+    if (kv->type != KV_F32) {
+        if (tp) tpool_run(tp, dequant_worker, &job);
+        else dequant_worker(&job, 0, 1);
+    }
+    if (tp) tpool_run(tp, attend_worker, &job);
+    else attend_worker(&job, 0, 1);
+    const int group = kv->n_heads / kv->n_kv_heads;
+    for (int h = 0; h < kv->n_kv_heads; h++) {
+        const size_t base = head_base(kv, layer, h);
+        const int nu = kv->n_used[(size_t)layer * kv->n_kv_heads + h];
+        for (int g = 0; g < group; g++) {
+            const double *cs = kv->colsum + (size_t)(h * group + g) * kv->n_slots;
+            for (int j = 0; j < nu; j++) kv->score[base + j] += cs[j];
+        }
+        if (evict(kv, layer, h, pos0 + n - 1, err, errlen) != 0) return -1;
+    }
+    return 0;
+}
+
+int kvcache_n_used(const struct kvcache *kv, int layer, int kvh) {
+    return kv->n_used[(size_t)layer * kv->n_kv_heads + kvh];
+}
+
+const int32_t *kvcache_positions(const struct kvcache *kv, int layer, int kvh) {
+    return kv->pos + head_base(kv, layer, kvh);
+}
+
+const double *kvcache_scores(const struct kvcache *kv, int layer, int kvh) {
+    return kv->score + head_base(kv, layer, kvh);
+}
+
+void kvcache_read_key(const struct kvcache *kv, int layer, int kvh, int slot, float *out) {
+    const float *r = load_row(kv, kv->keys, kv->kscale, head_base(kv, layer, kvh) + (size_t)slot, out);
+    if (r != out) memcpy(out, r, (size_t)kv->head_dim * sizeof *out);
+}
+
+void kvcache_read_value(const struct kvcache *kv, int layer, int kvh, int slot, float *out) {
+    const float *r = load_row(kv, kv->values, kv->vscale, head_base(kv, layer, kvh) + (size_t)slot, out);
+    if (r != out) memcpy(out, r, (size_t)kv->head_dim * sizeof *out);
+}

@@ -1,0 +1,530 @@
+/* kv_unit / kv_model: the H2O KV cache (core/kvcache.h).
+ *
+ * kv_unit: the policy on hand-made attention patterns (keys that draw all,
+ * none or a known share of the attention), checked slot by slot: sinks,
+ * the recent window, heavy hitters, GQA score sums, ties, the window
+ * baseline, prefill column sums and a batch longer than the budget, rewind,
+ * and the f16/q8 round-trip error bounds. Random data: splitmix64, seed printed.
+ *
+ * kv_model (argument "model"; needs HEARTH_TEST_MODEL, else exits 77): on the
+ * real model, the H2O path with a budget >= the context gives logits
+ * bit-identical to the dense cache, and a prompt longer than the budget runs
+ * and keeps exactly the budget. */
+#include "kvcache.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "forward.h"
+#include "model.h"
+
+static int failures;
+
+#define CHECK(cond, ...)                                                                                             \
+    do {                                                                                                             \
+        if (!(cond)) {                                                                                               \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                                     \
+            fprintf(stderr, __VA_ARGS__);                                                                            \
+            fprintf(stderr, "\n");                                                                                   \
+            failures++;                                                                                              \
+        }                                                                                                            \
+    } while (0)
+
+static uint64_t rs = 0x4b5643616368ull; /* printed in main */
+
+static uint64_t rnd64(void) {
+    uint64_t z = (rs += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+static float rnd_sym(void) { return (float)((double)(rnd64() >> 11) * 0x1.0p-52 - 1.0); } /* [-1, 1) */
+
+static void make(struct kvcache *kv, int budget, int sinks, int recent, int window, enum kv_type type, int n_heads,
+                 int n_kv_heads, int hd, int max_batch) {
+    struct kv_config c;
+    kv_config_default(&c);
+    c.budget = budget;
+    c.n_sinks = sinks;
+    c.n_recent = recent;
+    c.window = window;
+    c.type = type;
+    char err[256];
+    if (kvcache_create(kv, &c, 1, n_heads, n_kv_heads, hd, max_batch, 1, err, sizeof err) != 0) {
+        fprintf(stderr, "kvcache_create: %s\n", err);
+        exit(1);
+    }
+}
+
+static void make_layers(struct kvcache *kv, int budget, int sinks, int recent, enum kv_type type, int n_layers,
+                        int n_heads, int n_kv_heads, int hd) {
+    struct kv_config c;
+    kv_config_default(&c);
+    c.budget = budget;
+    c.n_sinks = sinks;
+    c.n_recent = recent;
+    c.type = type;
+    char err[256];
+    if (kvcache_create(kv, &c, n_layers, n_heads, n_kv_heads, hd, 1, 1, err, sizeof err) != 0) {
+        fprintf(stderr, "kvcache_create: %s\n", err);
+        exit(1);
+    }
+}
+
+/* the newest cached position of layer 0, head 0 */
+static int kvcache_max_pos(const struct kvcache *kv) {
+    const int32_t *P = kvcache_positions(kv, 0, 0);
+    int m = -1;
+    for (int i = 0; i < kvcache_n_used(kv, 0, 0); i++) m = P[i] > m ? P[i] : m;
+    return m;
+}
+
+static int attend(struct kvcache *kv, const float *q, const float *k, const float *v, int n, int pos0, float *out) {
+    char err[256];
+    int rc = kvcache_attend(kv, 0, q, k, v, n, pos0, out, NULL, err, sizeof err);
+    if (rc) fprintf(stderr, "kvcache_attend: %s\n", err);
+    return rc;
+}
+
+static int kept(const struct kvcache *kv, int kvh, int pos) {
+    const int32_t *P = kvcache_positions(kv, 0, kvh);
+    for (int i = 0; i < kvcache_n_used(kv, 0, kvh); i++)
+        if (P[i] == pos) return 1;
+    return 0;
+}
+
+static void print_kept(const char *what, const struct kvcache *kv, int kvh) {
+    const int32_t *P = kvcache_positions(kv, 0, kvh);
+    fprintf(stderr, "  %s kept:", what);
+    for (int i = 0; i < kvcache_n_used(kv, 0, kvh); i++) fprintf(stderr, " %d", P[i]);
+    fprintf(stderr, "\n");
+}
+
+/* One head of dim 4, one token per step. The query is e0; a token's key is
+ * key_e0[pos] * e0, so e^(key*q/2) sets how much attention it draws. */
+static void decode_pattern(struct kvcache *kv, const float *key_e0, int n_tok) {
+    float q[4] = {1, 0, 0, 0}, out[4];
+    for (int p = 0; p < n_tok; p++) {
+        float k[4] = {key_e0[p], 0, 0, 0}, v[4] = {(float)p, 1, 0, 0};
+        if (attend(kv, q, k, v, 1, p, out)) failures++;
+    }
+}
+
+static void test_config(void) {
+    struct kv_config c;
+    char err[256];
+    kv_config_default(&c);
+    CHECK(kv_config_resolve(&c, 1000, err, sizeof err) == 0 && c.budget == 0 && !kv_config_active(&c, 1000),
+          "no budget: dense");
+    kv_config_default(&c);
+    c.budget_frac = 0.2f;
+    CHECK(kv_config_resolve(&c, 1000, err, sizeof err) == 0 && c.budget == 200 && c.n_sinks == 4 &&
+              c.n_recent == 98 && kv_config_active(&c, 1000),
+          "20%% of 1000: budget %d sinks %d recent %d", c.budget, c.n_sinks, c.n_recent);
+    kv_config_default(&c);
+    c.budget = 5000;
+    CHECK(kv_config_resolve(&c, 1000, err, sizeof err) == 0 && c.budget == 1000 && !kv_config_active(&c, 1000),
+          "budget above the context: clamped, dense");
+    c.type = KV_Q8;
+    CHECK(kv_config_active(&c, 1000), "q8 at full budget needs the kvcache");
+    kv_config_default(&c);
+    c.budget = 10;
+    c.n_sinks = 4;
+    c.n_recent = 7;
+    CHECK(kv_config_resolve(&c, 1000, err, sizeof err) != 0 && strstr(err, "recent"), "sinks + recent > budget");
+    kv_config_default(&c);
+    c.budget = 64;
+    c.window = 1;
+    CHECK(kv_config_resolve(&c, 1000, err, sizeof err) == 0 && c.n_recent == 60, "window: recent = budget - sinks");
+    enum kv_type t;
+    CHECK(kv_type_parse("q8", &t) == 0 && t == KV_Q8 && kv_type_parse("q4", &t) != 0, "type names");
+}
+
+/* Heavy hitters at 5 and 9, everything else draws the same small share:
+ * budget 6 = sink 0 + recent {18, 19} + 3 heavy. */
+static void test_heavy_sinks_recent(void) {
+    struct kvcache kv;
+    float key[20];
+    for (int p = 0; p < 20; p++) key[p] = 0.0f;
+    key[5] = key[9] = 8.0f;
+    make(&kv, 6, 1, 2, 0, KV_F32, 1, 1, 4, 4);
+    decode_pattern(&kv, key, 20);
+    CHECK(kvcache_n_used(&kv, 0, 0) == 6, "budget 6, %d used", kvcache_n_used(&kv, 0, 0));
+    CHECK(kept(&kv, 0, 0), "sink 0 kept though it is light");
+    CHECK(kept(&kv, 0, 5) && kept(&kv, 0, 9), "heavy hitters 5 and 9 kept");
+    CHECK(kept(&kv, 0, 18) && kept(&kv, 0, 19), "recent 18, 19 kept");
+    if (failures) print_kept("heavy", &kv, 0);
+    kvcache_destroy(&kv);
+
+    /* without the sink, position 0 goes: it is light */
+    make(&kv, 6, 0, 2, 0, KV_F32, 1, 1, 4, 4);
+    decode_pattern(&kv, key, 20);
+    CHECK(kept(&kv, 0, 5) && kept(&kv, 0, 9) && kept(&kv, 0, 18) && kept(&kv, 0, 19), "no sinks: heavy + recent");
+    kvcache_destroy(&kv);
+
+    /* the recent window protects even the lightest tokens: keys of -60 draw
+     * (almost) nothing; with recent 3 the last three must stay anyway */
+    for (int p = 0; p < 20; p++) key[p] = p >= 10 ? -60.0f : 0.0f;
+    make(&kv, 6, 0, 3, 0, KV_F32, 1, 1, 4, 4);
+    decode_pattern(&kv, key, 20);
+    CHECK(kept(&kv, 0, 17) && kept(&kv, 0, 18) && kept(&kv, 0, 19), "recent 17..19 kept");
+    int old = 0;
+    for (int p = 0; p < 10; p++) old += kept(&kv, 0, p);
+    CHECK(old == 3, "the other 3 slots go to the heavier old tokens, got %d", old);
+    kvcache_destroy(&kv);
+}
+
+/* Keys of -1000 draw exactly zero weight (expf underflows), so those slots
+ * have score 0.0 exactly: a tie, which must evict the oldest. */
+static void test_ties(void) {
+    struct kvcache kv;
+    float key[6] = {0, -1000, -1000, -1000, 0, 0};
+    make(&kv, 5, 0, 1, 0, KV_F32, 1, 1, 4, 2);
+    decode_pattern(&kv, key, 6);
+    CHECK(!kept(&kv, 0, 1) && kept(&kv, 0, 2) && kept(&kv, 0, 3), "tie at score 0: the oldest (1) goes");
+    const double *S = kvcache_scores(&kv, 0, 0);
+    const int32_t *P = kvcache_positions(&kv, 0, 0);
+    for (int i = 0; i < kvcache_n_used(&kv, 0, 0); i++)
+        if (P[i] == 2) CHECK(S[i] == 0.0, "zero weight gives score exactly 0, got %g", S[i]);
+    kvcache_destroy(&kv);
+
+    /* all equal keys: older tokens collect more (they were attended longer),
+     * so H2O keeps old ones; the window baseline keeps the newest */
+    float flat[12] = {0};
+    make(&kv, 4, 0, 0, 1, KV_F32, 1, 1, 4, 2);
+    decode_pattern(&kv, flat, 12);
+    for (int p = 8; p < 12; p++) CHECK(kept(&kv, 0, p), "window keeps the last 4 (%d)", p);
+    kvcache_destroy(&kv);
+    /* window with a sink = StreamingLLM; heavy keys do not matter */
+    float heavy[12] = {0, 0, 0, 9, 9, 9, 0, 0, 0, 0, 0, 0};
+    make(&kv, 4, 1, 3, 1, KV_F32, 1, 1, 4, 2);
+    decode_pattern(&kv, heavy, 12);
+    CHECK(kept(&kv, 0, 0) && kept(&kv, 0, 9) && kept(&kv, 0, 10) && kept(&kv, 0, 11) && !kept(&kv, 0, 3),
+          "streaming: sink + last 3");
+    kvcache_destroy(&kv);
+}
+
+/* Reference attention of one query over rows (k, v)[0..n), f64. */
+static void ref_attn(const float *q, const float *k, const float *v, int n, int stride, int hd, double *w,
+                     double *out) {
+    double maxv = -INFINITY, sum = 0.0;
+    for (int j = 0; j < n; j++) {
+        double d = 0.0;
+        for (int i = 0; i < hd; i++) d += (double)q[i] * k[(size_t)j * stride + i];
+        w[j] = d / sqrt((double)hd);
+        if (w[j] > maxv) maxv = w[j];
+    }
+    for (int j = 0; j < n; j++) sum += (w[j] = exp(w[j] - maxv));
+    for (int i = 0; i < hd; i++) out[i] = 0.0;
+    for (int j = 0; j < n; j++) {
+        w[j] /= sum;
+        for (int i = 0; i < hd; i++) out[i] += w[j] * v[(size_t)j * stride + i];
+    }
+}
+
+/* Prefill: a batch of n tokens, 6 query heads on 2 KV heads (GQA group 3),
+ * head_dim 13. Scores must be the causal column sums over the batch's
+ * queries summed over the group's heads, outputs the plain attention. */
+static void test_prefill_gqa(int n, int budget) {
+    enum { NH = 6, NKV = 2, HD = 13 };
+    const int group = NH / NKV, q_dim = NH * HD, kv_dim = NKV * HD;
+    float *q = malloc(sizeof(float) * n * q_dim), *k = malloc(sizeof(float) * n * kv_dim);
+    float *v = malloc(sizeof(float) * n * kv_dim), *out = malloc(sizeof(float) * n * q_dim);
+    double *colsum = calloc((size_t)NKV * n, sizeof(double)), *w = malloc(sizeof(double) * n), ro[HD];
+    for (int i = 0; i < n * q_dim; i++) q[i] = 2.0f * rnd_sym();
+    for (int i = 0; i < n * kv_dim; i++) k[i] = 2.0f * rnd_sym(), v[i] = rnd_sym();
+    struct kvcache kv;
+    make(&kv, budget, 1, 2, 0, KV_F32, NH, NKV, HD, n);
+    CHECK(attend(&kv, q, k, v, n, 0, out) == 0, "prefill of %d", n);
+    double max_err = 0.0;
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < NH; h++) {
+            ref_attn(q + (size_t)t * q_dim + h * HD, k + (h / group) * HD, v + (h / group) * HD, t + 1, kv_dim, HD,
+                     w, ro);
+            for (int j = 0; j <= t; j++) colsum[(h / group) * n + j] += w[j];
+            for (int i = 0; i < HD; i++) {
+                double e = fabs(ro[i] - out[(size_t)t * q_dim + h * HD + i]);
+                if (e > max_err) max_err = e;
+            }
+        }
+    CHECK(max_err < 1e-5, "prefill %d: attention output off by %g", n, max_err);
+    for (int h = 0; h < NKV; h++) {
+        const int nu = kvcache_n_used(&kv, 0, h);
+        CHECK(nu == (n < budget ? n : budget), "head %d: %d used for %d tokens, budget %d", h, nu, n, budget);
+        const int32_t *P = kvcache_positions(&kv, 0, h);
+        const double *S = kvcache_scores(&kv, 0, h);
+        double min_kept = INFINITY;
+        for (int i = 0; i < nu; i++) {
+            CHECK(fabs(S[i] - colsum[h * n + P[i]]) < 1e-5, "head %d pos %d: score %g, column sum %g", h, P[i], S[i],
+                  colsum[h * n + P[i]]);
+            if (P[i] >= 1 && P[i] < n - 2 && S[i] < min_kept) min_kept = S[i];
+        }
+        /* every evicted token is no heavier than every kept heavy hitter */
+        for (int p = 1; p < n - 2; p++)
+            if (!kept(&kv, h, p))
+                CHECK(colsum[h * n + p] <= min_kept + 1e-12, "head %d: evicted %d (%g) heavier than a kept (%g)", h,
+                      p, colsum[h * n + p], min_kept);
+        CHECK(kept(&kv, h, 0) && kept(&kv, h, n - 1) && kept(&kv, h, n - 2), "head %d: sink and recent", h);
+    }
+    /* heads evict independently: random data makes their kept sets differ */
+    if (n > budget + 4) {
+        int same = 1;
+        for (int p = 0; p < n; p++) same &= kept(&kv, 0, p) == kept(&kv, 1, p);
+        CHECK(!same, "the two KV heads kept the same tokens");
+    }
+    kvcache_destroy(&kv);
+    free(q), free(k), free(v), free(out), free(colsum), free(w);
+}
+
+/* GQA: on KV head 0, query heads 0 and 1 both look at token 3, and head 1
+ * at token 5 on odd steps only; on KV head 1, head 2 looks at token 7 and
+ * head 3 at token 5. With room for one heavy hitter (sink 0 absorbs the early
+ * steps' mass), KV head 0 keeps 3 (its two heads' sum), KV head 1 keeps 5
+ * (longer attended than 7) and not 3, which none of its heads looks at. */
+static void test_gqa_grouping(void) {
+    enum { HD = 4 };
+    struct kvcache kv;
+    /* 4 query heads, 2 KV heads: heads 0,1 -> kv 0; heads 2,3 -> kv 1 */
+    make(&kv, 4, 1, 2, 0, KV_F32, 4, 2, HD, 1);
+    float out[4 * HD];
+    for (int p = 0; p < 12; p++) {
+        float k[2 * HD] = {0}, v[2 * HD] = {0}, q[4 * HD] = {0};
+        /* dims: 0 marks token 3, 1 token 5, 2 token 7 */
+        if (p == 3) k[0] = k[HD + 0] = 12.0f;
+        if (p == 5) k[1] = k[HD + 1] = 12.0f;
+        if (p == 7) k[2] = k[HD + 2] = 12.0f;
+        q[0 * HD + 0] = 1.0f;                    /* head 0 -> token 3 */
+        q[1 * HD + 0] = 1.0f;                    /* head 1 -> token 3 as well */
+        q[1 * HD + 1] = p % 2 ? 1.0f : 0.0f;     /* ... and to 5 on odd steps */
+        q[2 * HD + 2] = 1.0f;                    /* head 2 -> token 7 */
+        q[3 * HD + 1] = 1.0f;                    /* head 3 -> token 5 */
+        if (attend(&kv, q, k, v, 1, p, out)) failures++;
+    }
+    CHECK(kept(&kv, 0, 3) && !kept(&kv, 0, 5), "kv head 0: token 3 (heads 0+1) beats 5 (head 1, half the time)");
+    CHECK(kept(&kv, 1, 5) && !kept(&kv, 1, 7), "kv head 1: token 5 (7 steps of head 3) beats 7 (5 steps of head 2)");
+    CHECK(!kept(&kv, 1, 3), "kv head 1 does not keep kv head 0's hitter 3");
+    if (failures) print_kept("gqa0", &kv, 0), print_kept("gqa1", &kv, 1);
+    kvcache_destroy(&kv);
+}
+
+/* The scores sum the group's softmax weights over decode steps: compare
+ * with a reference that tracks every slot (budget large, no eviction). */
+static void test_decode_scores(void) {
+    enum { NH = 4, NKV = 2, HD = 8, N = 23 };
+    const int q_dim = NH * HD, kv_dim = NKV * HD;
+    static float K[N * NKV * HD], V[N * NKV * HD];
+    double score[NKV][N] = {{0}}, w[N], ro[HD];
+    struct kvcache kv;
+    make(&kv, N, 0, 0, 0, KV_F32, NH, NKV, HD, 1);
+    for (int p = 0; p < N; p++) {
+        float q[NH * HD], out[NH * HD];
+        for (int i = 0; i < q_dim; i++) q[i] = 3.0f * rnd_sym();
+        for (int i = 0; i < kv_dim; i++) K[p * kv_dim + i] = rnd_sym(), V[p * kv_dim + i] = rnd_sym();
+        if (attend(&kv, q, K + p * kv_dim, V + p * kv_dim, 1, p, out)) failures++;
+        for (int h = 0; h < NH; h++) {
+            ref_attn(q + h * HD, K + (h / 2) * HD, V + (h / 2) * HD, p + 1, kv_dim, HD, w, ro);
+            for (int j = 0; j <= p; j++) score[h / 2][j] += w[j];
+        }
+    }
+    for (int h = 0; h < NKV; h++) {
+        const int32_t *P = kvcache_positions(&kv, 0, h);
+        const double *S = kvcache_scores(&kv, 0, h);
+        for (int i = 0; i < kvcache_n_used(&kv, 0, h); i++)
+            CHECK(fabs(S[i] - score[h][P[i]]) < 1e-5, "decode score head %d pos %d: %g vs %g", h, P[i], S[i],
+                  score[h][P[i]]);
+    }
+    /* rewind: attending at position 10 drops 10.. and appends the new 10 */
+    float q[NH * HD] = {0}, out[NH * HD];
+    if (attend(&kv, q, K, V, 1, 10, out)) failures++;
+    CHECK(kvcache_n_used(&kv, 0, 0) == 11 && kept(&kv, 0, 10) && !kept(&kv, 0, 11), "rewind to 10");
+    kvcache_destroy(&kv);
+}
+
+/* f16 and q8 rows read back within their bounds: f16 relative 2^-11,
+ * q8 absolute max|x| / 254 per token and head (rounding to the nearest of 255 levels). */
+static void test_roundtrip(void) {
+    enum { NKV = 3, HD = 37, N = 9 };
+    const int kv_dim = NKV * HD;
+    for (int t = KV_F16; t <= KV_Q8; t++) {
+        struct kvcache kv;
+        make(&kv, 2 * N, 0, 0, 0, (enum kv_type)t, NKV, NKV, HD, N);
+        float k[N * NKV * HD], v[N * NKV * HD], q[N * NKV * HD], out[N * NKV * HD], back[HD];
+        for (int i = 0; i < N * kv_dim; i++) {
+            float mag = (i / HD) % 3 == 0 ? 100.0f : (i / HD) % 3 == 1 ? 0.01f : 1.0f; /* scales per row */
+            k[i] = mag * rnd_sym(), v[i] = mag * rnd_sym(), q[i] = rnd_sym();
+        }
+        k[5] = 0.0f;
+        if (attend(&kv, q, k, v, N, 0, out)) failures++;
+        double worst = 0.0;
+        for (int h = 0; h < NKV; h++)
+            for (int s = 0; s < N; s++) {
+                const float *src[2] = {k + (size_t)s * kv_dim + h * HD, v + (size_t)s * kv_dim + h * HD};
+                for (int which = 0; which < 2; which++) {
+                    if (which == 0) kvcache_read_key(&kv, 0, h, s, back);
+                    else kvcache_read_value(&kv, 0, h, s, back);
+                    float amax = 0.0f;
+                    for (int i = 0; i < HD; i++) amax = fabsf(src[which][i]) > amax ? fabsf(src[which][i]) : amax;
+                    for (int i = 0; i < HD; i++) {
+                        double e = fabs((double)back[i] - src[which][i]);
+                        double bound = t == KV_F16 ? fabs(src[which][i]) * 0x1p-11 + 1e-7 : amax / 254.0 * 1.0001;
+                        if (e / (bound > 0 ? bound : 1) > worst) worst = e / (bound > 0 ? bound : 1);
+                        CHECK(e <= bound, "%s head %d slot %d [%d]: %g read back as %g", kv_type_name(t), h, s, i,
+                              src[which][i], back[i]);
+                    }
+                }
+            }
+        printf("%s round trip: worst error %.3f of the bound\n", kv_type_name(t), worst);
+        CHECK(worst > 0.1, "%s: suspiciously exact (is it stored as f32?)", kv_type_name(t));
+        kvcache_destroy(&kv);
+    }
+}
+
+/* The real model: H2O path with budget = context against the dense pass. */
+static int test_model(void) {
+    const char *path = getenv("HEARTH_TEST_MODEL");
+    FILE *f = path ? fopen(path, "rb") : NULL;
+    if (!f) {
+        printf("SKIP: no model at HEARTH_TEST_MODEL (%s)\n", path ? path : "unset");
+        return 77;
+    }
+    fclose(f);
+    char err[512];
+    struct llama_model m;
+    if (model_load(&m, path, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    enum { N_CTX = 61, N_PROMPT = 37, BATCH = 16, N_DEC = 6 }; /* small: the sanitizer build runs it too */
+    const int nv = m.cfg.n_vocab;
+    int32_t toks[N_PROMPT + N_DEC];
+    for (int i = 0; i < N_PROMPT + N_DEC; i++) toks[i] = (int32_t)(rnd64() % 20000) + 100;
+    float *la = malloc(sizeof(float) * nv), *lb = malloc(sizeof(float) * nv);
+    struct llama_state dense, h2o;
+    struct kv_config c;
+    kv_config_default(&c);
+    c.budget = N_CTX;
+    if (!la || !lb || kv_config_resolve(&c, N_CTX, err, sizeof err) ||
+        state_create(&dense, &m, N_CTX, BATCH, 2, err, sizeof err) ||
+        state_create(&h2o, &m, N_CTX, BATCH, 2, err, sizeof err) || state_set_kv(&h2o, &c, 1, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    CHECK(h2o.kv && !h2o.key_cache, "forced H2O path");
+    /* a prompt in batches (37 = 2 x 16 + 5), then token by token */
+    int ok = forward(&dense, toks, N_PROMPT, 0, la, 0, err, sizeof err) == 0 &&
+             forward(&h2o, toks, N_PROMPT, 0, lb, 0, err, sizeof err) == 0;
+    CHECK(ok, "prompt: %s", err);
+    int diff = memcmp(la, lb, sizeof(float) * nv) != 0;
+    for (int i = 0; ok && i < N_DEC; i++) {
+        ok = forward(&dense, toks + N_PROMPT + i, 1, N_PROMPT + i, la, 0, err, sizeof err) == 0 &&
+             forward(&h2o, toks + N_PROMPT + i, 1, N_PROMPT + i, lb, 0, err, sizeof err) == 0;
+        diff |= memcmp(la, lb, sizeof(float) * nv) != 0;
+    }
+    CHECK(ok && !diff, "budget >= context: logits differ from the dense cache");
+    printf("model: budget = context (%d), %d prompt + %d decode tokens: logits %s\n", N_CTX, N_PROMPT, N_DEC,
+           diff ? "DIFFER" : "bit-identical");
+    state_free(&h2o);
+
+    /* a prompt (37) longer than the budget (12), then decoding; f32 and q8 (f16: kv_unit) */
+    for (int t = KV_F32; t <= KV_Q8; t += KV_Q8 - KV_F32) {
+        kv_config_default(&c);
+        c.budget = 12;
+        c.type = (enum kv_type)t;
+        if (kv_config_resolve(&c, N_CTX, err, sizeof err) || state_create(&h2o, &m, N_CTX, BATCH, 2, err, sizeof err) ||
+            state_set_kv(&h2o, &c, 0, err, sizeof err)) {
+            fprintf(stderr, "%s\n", err);
+            return 1;
+        }
+        ok = forward(&h2o, toks, N_PROMPT + N_DEC, 0, lb, 0, err, sizeof err) == 0;
+        CHECK(ok, "%s: prompt longer than the budget: %s", kv_type_name(t), err);
+        int finite = 1;
+        for (int i = 0; i < nv; i++) finite &= isfinite(lb[i]);
+        CHECK(finite, "non-finite logits");
+        for (int l = 0; l < m.cfg.n_layers; l++)
+            for (int h = 0; h < m.cfg.n_kv_heads; h++)
+                CHECK(kvcache_n_used(h2o.kv, l, h) == 12, "layer %d head %d holds %d", l, h,
+                      kvcache_n_used(h2o.kv, l, h));
+        printf("model: %s, budget 12 for %d tokens: ok, KV %zu bytes\n", kv_type_name(t), N_PROMPT + N_DEC,
+               state_kv_bytes(&h2o));
+        state_free(&h2o);
+    }
+    state_free(&dense);
+    free(la), free(lb);
+    model_free(&m);
+    return failures ? 1 : 0;
+}
+
+/* `test_kvcache bench`: attention time per decoded token (one thread, the
+ * default model's shape: 30 layers x 9 query / 3 KV heads of 64; thread CPU
+ * time) as the context grows to 2048, full cache (budget = context) against a fixed budget. Not a
+ * ctest: timings for docs/kv-cache.md. */
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts); /* CPU time: the machine is shared */
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void bench(void) {
+    enum { NL = 30, NH = 9, NKV = 3, HD = 64, MAXCTX = 2048 + 32, STEPS = 32 };
+    const int budgets[] = {MAXCTX, 819, 256};
+    static float q[NH * HD], k[NKV * HD], v[NKV * HD], out[NH * HD];
+    printf("| context | full f32 (us/token) | budget 819 f32 | budget 256 f32 | budget 819 q8 |\n|---|---|---|---|---|\n");
+    struct kvcache kv[4];
+    for (int b = 0; b < 4; b++)
+        make_layers(&kv[b], b < 3 ? budgets[b] : 819, 4, b < 3 ? (budgets[b] - 4) / 2 : 407, b == 3 ? KV_Q8 : KV_F32,
+                    NL, NH, NKV, HD);
+    int pos = 0;
+    for (int ctx = 512; ctx <= MAXCTX - STEPS; ctx *= 2) {
+        double us[4];
+        for (int b = 0; b < 4; b++) {
+            /* fill up to ctx (untimed), then time STEPS decode steps over all layers */
+            for (pos = kv[b].n_used[0] ? kvcache_max_pos(&kv[b]) + 1 : 0; pos < ctx + STEPS; pos++) {
+                for (int i = 0; i < NH * HD; i++) q[i] = rnd_sym();
+                for (int i = 0; i < NKV * HD; i++) k[i] = rnd_sym(), v[i] = rnd_sym();
+                double t0 = now_s();
+                for (int l = 0; l < NL; l++) {
+                    char err[128];
+                    if (kvcache_attend(&kv[b], l, q, k, v, 1, pos, out, NULL, err, sizeof err)) {
+                        fprintf(stderr, "%s\n", err);
+                        exit(1);
+                    }
+                }
+                if (pos == ctx) us[b] = 0.0;
+                if (pos >= ctx) us[b] += (now_s() - t0) * 1e6 / STEPS;
+            }
+        }
+        printf("| %d | %.0f | %.0f | %.0f | %.0f |\n", ctx, us[0], us[1], us[2], us[3]);
+        fflush(stdout);
+    }
+    for (int b = 0; b < 4; b++) kvcache_destroy(&kv[b]);
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "bench")) {
+        bench();
+        return 0;
+    }
+    printf("seed 0x%llx\n", (unsigned long long)rs);
+    if (argc > 1 && !strcmp(argv[1], "model")) {
+        int rc = test_model();
+        printf("%s\n", rc == 0 ? "kv_model: ok" : rc == 77 ? "kv_model: skipped" : "kv_model: FAILED");
+        return rc;
+    }
+    test_config();
+    test_heavy_sinks_recent();
+    test_ties();
+    test_gqa_grouping();
+    test_decode_scores();
+    test_prefill_gqa(10, 16); /* fits */
+    test_prefill_gqa(37, 9);  /* a batch longer than the budget */
+    test_roundtrip();
+    if (failures) {
+        printf("%d failure(s)\n", failures);
+        return 1;
+    }
+    printf("kv_unit: ok\n");
+    return 0;
+}
