@@ -190,41 +190,42 @@ Hearth__Envelope *ctl_env_shutdown(const char *reason) {
     return env;
 }
 
-int ctl_shards_new(Hearth__Assign *a, size_t n) {
-    Hearth__Shard **v = calloc(n ? n : 1, sizeof *v);
-    if (!v) return IPC_ERR;
+/* n initialised messages of one type, each malloc'd as protobuf-c's unpacker
+ * would (so ctl_env_free frees them), in a malloc'd array; NULL when out of memory. */
+static void **msgs_new(size_t n, size_t size, void (*init)(void *)) {
+    void **v = calloc(n ? n : 1, sizeof *v);
+    if (!v) return NULL;
     for (size_t i = 0; i < n; i++) {
-        v[i] = malloc(sizeof *v[i]);
+        v[i] = malloc(size);
         if (!v[i]) {
             for (size_t j = 0; j < i; j++) free(v[j]);
             free(v);
-            return IPC_ERR;
+            return NULL;
         }
-        hearth__shard__init(v[i]);
+        init(v[i]);
     }
-    for (size_t i = 0; i < a->n_shards; i++) free(a->shards[i]);
-    free(a->shards);
-    a->shards = v;
+    return v;
+}
+
+static void msgs_free(void **v, size_t n) {
+    for (size_t i = 0; i < n; i++) protobuf_c_message_free_unpacked(v[i], NULL);
+    free(v);
+}
+
+int ctl_shards_new(Hearth__Assign *a, size_t n) {
+    void **v = msgs_new(n, sizeof(Hearth__Shard), (void (*)(void *))hearth__shard__init);
+    if (!v) return IPC_ERR;
+    msgs_free((void **)a->shards, a->n_shards);
+    a->shards = (Hearth__Shard **)v;
     a->n_shards = n;
     return 0;
 }
 
 int ctl_rings_new(Hearth__Assign *a, size_t n) {
-    Hearth__RingRef **v = calloc(n ? n : 1, sizeof *v);
+    void **v = msgs_new(n, sizeof(Hearth__RingRef), (void (*)(void *))hearth__ring_ref__init);
     if (!v) return IPC_ERR;
-    for (size_t i = 0; i < n; i++) {
-        v[i] = malloc(sizeof *v[i]);
-        if (!v[i]) {
-            for (size_t j = 0; j < i; j++) free(v[j]);
-            free(v);
-            return IPC_ERR;
-        }
-        hearth__ring_ref__init(v[i]);
-    }
-    for (size_t i = 0; i < a->n_rings; i++)
-        protobuf_c_message_free_unpacked(&a->rings[i]->base, NULL);
-    free(a->rings);
-    a->rings = v;
+    msgs_free((void **)a->rings, a->n_rings);
+    a->rings = (Hearth__RingRef **)v;
     a->n_rings = n;
     return 0;
 }
