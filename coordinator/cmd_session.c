@@ -49,15 +49,9 @@ int cmd_clean(int argc, char **argv) {
 
 /* The pid a session recorded for a worker role, or 0. */
 static long role_pid(const char *dir, const char *role) {
-    char path[IPC_PATH_MAX + 32];
-    snprintf(path, sizeof path, "%s/%s.pid", dir, role);
-    FILE *f = fopen(path, "r");
-    long pid = 0;
-    if (f) {
-        if (fscanf(f, "%ld", &pid) != 1) pid = 0;
-        fclose(f);
-    }
-    return pid;
+    char name[32];
+    snprintf(name, sizeof name, "%s.pid", role);
+    return ipc_session_read_pid(dir, name);
 }
 
 static void list_roles(const char *dir) {

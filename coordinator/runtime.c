@@ -366,7 +366,6 @@ static int wait_ready(struct runtime *rt, int timeout_ms, char *err, size_t errl
                 continue;
             }
             if (!w->ready && worker_dead(rt, w)) {
-                if (!w->have_peer && w->child == 0 && w->pid == 0) continue;
                 snprintf(err, errlen, "%s died before it was ready (its messages are above)", w->role);
                 return -1;
             }

@@ -302,9 +302,9 @@ static int session_alive(const char *dir) {
     return alive;
 }
 
-static long read_pid(const char *dir) {
-    char path[IPC_PATH_MAX + 16], buf[32] = {0};
-    snprintf(path, sizeof path, "%s/pid", dir);
+long ipc_session_read_pid(const char *dir, const char *name) {
+    char path[IPC_PATH_MAX + 64], buf[32] = {0};
+    snprintf(path, sizeof path, "%s/%s", dir, name);
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) return 0;
     ssize_t n = read(fd, buf, sizeof buf - 1);
@@ -347,7 +347,7 @@ static int list_one(void *vctx, const char *root, const char *id, const char *di
         struct ipc_session_info *i = &c->out[c->n];
         snprintf(i->id, sizeof i->id, "%s", id);
         i->alive = session_alive(dir) == 1;
-        i->pid = read_pid(dir);
+        i->pid = ipc_session_read_pid(dir, "pid");
     }
     c->n++;
     return 0;

@@ -64,6 +64,10 @@ int ipc_session_endpoint(const struct ipc_session *s, const char *what, char *ou
 /* "/hearth-<uid>-<id>-<what>" for a shm region of this session. */
 int ipc_session_shm_name(const struct ipc_session *s, const char *what, char *out, size_t outlen);
 
+/* The decimal pid in the file <dir>/<name> of a session folder ("pid" for
+ * the coordinator, "<role>.pid" for a worker); 0 when absent or unreadable. */
+long ipc_session_read_pid(const char *dir, const char *name);
+
 struct ipc_session_info {
     char id[IPC_SESSION_ID_LEN + 1];
     int alive;  /* 1: its lock is held by a live process */

@@ -15,17 +15,6 @@
 #include "topo.h"
 #include "tpool.h"
 
-static pid_t read_coord_pid(const struct ipc_session *s) {
-    char path[IPC_PATH_MAX + 8];
-    snprintf(path, sizeof path, "%s/pid", s->dir);
-    FILE *f = fopen(path, "r");
-    if (!f) return 0;
-    long pid = 0;
-    if (fscanf(f, "%ld", &pid) != 1) pid = 0;
-    fclose(f);
-    return (pid_t)pid;
-}
-
 static void usage(const char *prog, const char *role_prefix) {
     fprintf(stderr,
             "usage: %s --session ID --role %sN [--root DIR] [-v]\n"
@@ -59,7 +48,7 @@ int worker_start(struct worker *w, int argc, char **argv, const char *role_prefi
     snprintf(w->role, sizeof w->role, "%s", role);
     log_set_role(w->role);
     if (ipc_session_attach(&w->sess, root, session, err, errlen) != 0) return -1;
-    w->coord_pid = read_coord_pid(&w->sess);
+    w->coord_pid = (pid_t)ipc_session_read_pid(w->sess.dir, "pid");
     w->zctx = zmq_ctx_new();
     char ep[IPC_PATH_MAX + 16];
     if (!w->zctx || ipc_session_endpoint(&w->sess, "ctl", ep, sizeof ep) != 0 ||
