@@ -276,9 +276,9 @@ void ffn_acc_add_to(float *x, const int64_t *acc, size_t count) {
     for (size_t i = 0; i < count; i++) x[i] += (float)((double)acc[i] * scale);
 }
 
-/* acc += round(y * 2^FFN_FIXED_SHIFT), saturating (a non-finite or huge
- * value is a broken model, but must not be undefined behaviour) */
-static void acc_add_fixed(int64_t *acc, const float *y, size_t count) {
+/* saturating: a non-finite or huge value is a broken model, but must not be
+ * undefined behaviour */
+void ffn_acc_add_fixed(int64_t *acc, const float *y, size_t count) {
     const double scale = (double)(1ull << FFN_FIXED_SHIFT), lim = 9.0e18;
     for (size_t i = 0; i < count; i++) {
         double v = (double)y[i] * scale;
@@ -327,7 +327,7 @@ int ffn_partial_layer(const struct llama_config *c, const struct llama_layer *L,
         if (matmul_strided(tp, fs->y, w, (enum hearth_type)L->w_down.type, row_bytes, fs->h, width, c->dim, n, &fs->ms,
                            err, errlen))
             return -1;
-        acc_add_fixed(acc, fs->y, (size_t)n * c->dim);
+        ffn_acc_add_fixed(acc, fs->y, (size_t)n * c->dim);
     }
     return 0;
 }

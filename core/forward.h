@@ -120,6 +120,8 @@ int ffn_partial(const struct llama_model *m, int l, const float *xn, int n, int6
  * keeps the groups aligned because shards start on group boundaries). */
 int ffn_partial_layer(const struct llama_config *c, const struct llama_layer *L, const float *xn, int n, int64_t n0,
                       int64_t n1, int64_t *acc, struct ffn_scratch *fs, struct tpool *tp, char *err, size_t errlen);
+/* acc[i] += round(y[i] * 2^FFN_FIXED_SHIFT) for count elements */
+void ffn_acc_add_fixed(int64_t *acc, const float *y, size_t count);
 /* x[i] += acc[i] * 2^-FFN_FIXED_SHIFT for count elements */
 void ffn_acc_add_to(float *x, const int64_t *acc, size_t count);
 
