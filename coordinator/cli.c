@@ -38,6 +38,30 @@ static int parse_float(const char *flag, const char *s, float lo, float hi, floa
     return 0;
 }
 
+int cli_parse_size(const char *flag, const char *s, int64_t *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    double mul = 1;
+    if (!errno && end != s) {
+        switch (*end) {
+        case 'k': case 'K': mul = 1024.0, end++; break;
+        case 'm': case 'M': mul = 1024.0 * 1024, end++; break;
+        case 'g': case 'G': mul = 1024.0 * 1024 * 1024, end++; break;
+        case 't': case 'T': mul = 1024.0 * 1024 * 1024 * 1024, end++; break;
+        default: break;
+        }
+        if (mul > 1 && *end == 'i') end++;
+        if (*end == 'B' || *end == 'b') end++;
+    }
+    if (errno || end == s || *end || !(v >= 0) || v * mul > 9.0e18) {
+        fprintf(stderr, "hearth: %s expects a size such as 512M, 1.5GiB or a byte count, got '%s'\n", flag, s);
+        return -1;
+    }
+    *out = (int64_t)(v * mul);
+    return 0;
+}
+
 int cli_parse(struct cli_opts *o, int argc, char **argv, int first, unsigned allowed, const char *cmd) {
     memset(o, 0, sizeof *o);
     engine_opts_default(&o->eng);
@@ -47,6 +71,12 @@ int cli_parse(struct cli_opts *o, int argc, char **argv, int first, unsigned all
     o->bench_pp = 512;
     o->bench_tg = 128;
     o->bench_reps = 3;
+    o->sparsity = 0.5f;
+    o->profile_tokens = 4096;
+    o->gpu_budget = -1;
+    o->min_hot = 64;
+    o->max_rank = 128;
+    o->epochs = 0; /* the trainer's default */
     for (int i = first; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -68,7 +98,7 @@ int cli_parse(struct cli_opts *o, int argc, char **argv, int first, unsigned all
         } else if ((allowed & CLI_PROMPT) && (!strcmp(a, "-p") || !strcmp(a, "--prompt"))) {
             NEED_VALUE();
             o->prompt = v;
-        } else if ((allowed & (CLI_PROMPT | CLI_PPL)) && (!strcmp(a, "-f") || !strcmp(a, "--file"))) {
+        } else if ((allowed & (CLI_PROMPT | CLI_PPL | CLI_PROFILE)) && (!strcmp(a, "-f") || !strcmp(a, "--file"))) {
             NEED_VALUE();
             o->prompt_file = v;
         } else if ((allowed & CLI_GEN) && (!strcmp(a, "-n") || !strcmp(a, "--n-predict"))) {
@@ -161,6 +191,35 @@ int cli_parse(struct cli_opts *o, int argc, char **argv, int first, unsigned all
             if (parse_int(a, v, 1, 1000, &o->bench_reps)) return -1;
         } else if ((allowed & CLI_BENCH) && !strcmp(a, "--json")) {
             o->json = 1;
+        } else if ((allowed & (CLI_RUNTIME | CLI_BENCH | CLI_PPL | CLI_PLAN)) && !strcmp(a, "--sidecar")) {
+            NEED_VALUE();
+            o->eng.sidecar_path = v;
+        } else if ((allowed & CLI_PROFILE) && (!strcmp(a, "-o") || !strcmp(a, "--output"))) {
+            NEED_VALUE();
+            o->output = v;
+        } else if ((allowed & CLI_PROFILE) && !strcmp(a, "--svg")) {
+            NEED_VALUE();
+            o->svg = v;
+        } else if ((allowed & CLI_PROFILE) && !strcmp(a, "--sparsity")) {
+            NEED_VALUE();
+            if (parse_float(a, v, 0.0f, 0.99f, &o->sparsity)) return -1;
+        } else if ((allowed & CLI_PROFILE) && !strcmp(a, "--tokens")) {
+            NEED_VALUE();
+            if (parse_int(a, v, 16, 1 << 24, &o->profile_tokens)) return -1;
+        } else if ((allowed & CLI_PLAN) && !strcmp(a, "--gpu-budget")) {
+            NEED_VALUE();
+            if (cli_parse_size(a, v, &o->gpu_budget)) return -1;
+        } else if ((allowed & CLI_PLAN) && !strcmp(a, "--min-hot")) {
+            NEED_VALUE();
+            if (parse_int(a, v, 0, 1 << 24, &o->min_hot)) return -1;
+        } else if ((allowed & CLI_PLAN) && !strcmp(a, "--max-rank")) {
+            NEED_VALUE();
+            if (parse_int(a, v, 32, 4096, &o->max_rank)) return -1;
+        } else if ((allowed & CLI_PLAN) && !strcmp(a, "--epochs")) {
+            NEED_VALUE();
+            if (parse_int(a, v, 1, 1000, &o->epochs)) return -1;
+        } else if ((allowed & CLI_PLAN) && !strcmp(a, "--retrain")) {
+            o->retrain = 1;
         } else if ((allowed & CLI_PPL) && !strcmp(a, "--chunks")) {
             NEED_VALUE();
             if (parse_int(a, v, 1, INT_MAX, &o->max_chunks)) return -1;

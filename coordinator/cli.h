@@ -16,6 +16,8 @@ enum cli_opt_set {
     CLI_RUNTIME = 1 << 3, /* -c -t -b */
     CLI_BENCH = 1 << 4,   /* -p N, -n N, -r, --json */
     CLI_PPL = 1 << 5,     /* -f FILE, --chunks */
+    CLI_PROFILE = 1 << 6, /* -f FILE, -o SIDECAR, --sparsity, --tokens, --svg */
+    CLI_PLAN = 1 << 7,    /* --sidecar, --gpu-budget, --min-hot, --max-rank, --epochs, --retrain */
 };
 
 struct cli_opts {
@@ -29,12 +31,25 @@ struct cli_opts {
     int bench_depth;                    /* bench -d: tokens in the cache before tg */
     int json;
     int max_chunks;          /* perplexity --chunks */
+    const char *output;      /* profile -o */
+    const char *svg;         /* profile --svg */
+    float sparsity;          /* profile --sparsity */
+    int profile_tokens;      /* profile --tokens */
+    int64_t gpu_budget;      /* plan --gpu-budget, bytes; -1 unset */
+    int min_hot;             /* plan --min-hot */
+    int max_rank;            /* plan --max-rank */
+    int epochs;              /* plan --epochs */
+    int retrain;             /* plan --retrain */
     int verbose;
 };
 
 /* Parses argv[first..argc) for a command that accepts `allowed`. Returns 0,
  * or -1 after printing a one-line reason to stderr. */
 int cli_parse(struct cli_opts *o, int argc, char **argv, int first, unsigned allowed, const char *cmd);
+
+/* "40MiB", "1.5G", "512k", "123456" -> bytes (k/M/G/T are powers of 1024,
+ * with or without "iB"/"B"). 0 ok, -1 with a message on stderr. */
+int cli_parse_size(const char *flag, const char *s, int64_t *out);
 
 /* Reads a whole file into a NUL-terminated buffer (caller frees). */
 char *cli_read_file(const char *path, size_t *len, char *err, size_t errlen);
@@ -48,6 +63,8 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
+int cmd_profile(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
 int cmd_fetch(int argc, char **argv);
 int cmd_topo(int argc, char **argv);
 int cmd_workers(int argc, char **argv);

@@ -59,15 +59,37 @@ int engine_open(struct engine *s, const struct engine_opts *o, char *err, size_t
         engine_close(s);
         return -1;
     }
+    if (o->sidecar_path && hotcold_load_sidecar(&s->sc, o->sidecar_path, &s->model, err, errlen) != 0) {
+        engine_close(s);
+        return -1;
+    }
     if (o->single_process) {
         if (state_create(&s->st, &s->model, n_ctx, max_batch, n_threads, err, errlen) != 0 ||
             state_set_kv(&s->st, &s->kv, 0, err, errlen) != 0) {
             engine_close(s);
             return -1;
         }
+        if (o->sidecar_path) {
+            int64_t *p0 = calloc((size_t)c->n_layers, sizeof *p0), *p1 = malloc((size_t)c->n_layers * sizeof *p1);
+            int hrc = -1;
+            if (p0 && p1) {
+                for (int l = 0; l < c->n_layers; l++) p1[l] = c->hidden_dim;
+                hrc = hotcold_create(&s->hc, &s->sc, &s->model, p0, p1, max_batch, err, errlen);
+            } else {
+                snprintf(err, errlen, "out of memory");
+            }
+            free(p0);
+            free(p1);
+            if (hrc) {
+                engine_close(s);
+                return -1;
+            }
+            s->st.hc = &s->hc;
+        }
     } else {
         struct runtime_opts ro = {s->model_path, o->n_cpu_workers, o->pin, o->gpu_backend, o->hot_fraction,
-                                  n_ctx, max_batch, n_threads, log_get_level() >= LOG_INFO, s->kv};
+                                  n_ctx, max_batch, n_threads, log_get_level() >= LOG_INFO, s->kv,
+                                  o->sidecar_path, o->sidecar_path ? &s->sc : NULL};
         s->rt = runtime_start(&ro, &s->model, err, errlen);
         if (!s->rt) {
             engine_close(s);
@@ -96,6 +118,8 @@ void engine_close(struct engine *s) {
     free(s->logits);
     free(s->past);
     if (s->st.m) state_free(&s->st);
+    if (s->hc.hot) hotcold_destroy(&s->hc);
+    if (s->sc.layers) sidecar_free(&s->sc);
     if (s->rt) runtime_stop(s->rt);
     if (s->tok) tokenizer_free(s->tok);
     model_free(&s->model);
@@ -108,6 +132,15 @@ size_t engine_kv_bytes(const struct engine *s) {
     if (kv_config_active(&s->kv, s->n_ctx))
         return kv_config_bytes(&s->kv, c->n_layers, c->n_kv_heads, c->head_dim, s->max_batch);
     return 2 * (size_t)c->n_layers * (size_t)s->n_ctx * (size_t)c->n_kv_heads * c->head_dim * sizeof(float);
+}
+
+void engine_ffn_bytes(const struct engine *s, double *weight_bytes, double *dense_bytes) {
+    if (s->rt) {
+        runtime_ffn_bytes(s->rt, weight_bytes, dense_bytes);
+    } else {
+        *weight_bytes = s->hc.stats.weight_bytes;
+        *dense_bytes = s->hc.stats.dense_bytes;
+    }
 }
 
 void engine_truncate(struct engine *s, int n) {

@@ -13,6 +13,8 @@
 #include <stdio.h>
 
 #include "forward.h"
+#include "hotcold.h"
+#include "sidecar.h"
 #include "kvcache.h"
 #include "runtime.h"
 #include "model.h"
@@ -29,6 +31,7 @@ struct engine_opts {
     const char *pin;        /* runtime: --pin SPEC */
     const char *gpu_backend;/* runtime: --gpu-backend */
     float hot_fraction;     /* runtime: --hot-fraction */
+    const char *sidecar_path; /* --sidecar: hot/cold placement and predictors (core/sidecar.h) */
     struct kv_config kv;    /* --kv-budget/-sinks/-recent/-type/-window (core/kvcache.h) */
 };
 
@@ -37,6 +40,8 @@ struct engine {
     struct tokenizer *tok;
     struct llama_state st;    /* single process only */
     struct runtime *rt;       /* multi-process only */
+    struct sidecar sc;        /* --sidecar; sc.layers NULL without */
+    struct hotcold hc;        /* single process with --sidecar */
     int n_ctx, max_batch, n_threads;
     struct kv_config kv; /* resolved; kv_config_active(): the H2O cache is in use */
     float *logits; /* [max_batch, n_vocab] */
@@ -71,6 +76,9 @@ int engine_generate(struct engine *s, const int32_t *prompt, int n_prompt, int n
 
 /* Bytes of the KV cache (in whichever process holds it). */
 size_t engine_kv_bytes(const struct engine *s);
+/* FFN weight bytes read so far and what the dense FFN would have read, over
+ * all tokens and layers (with --sidecar; both 0 without). */
+void engine_ffn_bytes(const struct engine *s, double *weight_bytes, double *dense_bytes);
 
 /* Number of online CPUs (at least 1). */
 int engine_default_threads(void);

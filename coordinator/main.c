@@ -17,6 +17,8 @@ static const char k_usage[] =
     "  info        metadata and tensor table of a GGUF file: hearth info -m FILE\n"
     "  bench       prompt (pp) and generation (tg) tokens/s: hearth bench [-m FILE] [-p 512] [-n 128] [--json]\n"
     "  perplexity  perplexity of a text (llama.cpp's method): hearth perplexity [-m FILE] -f TEXT [-c 512]\n"
+    "  profile     firing statistics of the FFN neurons over a text, into a sidecar: hearth profile -f TEXT\n"
+    "  plan        predictors and hot/cold placement under a GPU budget: hearth plan --sidecar F --gpu-budget 64M\n"
     "  fetch       download the default model into the cache and print its path\n"
     "  topo        the machine's topology and the worker placement hearth would use\n"
     "  workers     the workers of running sessions; 'hearth workers restart ROLE' restarts one\n"
@@ -57,6 +59,8 @@ static const char k_run_help[] =
     "      --pin SPEC          worker placement (see 'hearth topo --help')\n"
     "      --gpu-backend B     host (CPU threads) or cuda (default: host; cuda arrives with its backend)\n"
     "      --hot-fraction F    share of each layer's FFN neurons on the GPU worker (default 0.5)\n"
+    "      --sidecar FILE      hot/cold plan and predictors from hearth profile + hearth plan: compute only the\n"
+    "                          neurons that fire (also for bench, perplexity and --single-process)\n"
     "KV cache (H2O heavy hitters, docs/kv-cache.md; also for chat, bench, perplexity):\n"
     "      --kv-budget N|F     tokens kept per layer and KV head: N tokens, or a fraction F (e.g. 0.2) of -c\n"
     "                          (default: all, the dense cache); memory and attention time stay O(budget)\n"
@@ -102,6 +106,28 @@ static const char k_ppl_help[] =
     "With a KV budget (--kv-budget, --kv-type, --kv-window as for `hearth run`) the logits must come from the\n"
     "compressed cache, so each chunk's first half is evaluated as a prompt (batches of -b, cut to the budget\n"
     "after each) and the scored second half token by token (slower than the one-batch dense method).\n";
+
+static const char k_profile_help[] =
+    "usage: hearth profile [-m FILE] -f TEXT [-o SIDECAR] [--sparsity S] [--tokens N] [-c 512] [-t T] [--svg FILE]\n"
+    "\n"
+    "Runs the dense model over a calibration text (chunks of -c tokens spread over the file, --tokens in all,\n"
+    "default 4096) and records per layer and FFN neuron how often it fires: |act(gate x) * (up x)| above the\n"
+    "layer's threshold, which is set so that a share S of all (token, neuron) values fall below it (--sparsity,\n"
+    "default 0.5; 0 keeps every nonzero, the natural sparsity of ReLU models). Writes the sidecar GGUF\n"
+    "(default MODEL.hearth.gguf: thresholds, frequencies, predictor training samples, provenance) and an SVG\n"
+    "of the firing-frequency distribution per layer (default: the sidecar's name with .svg). Then run\n"
+    "hearth plan.\n";
+
+static const char k_plan_help[] =
+    "usage: hearth plan [-m FILE] --sidecar SIDECAR --gpu-budget SIZE [--min-hot N] [-c N] [--kv-budget ...]\n"
+    "                   [--max-rank R] [--epochs E] [--retrain] [-t T]\n"
+    "\n"
+    "Trains the activation predictors (one low-rank MLP per layer, on the profile's samples; held-out recall\n"
+    "and precision printed) and places the hot neurons: an integer linear program (GLPK) chooses how many of\n"
+    "each layer's most frequently firing neurons the GPU worker keeps, maximising the firings it serves\n"
+    "within SIZE (e.g. 64M, 2GiB) after the fixed residents (attention, embeddings, LM head, the KV cache of\n"
+    "-c positions or --kv-budget, the predictors); a layer gets 0 or at least --min-hot (default 64) hot\n"
+    "neurons. Prints a per-layer table and writes the plan into the sidecar. Use it with --sidecar.\n";
 
 static const char k_fetch_help[] =
     "usage: hearth fetch\n"
@@ -151,6 +177,8 @@ int main(int argc, char **argv) {
         {"info", cmd_info, k_info_help},
         {"bench", cmd_bench, k_bench_help},
         {"perplexity", cmd_perplexity, k_ppl_help},
+        {"profile", cmd_profile, k_profile_help},
+        {"plan", cmd_plan, k_plan_help},
         {"fetch", cmd_fetch, k_fetch_help},
         {"topo", cmd_topo, k_topo_help},
         {"workers", cmd_workers, k_workers_help},

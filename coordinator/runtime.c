@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <libgen.h>
 #include <signal.h>
 #include <spawn.h>
@@ -21,6 +22,7 @@
 #include "ring.h"
 #include "session.h"
 #include "shm.h"
+#include "sparse.h"
 #include "topo.h"
 #include "types.h"
 #include "wire.h"
@@ -57,6 +59,7 @@ struct runtime {
     size_t ring_slot;
     uint64_t next_step;
     int stopping;            /* runtime_stop: workers leaving is expected */
+    double ffn_weight_bytes, ffn_dense_bytes; /* summed from StepDone */
 };
 
 static volatile sig_atomic_t g_interrupted;
@@ -69,6 +72,11 @@ static void on_signal(int sig) {
 int runtime_interrupted(void) { return g_interrupted != 0; }
 
 const char *runtime_session_id(const struct runtime *rt) { return rt->sess.id; }
+
+void runtime_ffn_bytes(const struct runtime *rt, double *weight_bytes, double *dense_bytes) {
+    *weight_bytes = rt->ffn_weight_bytes;
+    *dense_bytes = rt->ffn_dense_bytes;
+}
 
 static size_t proc_peak_rss(pid_t pid) {
     char path[64], line[256];
@@ -98,13 +106,16 @@ static int n_cpu(const struct runtime *rt) { return rt->n_workers - 1; }
 static int64_t align_down(int64_t v, int64_t a) { return v / a * a; }
 
 /* Hot neurons [0, hot) on the GPU worker, the rest split evenly (on block
- * boundaries) among the CPU workers. */
+ * boundaries) among the CPU workers. Without a sidecar, hot is the first
+ * --hot-fraction of the neurons in their file order, the same in every
+ * layer; with one, the neurons are the plan's positions (most frequently
+ * firing first) and each layer has its own hot count. */
 static int plan_neurons(struct runtime *rt, char *err, size_t errlen) {
     const struct llama_config *c = &rt->m->cfg;
-    const int64_t hidden = c->hidden_dim, align = ffn_neuron_align(rt->m);
-    int64_t hot = align_down((int64_t)(rt->o.hot_fraction * (double)hidden + 0.5), align);
-    if (rt->o.hot_fraction >= 1.0f) hot = hidden;
-    const int64_t cold_blocks = (hidden - hot + align - 1) / align;
+    const int64_t hidden = c->hidden_dim;
+    const int64_t align = rt->o.sidecar ? SPARSE_GROUP : ffn_neuron_align(rt->m);
+    int64_t hot_all = align_down((int64_t)(rt->o.hot_fraction * (double)hidden + 0.5), align);
+    if (rt->o.hot_fraction >= 1.0f) hot_all = hidden;
     for (int i = 0; i < rt->n_workers; i++) {
         struct rworker *w = &rt->w[i];
         w->n0 = calloc((size_t)c->n_layers, sizeof *w->n0);
@@ -113,23 +124,25 @@ static int plan_neurons(struct runtime *rt, char *err, size_t errlen) {
             snprintf(err, errlen, "out of memory");
             return -1;
         }
-        int64_t a, b;
-        if (i == 0) {
-            a = 0;
-            b = hot;
-        } else {
-            int k = i - 1, n = n_cpu(rt);
-            a = hot + cold_blocks * k / n * align;
-            b = hot + cold_blocks * (k + 1) / n * align;
-            if (b > hidden) b = hidden;
-            if (a > hidden) a = hidden;
-        }
         for (int l = 0; l < c->n_layers; l++) {
+            const int64_t hot = rt->o.sidecar ? rt->o.sidecar->layers[l].hot : hot_all;
+            const int64_t cold_blocks = (hidden - hot + align - 1) / align;
+            int64_t a, b;
+            if (i == 0) {
+                a = 0;
+                b = hot;
+            } else {
+                int k = i - 1, n = n_cpu(rt);
+                a = hot + cold_blocks * k / n * align;
+                b = hot + cold_blocks * (k + 1) / n * align;
+                if (b > hidden) b = hidden;
+                if (a > hidden) a = hidden;
+            }
             w->n0[l] = a;
             w->n1[l] = b;
         }
-        log_info("%s: neurons [%lld, %lld) of %lld in every layer", w->role, (long long)a, (long long)b,
-                 (long long)hidden);
+        log_info("%s: neurons [%lld, %lld) of %lld in %s", w->role, (long long)w->n0[0], (long long)w->n1[0],
+                 (long long)hidden, rt->o.sidecar ? "layer 0 (positions of the sidecar's plan)" : "every layer");
     }
     return 0;
 }
@@ -227,6 +240,10 @@ static int send_assign(struct runtime *rt, struct rworker *w) {
     free(cpuset);
     a->n_threads = w->place ? (uint32_t)w->place->n_threads : 1;
     a->hot_fraction = rt->o.hot_fraction;
+    if (rt->o.sidecar_path) {
+        char abs_path[PATH_MAX];
+        rc |= ctl_strdup(&a->sidecar_path, realpath(rt->o.sidecar_path, abs_path) ? abs_path : rt->o.sidecar_path);
+    }
     a->n_ctx = (uint32_t)rt->o.n_ctx;
     a->max_batch = (uint32_t)rt->o.max_batch;
     if (kv_config_active(&rt->o.kv, rt->o.n_ctx)) {
@@ -413,6 +430,10 @@ static int step_once(struct runtime *rt, const int32_t *tokens, int n, int pos0,
         if (rc == 0) {
             int done = msg->body_case == HEARTH__ENVELOPE__BODY_STEP_DONE && msg->step_done->step_id == id;
             if (!done) handle_msg(rt, &peer, msg);
+            if (done) {
+                rt->ffn_weight_bytes += msg->step_done->ffn_weight_bytes;
+                rt->ffn_dense_bytes += msg->step_done->ffn_dense_bytes;
+            }
             ctl_env_free(msg);
             if (done) return STEP_OK;
             continue;

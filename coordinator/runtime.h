@@ -25,6 +25,7 @@
 
 #include "kvcache.h"
 #include "model.h"
+#include "sidecar.h"
 
 struct runtime_opts {
     const char *model_path;
@@ -36,6 +37,8 @@ struct runtime_opts {
     int n_threads;           /* all threads of all workers; 0: the machine's cores */
     int verbose;
     struct kv_config kv;     /* resolved (kv_config_resolve); budget 0: the dense cache */
+    const char *sidecar_path;     /* NULL: dense FFN split by hot_fraction */
+    const struct sidecar *sidecar; /* loaded and checked (hotcold_load_sidecar): its hot counts place the neurons */
 };
 
 struct runtime;
@@ -62,6 +65,9 @@ int runtime_procs(const struct runtime *rt, struct runtime_proc *out, int max);
 
 /* The session id (for logs and `hearth workers`). */
 const char *runtime_session_id(const struct runtime *rt);
+/* With a sidecar: FFN weight bytes read by all workers so far, and what the
+ * dense FFN would have read (0 and 0 without one). */
+void runtime_ffn_bytes(const struct runtime *rt, double *weight_bytes, double *dense_bytes);
 
 /* 1 once SIGINT/SIGTERM asked the coordinator to stop. */
 int runtime_interrupted(void);

@@ -1,6 +1,7 @@
 /* forward: see forward.h. Symbols follow llama2.c: x (residual), xb (normed),
  * q/k/v, att (scores), gate/up/h (FFN), one function per piece of a layer. */
 #include "forward.h"
+#include "hotcold.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -177,15 +178,6 @@ static void attn_worker(void *arg, int ith, int nth) {
     }
 }
 
-static float ffn_act(float g, enum ffn_act act) {
-    switch (act) {
-    case FFN_ACT_RELU: return g > 0.0f ? g : 0.0f;
-    case FFN_ACT_GELU: return 0.5f * g * (1.0f + tanhf(0.7978845608f * (g + 0.044715f * g * g * g)));
-    case FFN_ACT_SILU: break;
-    }
-    return g / (1.0f + expf(-g));
-}
-
 void forward_embed(struct llama_state *s, const int32_t *tokens, int n) {
     const struct llama_model *m = s->m;
     const int dim = m->cfg.dim;
@@ -320,7 +312,7 @@ int ffn_partial_layer(const struct llama_config *c, const struct llama_layer *L,
             const float *g = fs->gate + (size_t)t * hidden, *u = fs->up + (size_t)t * hidden;
             float *h = fs->h + (size_t)t * width;
             for (int64_t i = g0; i < g1; i++)
-                h[i - g0] = c->ffn_gated ? ffn_act(g[i], c->ffn_act) * u[i] : ffn_act(u[i], c->ffn_act);
+                h[i - g0] = c->ffn_gated ? ffn_activation(g[i], c->ffn_act) * u[i] : ffn_activation(u[i], c->ffn_act);
         }
         /* y = down[:, g0:g1] h: each of down's dim rows read from column g0 on */
         const char *w = (const char *)L->w_down.data + hearth_row_size(L->w_down.type, g0);
@@ -338,7 +330,9 @@ static int layer_forward(struct llama_state *s, int l, int n, int pos0, char *er
     if (forward_attention(s, l, n, pos0, err, errlen) != 0) return -1;
     forward_ffn_norm(s, l, n);
     memset(s->acc, 0, (size_t)n * dim * sizeof *s->acc);
-    if (ffn_partial(s->m, l, s->xb, n, 0, s->m->cfg.hidden_dim, s->acc, &s->fs, s->tp, err, errlen) != 0) return -1;
+    if (s->hc ? hotcold_ffn(s->hc, l, s->xb, n, s->acc, s->tp, err, errlen)
+              : ffn_partial(s->m, l, s->xb, n, 0, s->m->cfg.hidden_dim, s->acc, &s->fs, s->tp, err, errlen))
+        return -1;
     ffn_acc_add_to(s->x, s->acc, (size_t)n * dim);
     return 0;
 }

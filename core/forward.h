@@ -12,6 +12,7 @@
 #ifndef HEARTH_FORWARD_H
 #define HEARTH_FORWARD_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -57,6 +58,9 @@ struct llama_state {
     struct tpool *tp;
     struct matmul_scratch ms;
     struct ffn_scratch fs;
+    /* NULL: the dense FFN; else the sparse hot/cold FFN of a sidecar plan
+     * (core/hotcold.h), set by the caller, who owns it */
+    struct hotcold *hc;
 };
 
 int state_create(struct llama_state *s, const struct llama_model *m, int n_ctx, int max_batch, int n_threads,
@@ -102,6 +106,16 @@ int forward_output(struct llama_state *s, int n, float *logits, int all_logits, 
  * precision for the values involved; the range is +-2^31. */
 #define FFN_GROUP 256
 #define FFN_FIXED_SHIFT 32
+
+/* The FFN's activation function: h = act(gate x) * (up x), or act(up x) ungated. */
+static inline float ffn_activation(float g, enum ffn_act act) {
+    switch (act) {
+    case FFN_ACT_RELU: return g > 0.0f ? g : 0.0f;
+    case FFN_ACT_GELU: return 0.5f * g * (1.0f + tanhf(0.7978845608f * (g + 0.044715f * g * g * g)));
+    case FFN_ACT_SILU: break;
+    }
+    return g / (1.0f + expf(-g));
+}
 
 int ffn_scratch_create(struct ffn_scratch *fs, const struct llama_model *m, int max_batch, char *err, size_t errlen);
 void ffn_scratch_free(struct ffn_scratch *fs);

@@ -20,6 +20,11 @@ static const struct {
     [HEARTH_TYPE_Q5_K] = {"Q5_K", 256, 176},
     [HEARTH_TYPE_Q6_K] = {"Q6_K", 256, 210},
     [HEARTH_TYPE_Q8_K] = {"Q8_K", 256, 292},
+    [HEARTH_TYPE_I8] = {"I8", 1, 1},
+    [HEARTH_TYPE_I16] = {"I16", 1, 2},
+    [HEARTH_TYPE_I32] = {"I32", 1, 4},
+    [HEARTH_TYPE_I64] = {"I64", 1, 8},
+    [HEARTH_TYPE_F64] = {"F64", 1, 8},
     [HEARTH_TYPE_BF16] = {"BF16", 1, 2},
 };
 

@@ -25,6 +25,13 @@ enum hearth_type {
     HEARTH_TYPE_Q5_K = 13,
     HEARTH_TYPE_Q6_K = 14,
     HEARTH_TYPE_Q8_K = 15,
+    /* plain integers and F64, as ggml numbers them: no kernels, storage only
+     * (the sidecar's neuron orders, hot counts and predictor samples) */
+    HEARTH_TYPE_I8 = 24,
+    HEARTH_TYPE_I16 = 25,
+    HEARTH_TYPE_I32 = 26,
+    HEARTH_TYPE_I64 = 27,
+    HEARTH_TYPE_F64 = 28,
     HEARTH_TYPE_BF16 = 30,
     HEARTH_TYPE_COUNT = 31 /* one past the largest id */
 };

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "forward.h"
+#include "hotcold.h"
 #include "ipc.h"
 #include "log.h"
 #include "model.h"
@@ -38,6 +39,9 @@ struct cpu_worker {
     struct llama_model model;
     struct topo *topo;
     struct local_layer *local; /* [n_layers] or NULL: compute from the mapped file */
+    struct sidecar sc;         /* Assign.sidecar_path: the sparse FFN of the plan */
+    struct hotcold hc;
+    int sparse;
     struct tpool *tp;
     struct ffn_scratch fs;
     int64_t *n0, *n1; /* [n_layers] this worker's neurons of each layer */
@@ -148,7 +152,15 @@ static int setup(struct cpu_worker *c, char *err, size_t errlen) {
     c->tp = tpool_create(n_threads, err, errlen);
     if (!c->tp || ffn_scratch_create(&c->fs, &c->model, (int)a->max_batch, err, errlen) != 0) return -1;
     worker_pin_pool(&c->w, c->tp);
-    if (make_local_copy(c, err, errlen) != 0) return -1;
+    if (a->sidecar_path && a->sidecar_path[0]) {
+        /* positions of the plan; hotcold gathers the shard's rows itself */
+        if (hotcold_load_sidecar(&c->sc, a->sidecar_path, &c->model, err, errlen) != 0 ||
+            hotcold_create(&c->hc, &c->sc, &c->model, c->n0, c->n1, (int)a->max_batch, err, errlen) != 0)
+            return -1;
+        c->sparse = 1;
+    } else if (make_local_copy(c, err, errlen) != 0) {
+        return -1;
+    }
     char name[32], ep[IPC_PATH_MAX + 32];
     int k = atoi(c->w.role + 3);
     snprintf(name, sizeof name, WIRE_RING_IN, k);
@@ -183,12 +195,19 @@ static int serve(struct cpu_worker *c, const void *msg, uint32_t len, char *err,
     const float *xn = (const float *)((const char *)msg + sizeof h);
     memset(acc, 0, payload);
     const int l = (int)h.layer;
-    int rc = c->local ? ffn_partial_layer(cfg, &c->local[l].L, xn, (int)h.n_tokens, 0, c->n1[l] - c->n0[l], acc,
+    const struct hotcold_stats before = c->hc.stats;
+    int rc = c->sparse ? hotcold_ffn(&c->hc, l, xn, (int)h.n_tokens, acc, c->tp, err, errlen)
+             : c->local ? ffn_partial_layer(cfg, &c->local[l].L, xn, (int)h.n_tokens, 0, c->n1[l] - c->n0[l], acc,
                                           &c->fs, c->tp, err, errlen)
                       : ffn_partial(&c->model, l, xn, (int)h.n_tokens, c->n0[l], c->n1[l], acc, &c->fs, c->tp, err,
                                     errlen);
     if (rc != 0)
         return -1;
+    if (c->sparse) {
+        h.weight_bytes = c->hc.stats.weight_bytes - before.weight_bytes;
+        h.dense_bytes = c->hc.stats.dense_bytes - before.dense_bytes;
+        memcpy(slot, &h, sizeof h);
+    }
     return ring_commit_notify(&c->out, &c->out_bell, (uint32_t)(sizeof h + payload)) == 0 ? 0 : -1;
 }
 
@@ -225,6 +244,8 @@ int main(int argc, char **argv) {
     doorbell_close(&c.in_bell);
     doorbell_close(&c.out_bell);
     ffn_scratch_free(&c.fs);
+    if (c.sparse) hotcold_destroy(&c.hc);
+    if (c.sc.layers) sidecar_free(&c.sc);
     if (c.tp) tpool_destroy(c.tp);
     free_local_copy(&c);
     free(c.n0);

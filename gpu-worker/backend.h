@@ -42,6 +42,11 @@ int backend_host_create(struct gpu_backend *b, const struct llama_model *m, int 
 struct kv_config;
 int backend_host_set_kv(struct gpu_backend *b, const struct kv_config *cfg, char *err, size_t errlen);
 
+/* Makes the host backend's ffn_hot compute the sparse FFN of a sidecar plan
+ * (core/hotcold.h, built for the worker's hot positions; the caller keeps it). */
+struct hotcold;
+void backend_host_set_hotcold(struct gpu_backend *b, struct hotcold *hc);
+
 /* The host backend's thread pool, for pinning (NULL for other backends). */
 struct tpool *backend_host_pool(struct gpu_backend *b);
 

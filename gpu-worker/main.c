@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "hotcold.h"
 #ifdef HEARTH_HAVE_CUDA
 #include "backend_cuda.h"
 #endif
@@ -36,6 +37,9 @@ struct gpu_worker {
     struct shm_region logits;
     uint64_t *layer_ns;
     int max_batch;
+    struct sidecar sc; /* Assign.sidecar_path: hot positions of the plan */
+    struct hotcold hc; /* host backend with a sidecar */
+    double step_weight_bytes, step_dense_bytes; /* FFN bytes of this step, all workers */
 };
 
 static int setup(struct gpu_worker *g, char *err, size_t errlen) {
@@ -88,6 +92,12 @@ static int setup(struct gpu_worker *g, char *err, size_t errlen) {
         g->hot0[s->layer] = s->first_neuron;
         g->hot1[s->layer] = s->end_neuron;
     }
+    const int sparse = a->sidecar_path && a->sidecar_path[0];
+    if (sparse && hotcold_load_sidecar(&g->sc, a->sidecar_path, &g->model, err, errlen) != 0) return -1;
+    if (sparse && !is_cuda) {
+        if (hotcold_create(&g->hc, &g->sc, &g->model, g->hot0, g->hot1, g->max_batch, err, errlen) != 0) return -1;
+        backend_host_set_hotcold(&g->be, &g->hc);
+    }
 #ifdef HEARTH_HAVE_CUDA
     for (int l = 0; is_cuda && l < c->n_layers; l++) { /* the hot neurons go to the device once */
         const int64_t n = g->hot1[l] - g->hot0[l];
@@ -96,7 +106,8 @@ static int setup(struct gpu_worker *g, char *err, size_t errlen) {
             snprintf(err, errlen, "out of memory");
             return -1;
         }
-        for (int64_t i = 0; i < n; i++) idx[i] = g->hot0[l] + i;
+        /* with a sidecar, the hot positions' neurons (computed densely: no threshold on the device yet) */
+        for (int64_t i = 0; i < n; i++) idx[i] = sparse ? g->sc.layers[l].order[g->hot0[l] + i] : g->hot0[l] + i;
         int rc = backend_cuda_set_hot(&g->be, l, idx, n, err, errlen);
         free(idx);
         if (rc != 0) return -1;
@@ -126,7 +137,7 @@ static int setup(struct gpu_worker *g, char *err, size_t errlen) {
 
 /* Sends the FFN input of one layer to every CPU worker. 1: asked to exit. */
 static int send_ffn_input(struct gpu_worker *g, uint64_t step_id, int layer, int n, const float *xn) {
-    const struct wire_ffn h = {step_id, (uint32_t)layer, (uint32_t)n};
+    const struct wire_ffn h = {step_id, (uint32_t)layer, (uint32_t)n, 0.0, 0.0};
     const size_t payload = (size_t)n * g->model.cfg.dim * sizeof(float);
     for (int k = 0; k < g->n_cpu; k++) {
         void *slot;
@@ -165,6 +176,8 @@ static int gather_partials(struct gpu_worker *g, uint64_t step_id, int layer, in
                 return -1;
             }
             g->be.add_partial(&g->be, n, (const int64_t *)((const char *)msg + sizeof h));
+            g->step_weight_bytes += h.weight_bytes;
+            g->step_dense_bytes += h.dense_bytes;
             ring_release(&g->out[k]);
             break;
         }
@@ -182,6 +195,8 @@ static int run_step(struct gpu_worker *g, const Hearth__Step *s, char *err, size
         return -1;
     }
     const uint64_t t_step = idle_now_ns();
+    const struct hotcold_stats before = g->hc.stats;
+    g->step_weight_bytes = g->step_dense_bytes = 0;
     if (g->be.begin(&g->be, s->token_ids, n, err, errlen) != 0) return -1;
     for (int l = 0; l < c->n_layers; l++) {
         const uint64_t t0 = idle_now_ns();
@@ -201,6 +216,10 @@ static int run_step(struct gpu_worker *g, const Hearth__Step *s, char *err, size
     }
     Hearth__Envelope *done =
         ctl_env_step_done(s->step_id, g->layer_ns, (size_t)c->n_layers, idle_now_ns() - t_step);
+    if (done) {
+        done->step_done->ffn_weight_bytes = g->step_weight_bytes + g->hc.stats.weight_bytes - before.weight_bytes;
+        done->step_done->ffn_dense_bytes = g->step_dense_bytes + g->hc.stats.dense_bytes - before.dense_bytes;
+    }
     int rc = done ? ctl_client_send(&g->w.ctl, done) : IPC_ERR;
     ctl_env_free(done);
     if (rc != 0) {
@@ -241,6 +260,8 @@ int main(int argc, char **argv) {
     }
     shm_region_close(&g.logits);
     if (g.be.destroy) g.be.destroy(&g.be);
+    if (g.hc.hot) hotcold_destroy(&g.hc);
+    if (g.sc.layers) sidecar_free(&g.sc);
     free(g.hot0);
     free(g.hot1);
     free(g.layer_ns);

@@ -23,9 +23,12 @@ struct wire_ffn {
     uint64_t step_id;  /* the Step this layer belongs to */
     uint32_t layer;
     uint32_t n_tokens; /* rows of the payload */
+    /* out.cpuK only, with a sidecar (core/hotcold.h): FFN weight bytes this
+     * partial read, and what the dense FFN of the same neurons would read */
+    double weight_bytes, dense_bytes;
     /* float payload[n_tokens * dim] follows */
 };
-_Static_assert(sizeof(struct wire_ffn) == 16, "wire_ffn is 16 bytes (payload stays 16-byte aligned)");
+_Static_assert(sizeof(struct wire_ffn) == 32, "wire_ffn is 32 bytes (payload stays 16-byte aligned)");
 
 /* Ring names of CPU worker k ("in.cpu0", "out.cpu0"). */
 #define WIRE_RING_IN "in.cpu%d"

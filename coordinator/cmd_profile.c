@@ -1,0 +1,269 @@
+/* hearth profile: activation statistics of the dense model over a
+ * calibration text, into a sidecar GGUF (core/sidecar.h).
+ *
+ * The text is cut into chunks of -c tokens spread evenly over the file (so
+ * a long corpus is sampled, not just its beginning) until --tokens tokens
+ * have been run. For every layer and token the dense pass's gate and up
+ * products give h = act(gate x) * (up x) for all neurons; |h| is kept as a
+ * half float. Afterwards each layer's threshold is the --sparsity quantile
+ * of its |h| values (CATS: the neurons below it are treated as zero), a
+ * neuron's firing frequency is the share of tokens where |h| exceeds it, and
+ * the FFN inputs with their fired masks are stored as the predictors'
+ * training samples. The frequencies are also drawn (SVG), since a power
+ * law is easier to see than to read. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "engine.h"
+#include "fp16.h"
+#include "log.h"
+#include "plot.h"
+#include "sha256.h"
+#include "sidecar.h"
+
+/* |h| as the bits of a non-negative half float: their integer order is the
+ * value order, so quantiles are a histogram over 2^15 bins. */
+static inline uint16_t abs_half_bits(float h) {
+    float a = fabsf(h);
+    if (!(a < 65504.0f)) a = 65504.0f; /* inf and NaN clamp to the largest half */
+    return (uint16_t)(fp16_from_f32(a) & 0x7fff);
+}
+
+static void progress(int done, int total, double t0) {
+    static int last_pct = -1;
+    int pct = (int)(100.0 * done / total);
+    if (pct == last_pct && done != total) return;
+    last_pct = pct;
+    double dt = engine_now() - t0;
+    if (isatty(2)) {
+        char bar[41];
+        int fill = pct * 40 / 100;
+        for (int i = 0; i < 40; i++) bar[i] = i < fill ? '#' : '.';
+        bar[40] = 0;
+        fprintf(stderr, "\rprofile: [%s] %3d%% %d/%d tokens, %.0f tok/s", bar, pct, done, total,
+                dt > 0 ? done / dt : 0.0);
+        if (done == total) fputc('\n', stderr);
+    } else if (pct % 10 == 0) {
+        fprintf(stderr, "profile: %3d%% %d/%d tokens, %.0f tok/s\n", pct, done, total, dt > 0 ? done / dt : 0.0);
+    }
+}
+
+static int cmp_float_desc(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x < y) - (x > y);
+}
+
+/* Neurons (as a share of the layer) that serve `share` of all firings: small = skewed. */
+static double coverage(const float *sorted_desc, int64_t n, double share) {
+    double total = 0, acc = 0;
+    for (int64_t i = 0; i < n; i++) total += sorted_desc[i];
+    if (total <= 0) return 0;
+    for (int64_t i = 0; i < n; i++) {
+        acc += sorted_desc[i];
+        if (acc >= share * total) return (double)(i + 1) / (double)n;
+    }
+    return 1;
+}
+
+int cmd_profile(int argc, char **argv) {
+    struct cli_opts o;
+    if (cli_parse(&o, argc, argv, 2, CLI_MODEL | CLI_PROFILE | CLI_RUNTIME, "profile") != 0) return 1;
+    if (!o.prompt_file) return cli_fail("profile needs the calibration text: -f FILE");
+    if (o.eng.n_ctx == 0) o.eng.n_ctx = 512;
+    o.eng.single_process = 1;
+    o.eng.sidecar_path = NULL;
+    char err[1024], out_path[4096], svg_path[4096];
+    size_t len = 0;
+    char *text = cli_read_file(o.prompt_file, &len, err, sizeof err);
+    if (!text) return cli_fail(err);
+    struct engine s;
+    if (engine_open(&s, &o.eng, err, sizeof err) != 0) {
+        free(text);
+        return cli_fail(err);
+    }
+    struct sidecar sc = {0};
+    uint16_t **absh = NULL; /* [n_layers][T][hidden] |h| as half bits */
+    uint64_t *hist = NULL;
+    int32_t *tokens = NULL;
+    float **sorted = NULL;
+    size_t n_tokens = 0;
+    int rc = 1;
+    struct llama_state *st = &s.st;
+    const struct llama_config *c = &s.model.cfg;
+    const int n_ctx = s.n_ctx, n_layers = c->n_layers, dim = c->dim;
+    const int64_t hidden = c->hidden_dim;
+    if (o.output) snprintf(out_path, sizeof out_path, "%s", o.output);
+    else sidecar_default_path(s.model_path, out_path, sizeof out_path);
+    if (o.svg) {
+        snprintf(svg_path, sizeof svg_path, "%s", o.svg);
+    } else {
+        size_t n = strlen(out_path);
+        if (n > 5 && strcmp(out_path + n - 5, ".gguf") == 0) n -= 5;
+        snprintf(svg_path, sizeof svg_path, "%.*s.svg", (int)n, out_path);
+    }
+
+    if (tokenizer_encode(s.tok, text, len, 0, &tokens, &n_tokens) != 0) {
+        snprintf(err, sizeof err, "out of memory while tokenizing");
+        goto out;
+    }
+    const int avail = (int)(n_tokens / (size_t)n_ctx);
+    int n_chunks = (o.profile_tokens + n_ctx - 1) / n_ctx;
+    if (avail < 1) {
+        snprintf(err, sizeof err, "%s has %zu tokens; profiling needs at least one chunk of %d (-c)", o.prompt_file,
+                 n_tokens, n_ctx);
+        goto out;
+    }
+    if (n_chunks > avail) {
+        log_warn("%s has %zu tokens: profiling %d chunks of %d instead of the %d tokens asked for", o.prompt_file,
+                 n_tokens, avail, n_ctx, o.profile_tokens);
+        n_chunks = avail;
+    }
+    const int64_t T = (int64_t)n_chunks * n_ctx;
+    fprintf(stderr, "profile: %s, %d chunks of %d tokens (of %zu) from %s, target sparsity %.2f\n", s.model_path,
+            n_chunks, n_ctx, n_tokens, o.prompt_file, o.sparsity);
+
+    if (sidecar_init(&sc, n_layers, dim, hidden, err, sizeof err) || sidecar_alloc_samples(&sc, T, err, sizeof err))
+        goto out;
+    absh = calloc((size_t)n_layers, sizeof *absh);
+    hist = malloc(32768 * sizeof *hist);
+    if (!absh || !hist) goto oom;
+    for (int l = 0; l < n_layers; l++)
+        if (!(absh[l] = malloc((size_t)(T * hidden) * sizeof(uint16_t)))) {
+            snprintf(err, sizeof err, "out of memory: profiling %lld tokens keeps %.0f MiB of activations (use --tokens)",
+                     (long long)T, (double)T * hidden * n_layers * 2 / 1048576.0);
+            goto out;
+        }
+
+    /* the dense pass, layer by layer, keeping each layer's FFN input and |h| */
+    const double t0 = engine_now();
+    const int bos = tokenizer_add_bos(s.tok);
+    int64_t row = 0;
+    for (int ch = 0; ch < n_chunks; ch++) {
+        int32_t *chunk = tokens + (size_t)((int64_t)ch * avail / n_chunks) * n_ctx;
+        int32_t saved = chunk[0];
+        if (bos) chunk[0] = tokenizer_bos(s.tok);
+        for (int b = 0; b < n_ctx; b += s.max_batch) {
+            const int n = n_ctx - b < s.max_batch ? n_ctx - b : s.max_batch;
+            forward_embed(st, chunk + b, n);
+            for (int l = 0; l < n_layers; l++) {
+                if (forward_attention(st, l, n, b, err, sizeof err) != 0) {
+                    chunk[0] = saved;
+                    goto out;
+                }
+                forward_ffn_norm(st, l, n);
+                memset(st->acc, 0, (size_t)n * dim * sizeof *st->acc);
+                if (ffn_partial(&s.model, l, st->xb, n, 0, hidden, st->acc, &st->fs, st->tp, err, sizeof err) != 0) {
+                    chunk[0] = saved;
+                    goto out;
+                }
+                /* ffn_partial left gate xb and up xb of all neurons in the scratch */
+                for (int t = 0; t < n; t++) {
+                    const float *g = st->fs.gate + (size_t)t * hidden, *u = st->fs.up + (size_t)t * hidden;
+                    uint16_t *dst = absh[l] + (size_t)(row + t) * hidden;
+                    for (int64_t i = 0; i < hidden; i++)
+                        dst[i] = abs_half_bits(c->ffn_gated ? ffn_activation(g[i], c->ffn_act) * u[i]
+                                                            : ffn_activation(u[i], c->ffn_act));
+                    uint16_t *xs = sc.layers[l].sample_x + (size_t)(row + t) * dim;
+                    for (int i = 0; i < dim; i++) xs[i] = fp16_from_f32(st->xb[(size_t)t * dim + i]);
+                }
+                ffn_acc_add_to(st->x, st->acc, (size_t)n * dim);
+            }
+            row += n;
+            progress((int)row, (int)T, t0);
+        }
+        chunk[0] = saved;
+    }
+
+    /* thresholds, frequencies, fired masks */
+    const int64_t fb = sidecar_fired_bytes(&sc);
+    sorted = calloc((size_t)n_layers, sizeof *sorted);
+    if (!sorted) goto oom;
+    printf("%5s %11s %8s %10s %10s\n", "layer", "threshold", "fired", "50%-cover", "90%-cover");
+    for (int l = 0; l < n_layers; l++) {
+        struct sidecar_layer *L = &sc.layers[l];
+        const uint16_t *a = absh[l];
+        memset(hist, 0, 32768 * sizeof *hist);
+        for (int64_t i = 0; i < T * hidden; i++) hist[a[i]]++;
+        /* the smallest half value at or below which `sparsity` of all |h| lie */
+        const uint64_t want = (uint64_t)ceil((double)o.sparsity * (double)(T * hidden));
+        uint64_t below = 0;
+        uint16_t tb = 0;
+        if (want > 0)
+            for (tb = 0; tb < 0x7c00; tb++)
+                if ((below += hist[tb]) >= want) break;
+        L->threshold = want > 0 ? fp16_to_f32(tb) : 0.0f;
+        int64_t fired_total = 0;
+        int64_t *cnt = calloc((size_t)hidden, sizeof *cnt);
+        if (!cnt) goto oom;
+        for (int64_t t = 0; t < T; t++) {
+            uint8_t *bits = L->sample_fired + (size_t)t * fb;
+            const uint16_t *at = a + (size_t)t * hidden;
+            for (int64_t i = 0; i < hidden; i++)
+                if (want > 0 ? at[i] > tb : at[i] > 0) {
+                    bits[i / 8] |= (uint8_t)(1u << (i % 8));
+                    cnt[i]++;
+                    fired_total++;
+                }
+        }
+        for (int64_t i = 0; i < hidden; i++) L->freq[i] = (float)((double)cnt[i] / (double)T);
+        free(cnt);
+        if (!(sorted[l] = malloc((size_t)hidden * sizeof(float)))) goto oom;
+        memcpy(sorted[l], L->freq, (size_t)hidden * sizeof(float));
+        qsort(sorted[l], (size_t)hidden, sizeof(float), cmp_float_desc);
+        printf("%5d %11.5g %7.1f%% %9.1f%% %9.1f%%\n", l, L->threshold,
+               100.0 * (double)fired_total / (double)(T * hidden), 100 * coverage(sorted[l], hidden, 0.5),
+               100 * coverage(sorted[l], hidden, 0.9));
+    }
+
+    /* provenance */
+    uint8_t digest[SHA256_DIGEST_SIZE];
+    char hex[SHA256_HEX_SIZE];
+    if (sha256_file(s.model_path, digest, err, sizeof err) != 0) goto out;
+    snprintf(sc.model_sha256, sizeof sc.model_sha256, "%s", sha256_hex(digest, hex));
+    sc.model_bytes = gguf_file_size(s.model.gguf);
+    const char *base = strrchr(s.model_path, '/');
+    snprintf(sc.model_name, sizeof sc.model_name, "%.255s", base ? base + 1 : s.model_path);
+    sha256_buf(text, len, digest);
+    snprintf(sc.corpus_sha256, sizeof sc.corpus_sha256, "%s", sha256_hex(digest, hex));
+    base = strrchr(o.prompt_file, '/');
+    snprintf(sc.corpus, sizeof sc.corpus, "%.255s", base ? base + 1 : o.prompt_file);
+    sc.tokens = T;
+    sc.sparsity = o.sparsity;
+    sc.n_ctx = n_ctx;
+    if (sidecar_save(&sc, out_path, err, sizeof err) != 0) goto out;
+    const int64_t *ns = NULL;
+    int64_t *nv = malloc((size_t)n_layers * sizeof *nv);
+    if (!nv) goto oom;
+    for (int l = 0; l < n_layers; l++) nv[l] = hidden;
+    ns = nv;
+    char title[1024];
+    snprintf(title, sizeof title, "%.255s: FFN neuron firing frequency (|act(gate)*up| > per-layer threshold, sparsity %.2f, %lld tokens of %.255s)",
+             sc.model_name, o.sparsity, (long long)T, sc.corpus);
+    int prc = plot_firing_svg(svg_path, title, n_layers, (const float *const *)sorted, ns, err, sizeof err);
+    free(nv);
+    if (prc != 0) goto out;
+    fprintf(stderr, "profile: %lld tokens in %.1f s; wrote %s and %s\n", (long long)T, engine_now() - t0, out_path,
+            svg_path);
+    rc = 0;
+    goto out;
+oom:
+    snprintf(err, sizeof err, "out of memory");
+out:
+    if (rc) cli_fail(err);
+    if (absh)
+        for (int l = 0; l < n_layers; l++) free(absh[l]);
+    if (sorted)
+        for (int l = 0; l < n_layers; l++) free(sorted[l]);
+    free(sorted);
+    free(absh);
+    free(hist);
+    sidecar_free(&sc);
+    free(tokens);
+    free(text);
+    engine_close(&s);
+    return rc;
+}

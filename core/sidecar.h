@@ -1,0 +1,100 @@
+/* sidecar: everything hearth learns offline about a model, in one GGUF file
+ * next to it (MODEL.hearth.gguf by convention).
+ *
+ * `hearth profile` writes the activation statistics: per layer the firing
+ * threshold, each neuron's firing frequency and the (input, fired) samples
+ * the predictors train on. `hearth plan` adds the placement (each layer's
+ * neurons ordered by frequency and how many of them are hot) and the
+ * trained predictors. The runtime reads the finished file.
+ *
+ * A neuron of layer l fires for a token when |act(gate x) * (up x)| (the
+ * ungated act(up x) for ungated FFNs) exceeds threshold[l]; everything else
+ * counts as zero and is never computed.
+ *
+ * Layout (GGUF v3; keys under hearth.*, tensors named blk.L.*):
+ *
+ *   hearth.sidecar.version          u32  SIDECAR_VERSION
+ *   hearth.sidecar.n_layers/dim/hidden   u32  shape of the model it belongs to
+ *   hearth.model.sha256 / bytes / name   provenance of the model
+ *   hearth.profile.corpus / corpus_sha256 / tokens / sparsity / n_ctx
+ *   ffn_threshold                   F32 [n_layers]
+ *   blk.L.ffn_freq                  F32 [hidden]         firing frequency in [0, 1]
+ *   blk.L.sample_x                  F16 [dim, n_samples]  FFN inputs (after RMSNorm)
+ *   blk.L.sample_fired              I8  [ceil(hidden/8), n_samples]  bit i%8 of byte i/8
+ *   -- after `hearth plan` --
+ *   hearth.plan.gpu_budget / fixed_bytes / group / min_hot
+ *   ffn_hot                         I32 [n_layers]        hot positions [0, hot)
+ *   blk.L.ffn_order                 I32 [hidden]          position -> neuron id
+ *   blk.L.pred_w1 F32 [dim, rank]   blk.L.pred_b1 F32 [rank]
+ *   blk.L.pred_w2 F32 [rank, hidden] blk.L.pred_b2 F32 [hidden]
+ *   pred_cutoff / pred_recall / pred_precision / pred_predicted  F32 [n_layers]
+ */
+#ifndef HEARTH_SIDECAR_H
+#define HEARTH_SIDECAR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gguf.h"
+#include "model.h"
+#include "predictor.h"
+
+#define SIDECAR_VERSION 1
+
+struct sidecar_layer {
+    float threshold;
+    float *freq; /* [hidden] */
+    /* profile samples: NULL unless loaded with samples */
+    int64_t n_samples;
+    uint16_t *sample_x;     /* [n_samples][dim] IEEE half */
+    uint8_t *sample_fired;  /* [n_samples][fired_bytes] */
+    /* plan: order NULL before `hearth plan` */
+    int32_t *order; /* [hidden] */
+    int64_t hot;
+    int has_pred;
+    struct predictor pred;
+    float recall, precision, predicted; /* held-out, of the run-time form */
+};
+
+struct sidecar {
+    int n_layers;
+    int64_t dim, hidden;
+    char model_sha256[65];
+    uint64_t model_bytes;
+    char model_name[256];
+    char corpus[256];
+    char corpus_sha256[65];
+    int64_t tokens;  /* calibration tokens profiled */
+    float sparsity;  /* target share of (token, neuron) pairs that do not fire */
+    int n_ctx;       /* context of the calibration chunks */
+    int planned;     /* order/hot/predictors present */
+    int64_t gpu_budget, fixed_bytes, group, min_hot;
+    struct sidecar_layer *layers; /* [n_layers] */
+};
+
+static inline int64_t sidecar_fired_bytes(const struct sidecar *sc) { return (sc->hidden + 7) / 8; }
+
+/* Empty sidecar of a model's shape (all arrays allocated, zeroed). */
+int sidecar_init(struct sidecar *sc, int n_layers, int64_t dim, int64_t hidden, char *err, size_t errlen);
+void sidecar_free(struct sidecar *sc);
+/* Allocates n samples for every layer. */
+int sidecar_alloc_samples(struct sidecar *sc, int64_t n, char *err, size_t errlen);
+
+/* Reads PATH; with_samples = 0 skips the samples (the runtime needs none).
+ * Every shape, count, permutation and value range is checked; errors name
+ * the file and the field. */
+int sidecar_load(struct sidecar *sc, const char *path, int with_samples, char *err, size_t errlen);
+/* Writes atomically (PATH.tmp, fsync, rename): a full disk leaves PATH as it was. */
+int sidecar_save(const struct sidecar *sc, const char *path, char *err, size_t errlen);
+
+/* The sidecar was made for this model: same shape and file size (the
+ * sha256 is checked by `hearth plan`, offline, where hashing a large file
+ * costs nothing anyone waits for). */
+int sidecar_check_model(const struct sidecar *sc, const struct llama_model *m, char *err, size_t errlen);
+/* Requires `hearth plan` to have run. */
+int sidecar_check_planned(const struct sidecar *sc, const char *path, char *err, size_t errlen);
+
+/* MODEL.gguf -> MODEL.hearth.gguf */
+void sidecar_default_path(const char *model_path, char *out, size_t outlen);
+
+#endif
