@@ -230,6 +230,11 @@ int cmd_perplexity(int argc, char **argv) {
     double ppl = exp(mean);
     double ppl_err = count > 1 && var > 0 ? ppl * sqrt(var / (double)(count - 1)) : 0.0;
     fprintf(stderr, "estimate: PPL = %.4f +/- %.4f over %ld tokens\n", ppl, ppl_err, count);
+    double ffn_read, ffn_dense;
+    engine_ffn_bytes(&s, &ffn_read, &ffn_dense);
+    if (ffn_dense > 0)
+        fprintf(stderr, "sparse FFN: read %.1f%% of the dense FFN's weight bytes (%.2f MiB per token)\n",
+                100.0 * ffn_read / ffn_dense, ffn_read / 1048576.0 / ((double)n_chunks * n_ctx));
     printf("PPL = %.4f\n", ppl);
     rc = 0;
 out:

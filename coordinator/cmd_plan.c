@@ -82,6 +82,7 @@ static int train_layer(struct sidecar *sc, int l, const struct cli_opts *o, stru
     predictor_train_opts_default(&to);
     if (o->epochs > 0) to.epochs = o->epochs;
     to.seed = 0x7a11u + (uint64_t)l;
+    to.calib_frac = 0.15f; /* the cutoff is chosen on samples the training did not see */
     const double t0 = engine_now();
     if (predictor_train(&L->pred, x, y, n_train, &to, tp, err, errlen)) goto done;
     /* held out, with the run-time form */

@@ -1,12 +1,17 @@
 /* hearth profile: activation statistics of the dense model over a
  * calibration text, into a sidecar GGUF (core/sidecar.h).
  *
+ * Firing follows CATS (Lee et al., 2024): a neuron fires when its gated
+ * activation |act(gate x)| (|act(up x)| for ungated FFNs) exceeds the
+ * layer's threshold. Thresholding the gate alone, rather than the product
+ * with up x, is what makes the skip pay: the up row and the down column of a
+ * neuron below it are never read.
+ *
  * The text is cut into chunks of -c tokens spread evenly over the file (so
  * a long corpus is sampled, not just its beginning) until --tokens tokens
- * have been run. For every layer and token the dense pass's gate and up
- * products give h = act(gate x) * (up x) for all neurons; |h| is kept as a
- * half float. Afterwards each layer's threshold is the --sparsity quantile
- * of its |h| values (CATS: the neurons below it are treated as zero), a
+ * have been run. For every layer and token the dense pass's gate products
+ * give |act(gate x)| for all neurons, kept as half floats. Afterwards each
+ * layer's threshold is the --sparsity quantile of those values, a
  * neuron's firing frequency is the share of tokens where |h| exceeds it, and
  * the FFN inputs with their fired masks are stored as the predictors'
  * training samples. The frequencies are also drawn (SVG), since a power
@@ -22,10 +27,11 @@
 #include "fp16.h"
 #include "log.h"
 #include "plot.h"
+#include "quant.h"
 #include "sha256.h"
 #include "sidecar.h"
 
-/* |h| as the bits of a non-negative half float: their integer order is the
+/* |a| as the bits of a non-negative half float: their integer order is the
  * value order, so quantiles are a histogram over 2^15 bins. */
 static inline uint16_t abs_half_bits(float h) {
     float a = fabsf(h);
@@ -88,6 +94,8 @@ int cmd_profile(int argc, char **argv) {
     struct sidecar sc = {0};
     uint16_t **absh = NULL; /* [n_layers][T][hidden] |h| as half bits */
     uint64_t *hist = NULL;
+    double *usq = NULL; /* [n_layers][hidden] sum of (up x)^2 */
+    float *rowbuf = NULL;
     int32_t *tokens = NULL;
     float **sorted = NULL;
     size_t n_tokens = 0;
@@ -130,7 +138,9 @@ int cmd_profile(int argc, char **argv) {
         goto out;
     absh = calloc((size_t)n_layers, sizeof *absh);
     hist = malloc(32768 * sizeof *hist);
-    if (!absh || !hist) goto oom;
+    usq = calloc((size_t)n_layers * hidden, sizeof *usq);
+    rowbuf = malloc((size_t)hidden * sizeof *rowbuf);
+    if (!absh || !hist || !usq || !rowbuf) goto oom;
     for (int l = 0; l < n_layers; l++)
         if (!(absh[l] = malloc((size_t)(T * hidden) * sizeof(uint16_t)))) {
             snprintf(err, sizeof err, "out of memory: profiling %lld tokens keeps %.0f MiB of activations (use --tokens)",
@@ -164,9 +174,11 @@ int cmd_profile(int argc, char **argv) {
                 for (int t = 0; t < n; t++) {
                     const float *g = st->fs.gate + (size_t)t * hidden, *u = st->fs.up + (size_t)t * hidden;
                     uint16_t *dst = absh[l] + (size_t)(row + t) * hidden;
-                    for (int64_t i = 0; i < hidden; i++)
-                        dst[i] = abs_half_bits(c->ffn_gated ? ffn_activation(g[i], c->ffn_act) * u[i]
-                                                            : ffn_activation(u[i], c->ffn_act));
+                    double *uq = usq + (size_t)l * hidden;
+                    for (int64_t i = 0; i < hidden; i++) {
+                        dst[i] = abs_half_bits(ffn_activation(c->ffn_gated ? g[i] : u[i], c->ffn_act));
+                        uq[i] += (double)u[i] * u[i];
+                    }
                     uint16_t *xs = sc.layers[l].sample_x + (size_t)(row + t) * dim;
                     for (int i = 0; i < dim; i++) xs[i] = fp16_from_f32(st->xb[(size_t)t * dim + i]);
                 }
@@ -185,7 +197,30 @@ int cmd_profile(int argc, char **argv) {
     printf("%5s %11s %8s %10s %10s\n", "layer", "threshold", "fired", "50%-cover", "90%-cover");
     for (int l = 0; l < n_layers; l++) {
         struct sidecar_layer *L = &sc.layers[l];
-        const uint16_t *a = absh[l];
+        uint16_t *a = absh[l];
+        /* scale_i = rms(up_i x) * |down column i| (sidecar.h), normalised to
+         * mean 1 so that the weighted values stay in half precision's range */
+        const struct weight *wd = &s.model.layers[l].w_down;
+        const struct quant_traits *dq = quant_traits((enum hearth_type)wd->type);
+        const size_t drow = hearth_row_size(wd->type, hidden);
+        double *dn = calloc((size_t)hidden, sizeof *dn);
+        if (!dn) goto oom;
+        for (int r = 0; r < dim; r++) {
+            dq->to_float((const char *)wd->data + (size_t)r * drow, rowbuf, hidden);
+            for (int64_t i = 0; i < hidden; i++) dn[i] += (double)rowbuf[i] * rowbuf[i];
+        }
+        double mean = 0;
+        for (int64_t i = 0; i < hidden; i++) {
+            dn[i] = sqrt(dn[i]) * (c->ffn_gated ? sqrt(usq[(size_t)l * hidden + i] / (double)T) : 1.0);
+            mean += dn[i] / (double)hidden;
+        }
+        for (int64_t i = 0; i < hidden; i++) L->scale[i] = mean > 0 ? (float)(dn[i] / mean) : 1.0f;
+        free(dn);
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t i = 0; i < hidden; i++) {
+                uint16_t *v = &a[(size_t)t * hidden + i];
+                *v = abs_half_bits(fp16_to_f32(*v) * L->scale[i]);
+            }
         memset(hist, 0, 32768 * sizeof *hist);
         for (int64_t i = 0; i < T * hidden; i++) hist[a[i]]++;
         /* the smallest half value at or below which `sparsity` of all |h| lie */
@@ -241,7 +276,7 @@ int cmd_profile(int argc, char **argv) {
     for (int l = 0; l < n_layers; l++) nv[l] = hidden;
     ns = nv;
     char title[1024];
-    snprintf(title, sizeof title, "%.255s: FFN neuron firing frequency (|act(gate)*up| > per-layer threshold, sparsity %.2f, %lld tokens of %.255s)",
+    snprintf(title, sizeof title, "%.255s: FFN neuron firing frequency (|act(gate x)| scale > per-layer threshold, sparsity %.2f, %lld tokens of %.255s)",
              sc.model_name, o.sparsity, (long long)T, sc.corpus);
     int prc = plot_firing_svg(svg_path, title, n_layers, (const float *const *)sorted, ns, err, sizeof err);
     free(nv);
@@ -261,6 +296,8 @@ out:
     free(sorted);
     free(absh);
     free(hist);
+    free(usq);
+    free(rowbuf);
     sidecar_free(&sc);
     free(tokens);
     free(text);

@@ -44,9 +44,14 @@ static int slice_init(struct hotcold_slice *s, const struct sidecar *sc, const s
     const size_t up_bytes = hearth_row_size(L->w_up.type, L->w_up.n_in) * (size_t)n;
     const size_t gate_bytes = m->cfg.ffn_gated ? hearth_row_size(L->w_gate.type, L->w_gate.n_in) * (size_t)n : 0;
     s->local_ids = malloc((size_t)(n > 0 ? n : 1) * sizeof *s->local_ids);
+    s->scale = malloc((size_t)(n > 0 ? n : 1) * sizeof *s->scale);
     s->rows = malloc(up_bytes + gate_bytes + 1);
-    if (!s->local_ids || !s->rows) goto oom;
-    for (int64_t j = 0; j < n; j++) s->local_ids[j] = (int32_t)j;
+    if (!s->local_ids || !s->scale || !s->rows) goto oom;
+    for (int64_t j = 0; j < n; j++) {
+        s->local_ids[j] = (int32_t)j;
+        s->scale[j] = sc->layers[l].scale[ids[j]];
+    }
+    s->ffn.scale = s->scale;
     void *up = gather_rows(&L->w_up, ids, n), *gate = NULL;
     if (!up) goto oom;
     memcpy(s->rows, up, up_bytes);
@@ -73,6 +78,7 @@ static void slice_free(struct hotcold_slice *s) {
     if (s->has_pred) predictor_rt_free(&s->pred);
     free(s->rows);
     free(s->local_ids);
+    free(s->scale);
     memset(s, 0, sizeof *s);
 }
 
@@ -149,11 +155,14 @@ static int run_slice(struct hotcold *hc, struct hotcold_slice *s, const float *x
     }
     struct sparse_stats st = {0, 0};
     if (sparse_ffn_run(&s->ffn, xn, n, cand, acc, &st, &hc->ss, tp, err, errlen)) return -1;
-    const size_t gu = hearth_row_size(s->ffn.up.type, hc->dim) +
-                      (s->ffn.gated ? hearth_row_size(s->ffn.gate.type, hc->dim) : 0);
+    /* a candidate reads its gate row (ungated: its up row); one that fires
+     * also its up row (gated) and its down row */
+    const size_t up = hearth_row_size(s->ffn.up.type, hc->dim);
+    const size_t first = s->ffn.gated ? hearth_row_size(s->ffn.gate.type, hc->dim) : up;
+    const size_t then = (s->ffn.gated ? up : 0) + sparse_down_row_bytes(&s->ffn);
     hc->stats.evaluated += st.evaluated;
     hc->stats.fired += st.fired;
-    hc->stats.weight_bytes += (double)st.evaluated * (double)gu + (double)st.fired * sparse_down_row_bytes(&s->ffn);
+    hc->stats.weight_bytes += (double)st.evaluated * (double)first + (double)st.fired * (double)then;
     return 0;
 }
 

@@ -32,6 +32,7 @@ struct hotcold_slice {
     int has_ffn, has_pred;
     void *rows; /* the slice's gate and up rows, gathered in position order */
     int32_t *local_ids;
+    float *scale; /* the firing test's scale_i, in position order */
 };
 
 /* What the FFN read, summed over every call (for hearth bench). */

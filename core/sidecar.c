@@ -22,7 +22,9 @@ int sidecar_init(struct sidecar *sc, int n_layers, int64_t dim, int64_t hidden, 
     if (!sc->layers) goto oom;
     for (int l = 0; l < n_layers; l++) {
         sc->layers[l].freq = calloc((size_t)hidden, sizeof(float));
-        if (!sc->layers[l].freq) goto oom;
+        sc->layers[l].scale = malloc((size_t)hidden * sizeof(float));
+        if (!sc->layers[l].freq || !sc->layers[l].scale) goto oom;
+        for (int64_t i = 0; i < hidden; i++) sc->layers[l].scale[i] = 1.0f;
     }
     return 0;
 oom:
@@ -36,6 +38,7 @@ void sidecar_free(struct sidecar *sc) {
         for (int l = 0; l < sc->n_layers; l++) {
             struct sidecar_layer *L = &sc->layers[l];
             free(L->freq);
+            free(L->scale);
             free(L->sample_x);
             free(L->sample_fired);
             free(L->order);
@@ -106,6 +109,8 @@ int sidecar_save(const struct sidecar *sc, const char *path, char *err, size_t e
         const struct sidecar_layer *L = &sc->layers[l];
         snprintf(name, sizeof name, "blk.%d.ffn_freq", l);
         if (add(w, name, HEARTH_TYPE_F32, sc->hidden, 1, L->freq, err, errlen)) goto done;
+        snprintf(name, sizeof name, "blk.%d.ffn_scale", l);
+        if (add(w, name, HEARTH_TYPE_F32, sc->hidden, 1, L->scale, err, errlen)) goto done;
         if (L->n_samples > 0 && L->sample_x) {
             snprintf(name, sizeof name, "blk.%d.sample_x", l);
             if (add(w, name, HEARTH_TYPE_F16, sc->dim, L->n_samples, L->sample_x, err, errlen)) goto done;
@@ -367,6 +372,16 @@ int sidecar_load(struct sidecar *sc, const char *path, int with_samples, char *e
                 goto done;
             }
         memcpy(L->freq, freq, (size_t)hidden * sizeof *freq);
+        snprintf(name, sizeof name, "blk.%d.ffn_scale", l);
+        const float *scale = get(g, path, name, HEARTH_TYPE_F32, hidden, 1, err, errlen);
+        if (!scale) goto done;
+        for (int64_t i = 0; i < hidden; i++)
+            if (!(scale[i] >= 0) || !isfinite(scale[i])) {
+                snprintf(err, errlen, "sidecar %s: %s[%lld] = %g is not a finite value >= 0", path, name,
+                         (long long)i, scale[i]);
+                goto done;
+            }
+        memcpy(L->scale, scale, (size_t)hidden * sizeof *scale);
         if (!with_samples) continue;
         snprintf(name, sizeof name, "blk.%d.sample_x", l);
         const struct gguf_tensor *tx = gguf_find_tensor(g, name);

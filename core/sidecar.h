@@ -7,9 +7,16 @@
  * neurons ordered by frequency and how many of them are hot) and the
  * trained predictors. The runtime reads the finished file.
  *
- * A neuron of layer l fires for a token when |act(gate x) * (up x)| (the
- * ungated act(up x) for ungated FFNs) exceeds threshold[l]; everything else
- * counts as zero and is never computed.
+ * A neuron i of layer l fires for a token when its gated activation,
+ * weighted by the neuron's typical output size, exceeds the layer's
+ * threshold:  |act(gate_i x)| * scale_i > threshold[l]  (ungated FFNs:
+ * |act(up_i x)| * scale_i), with scale_i = rms(up_i x) * |down column i|
+ * over the calibration text (ungated: |down column i|). This is CATS's
+ * test (a threshold on the gate) made aware of what the neuron's up and
+ * down weights would do with it: |act(g)| * |u| * |d| is the size of the
+ * neuron's contribution, and the gate is all that is known before its up
+ * row is read. A neuron that does not fire counts as zero: its up row and
+ * down column are never read.
  *
  * Layout (GGUF v3; keys under hearth.*, tensors named blk.L.*):
  *
@@ -19,6 +26,7 @@
  *   hearth.profile.corpus / corpus_sha256 / tokens / sparsity / n_ctx
  *   ffn_threshold                   F32 [n_layers]
  *   blk.L.ffn_freq                  F32 [hidden]         firing frequency in [0, 1]
+ *   blk.L.ffn_scale                 F32 [hidden]         scale_i of the firing test
  *   blk.L.sample_x                  F16 [dim, n_samples]  FFN inputs (after RMSNorm)
  *   blk.L.sample_fired              I8  [ceil(hidden/8), n_samples]  bit i%8 of byte i/8
  *   -- after `hearth plan` --
@@ -43,7 +51,8 @@
 
 struct sidecar_layer {
     float threshold;
-    float *freq; /* [hidden] */
+    float *freq;  /* [hidden] */
+    float *scale; /* [hidden] */
     /* profile samples: NULL unless loaded with samples */
     int64_t n_samples;
     uint16_t *sample_x;     /* [n_samples][dim] IEEE half */

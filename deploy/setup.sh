@@ -9,7 +9,10 @@
 #      CUDA: the sanitizers do not see device code) and build (the default
 #      compiler, warnings as errors, the CUDA backend when nvcc is found),
 #      whose ctest also runs the sanitizer build's tests;
-#   4. the default model, fetched once into $HEARTH_MODELS (~/.cache/hearth/models).
+#   4. the default model, fetched once into $HEARTH_MODELS (~/.cache/hearth/models);
+#   5. the calibration and evaluation texts for `hearth profile` and
+#      `hearth perplexity` (deploy/corpus.sh, from the Debian packages
+#      fortunes and jargon-text) in $HEARTH_DATA (~/.cache/hearth/text).
 #
 # Safe to run again: each step does only what is missing.
 set -euo pipefail
@@ -19,7 +22,8 @@ root=$(pwd)
 say() { printf 'setup: %s\n' "$*" >&2; }
 
 packages=(build-essential cmake pkg-config clang libclang-rt-dev python3 python3-pip python3-venv
-          libzmq3-dev libhwloc-dev libprotobuf-c-dev protobuf-c-compiler libglpk-dev)
+          libzmq3-dev libhwloc-dev libprotobuf-c-dev protobuf-c-compiler libglpk-dev
+          fortunes jargon-text)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -51,4 +55,6 @@ cmake --build build -j "$jobs" >&2
 
 say "fetching the default model"
 ./build/hearth fetch >/dev/null
+say "making the calibration and evaluation texts"
+./deploy/corpus.sh >/dev/null
 say "ready: ./build/hearth run -p \"Hello\""
