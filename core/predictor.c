@@ -848,7 +848,7 @@ void predictor_rt_scratch_free(struct predictor_rt_scratch *s) {
     free(s->logit);
     matmul_scratch_free(&s->ms);
     s->z = s->logit = NULL;
-    s->cap = 0;
+    s->z_cap = s->logit_cap = 0;
 }
 
 int predictor_rt_eval(const struct predictor_rt *rt, const float *x, int64_t n_tok, uint8_t *mask,
@@ -866,18 +866,24 @@ int predictor_rt_eval(const struct predictor_rt *rt, const float *x, int64_t n_t
     if (n_tok == 0)
         return 0;
     const int64_t r = rt->rank, n = rt->n;
-    if (n_tok > s->cap) {
-        float *z = realloc(s->z, (size_t)(n_tok * r) * sizeof(float));
-        if (z)
-            s->z = z;
-        float *l = realloc(s->logit, (size_t)(n_tok * (n > 0 ? n : 1)) * sizeof(float));
-        if (l)
-            s->logit = l;
-        if (!z || !l) {
+    const int64_t z_need = n_tok * r, logit_need = n_tok * (n > 0 ? n : 1);
+    if (z_need > s->z_cap) {
+        float *z = realloc(s->z, (size_t)z_need * sizeof(float));
+        if (!z) {
             snprintf(err, errlen, "%s: out of memory for %lld tokens", who, (long long)n_tok);
             return -1;
         }
-        s->cap = n_tok;
+        s->z = z;
+        s->z_cap = z_need;
+    }
+    if (logit_need > s->logit_cap) {
+        float *l = realloc(s->logit, (size_t)logit_need * sizeof(float));
+        if (!l) {
+            snprintf(err, errlen, "%s: out of memory for %lld tokens", who, (long long)n_tok);
+            return -1;
+        }
+        s->logit = l;
+        s->logit_cap = logit_need;
     }
     if (matmul(tp, s->z, rt->w1q, HEARTH_TYPE_Q8_0, x, rt->dim, r, n_tok, &s->ms, err, errlen) != 0)
         return -1;

@@ -133,11 +133,12 @@ struct predictor_rt {
 struct predictor_rt_scratch {
     float *z;      /* [n_tok][rank] */
     float *logit;  /* [n_tok][n] */
-    int64_t cap;   /* tokens z and logit have room for */
+    int64_t z_cap, logit_cap; /* floats z and logit have room for (one scratch may serve
+                               * predictors of different sizes) */
     struct matmul_scratch ms;
 };
 
-#define PREDICTOR_RT_SCRATCH_INIT {NULL, NULL, 0, MATMUL_SCRATCH_INIT}
+#define PREDICTOR_RT_SCRATCH_INIT {NULL, NULL, 0, 0, MATMUL_SCRATCH_INIT}
 
 void predictor_rt_scratch_free(struct predictor_rt_scratch *s); /* keeps s reusable */
 

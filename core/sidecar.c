@@ -271,13 +271,8 @@ static int load_plan(struct sidecar *sc, gguf_ctx_t *g, const char *path, char *
             goto done;
         }
         const int64_t rank = tb1->ne[0];
-        if (predictor_init(&L->pred, sc->dim, rank, sc->hidden, 0, err, errlen)) {
-            char inner[256];
-            snprintf(inner, sizeof inner, "%s", err);
-            snprintf(err, errlen, "sidecar %s: layer %d predictor: %s", path, l, inner);
-            goto done;
-        }
-        L->has_pred = 1;
+        /* every predictor tensor of this rank is in the file before the
+         * predictor is allocated */
         const void *w1, *b1, *w2, *b2;
         snprintf(name, sizeof name, "blk.%d.pred_w1", l);
         if (!(w1 = get(g, path, name, HEARTH_TYPE_F32, sc->dim, rank, err, errlen))) goto done;
@@ -287,6 +282,13 @@ static int load_plan(struct sidecar *sc, gguf_ctx_t *g, const char *path, char *
         if (!(w2 = get(g, path, name, HEARTH_TYPE_F32, rank, sc->hidden, err, errlen))) goto done;
         snprintf(name, sizeof name, "blk.%d.pred_b2", l);
         if (!(b2 = get(g, path, name, HEARTH_TYPE_F32, sc->hidden, 1, err, errlen))) goto done;
+        if (predictor_init(&L->pred, sc->dim, rank, sc->hidden, 0, err, errlen)) {
+            char inner[256];
+            snprintf(inner, sizeof inner, "%s", err);
+            snprintf(err, errlen, "sidecar %s: layer %d predictor: %s", path, l, inner);
+            goto done;
+        }
+        L->has_pred = 1;
         memcpy(L->pred.w1, w1, (size_t)(sc->dim * rank) * sizeof(float));
         memcpy(L->pred.b1, b1, (size_t)rank * sizeof(float));
         memcpy(L->pred.w2, w2, (size_t)(rank * sc->hidden) * sizeof(float));
@@ -335,6 +337,16 @@ int sidecar_load(struct sidecar *sc, const char *path, int with_samples, char *e
         get_int(g, path, "hearth.sidecar.dim", 1, 1 << 20, &dim, err, errlen) ||
         get_int(g, path, "hearth.sidecar.hidden", 1, 1 << 24, &hidden, err, errlen))
         goto done;
+    /* the header's shape must be backed by tensors in the file (whose sizes
+     * gguf_open checked against the file size) before anything of that
+     * size is allocated: a small hostile file must not claim gigabytes */
+    if (!get(g, path, "ffn_threshold", HEARTH_TYPE_F32, n_layers, 1, err, errlen)) goto done;
+    for (int l = 0; l < (int)n_layers; l++) {
+        snprintf(name, sizeof name, "blk.%d.ffn_freq", l);
+        if (!get(g, path, name, HEARTH_TYPE_F32, hidden, 1, err, errlen)) goto done;
+        snprintf(name, sizeof name, "blk.%d.ffn_scale", l);
+        if (!get(g, path, name, HEARTH_TYPE_F32, hidden, 1, err, errlen)) goto done;
+    }
     if (sidecar_init(sc, (int)n_layers, dim, hidden, err, errlen)) goto done;
     if (get_str(g, path, "hearth.model.sha256", sc->model_sha256, sizeof sc->model_sha256, err, errlen) ||
         get_int(g, path, "hearth.model.bytes", 0, INT64_MAX, &v, err, errlen))

@@ -25,6 +25,7 @@ tmp=$(mktemp "$out/.evaluation.XXXXXX")
 # the text rendering indents everything and draws tables with box
 # characters: keep the prose, unindented
 zcat "$jargon" | grep -v '[─│┌┐└┘├┤┬┴┼]' | sed -e 's/^ *//' | cat -s >"$tmp"
+chmod 644 "$tmp"
 mv "$tmp" "$out/evaluation.txt"
 
 # fortune files: entries separated by lines holding only "%" (the .dat
@@ -53,5 +54,6 @@ with open(dst, "w", encoding="utf-8") as out:
             out.write(entry.strip("\n%") + "\n\n")
 print(f"corpus: calibration keeps {kept} fortunes, drops {dropped} that quote the evaluation text", file=sys.stderr)
 PY
+chmod 644 "$tmp"
 mv "$tmp" "$out/calibration.txt"
 echo "$out"
