@@ -77,6 +77,7 @@ int cli_parse(struct cli_opts *o, int argc, char **argv, int first, unsigned all
     o->min_hot = 64;
     o->max_rank = 128;
     o->epochs = 0; /* the trainer's default */
+    o->predictors = -1;
     for (int i = first; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -220,6 +221,15 @@ int cli_parse(struct cli_opts *o, int argc, char **argv, int first, unsigned all
             if (parse_int(a, v, 1, 1000, &o->epochs)) return -1;
         } else if ((allowed & CLI_PLAN) && !strcmp(a, "--retrain")) {
             o->retrain = 1;
+        } else if ((allowed & CLI_PLAN) && !strcmp(a, "--predictors")) {
+            NEED_VALUE();
+            if (!strcmp(v, "auto")) o->predictors = -1;
+            else if (!strcmp(v, "on")) o->predictors = 1;
+            else if (!strcmp(v, "off")) o->predictors = 0;
+            else {
+                fprintf(stderr, "hearth %s: --predictors expects auto, on or off, got '%s'\n", cmd, v);
+                return -1;
+            }
         } else if ((allowed & CLI_PPL) && !strcmp(a, "--chunks")) {
             NEED_VALUE();
             if (parse_int(a, v, 1, INT_MAX, &o->max_chunks)) return -1;

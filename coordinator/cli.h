@@ -17,7 +17,7 @@ enum cli_opt_set {
     CLI_BENCH = 1 << 4,   /* -p N, -n N, -r, --json */
     CLI_PPL = 1 << 5,     /* -f FILE, --chunks */
     CLI_PROFILE = 1 << 6, /* -f FILE, -o SIDECAR, --sparsity, --tokens, --svg */
-    CLI_PLAN = 1 << 7,    /* --sidecar, --gpu-budget, --min-hot, --max-rank, --epochs, --retrain */
+    CLI_PLAN = 1 << 7,    /* --sidecar, --gpu-budget, --min-hot, --max-rank, --epochs, --retrain, --predictors */
 };
 
 struct cli_opts {
@@ -40,6 +40,7 @@ struct cli_opts {
     int max_rank;            /* plan --max-rank */
     int epochs;              /* plan --epochs */
     int retrain;             /* plan --retrain */
+    int predictors;          /* plan --predictors: -1 auto, 0 off, 1 on */
     int verbose;
 };
 

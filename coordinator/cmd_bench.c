@@ -56,14 +56,29 @@ int cmd_bench(int argc, char **argv) {
     if (o.eng.n_ctx < o.bench_pp || o.eng.n_ctx < o.bench_depth + o.bench_tg)
         return cli_fail("-c is smaller than -p or -d + -n");
     char err[1024];
-    struct engine s;
+    struct engine s, dense;
+    memset(&dense, 0, sizeof dense);
     if (engine_open(&s, &o.eng, err, sizeof err) != 0) return cli_fail(err);
+    /* with a sidecar, the dense model runs too, alternating with the sparse
+     * one rep by rep, so the two are compared in the same conditions */
+    const int compare = o.eng.sidecar_path != NULL;
+    if (compare) {
+        struct engine_opts dense_opts = o.eng;
+        dense_opts.sidecar_path = NULL;
+        dense_opts.model_path = s.model_path;
+        if (engine_open(&dense, &dense_opts, err, sizeof err) != 0) {
+            engine_close(&s);
+            return cli_fail(err);
+        }
+    }
 
     const int n_max = o.bench_pp > o.bench_depth + o.bench_tg ? o.bench_pp : o.bench_depth + o.bench_tg;
     int32_t *tokens = malloc((size_t)(n_max > 0 ? n_max : 1) * sizeof *tokens);
     double *pp = calloc((size_t)o.bench_reps, sizeof *pp), *tg = calloc((size_t)o.bench_reps, sizeof *tg);
+    double *dpp = calloc((size_t)o.bench_reps, sizeof *dpp), *dtg = calloc((size_t)o.bench_reps, sizeof *dtg);
+    double tg_read = 0, tg_dense = 0; /* sparse FFN bytes over all tg tokens */
     int rc = 1;
-    if (!tokens || !pp || !tg) {
+    if (!tokens || !pp || !tg || !dpp || !dtg) {
         snprintf(err, sizeof err, "out of memory");
         goto out;
     }
@@ -74,9 +89,20 @@ int cmd_bench(int argc, char **argv) {
     }
     /* warm-up: page in the weights and spin up the threads */
     if (timed_eval(&s, tokens, n_max < 16 ? n_max : 16, 0, 0, err, sizeof err) < 0) goto out;
+    if (compare && timed_eval(&dense, tokens, n_max < 16 ? n_max : 16, 0, 0, err, sizeof err) < 0) goto out;
     for (int r = 0; r < o.bench_reps; r++) {
+        if (compare) {
+            if (o.bench_pp > 0 && (dpp[r] = timed_eval(&dense, tokens, o.bench_pp, 0, 0, err, sizeof err)) < 0) goto out;
+            if (o.bench_tg > 0 && (dtg[r] = timed_eval(&dense, tokens, o.bench_tg, 1, o.bench_depth, err, sizeof err)) < 0)
+                goto out;
+        }
         if (o.bench_pp > 0 && (pp[r] = timed_eval(&s, tokens, o.bench_pp, 0, 0, err, sizeof err)) < 0) goto out;
+        double read0, dense0, read1, dense1;
+        engine_ffn_bytes(&s, &read0, &dense0);
         if (o.bench_tg > 0 && (tg[r] = timed_eval(&s, tokens, o.bench_tg, 1, o.bench_depth, err, sizeof err)) < 0) goto out;
+        engine_ffn_bytes(&s, &read1, &dense1);
+        tg_read += read1 - read0;
+        tg_dense += dense1 - dense0;
         log_info("repetition %d: pp %.3f s, tg %.3f s", r + 1, pp[r], tg[r]);
     }
     double pp_s = o.bench_pp > 0 ? median(pp, o.bench_reps) : 0, tg_s = o.bench_tg > 0 ? median(tg, o.bench_reps) : 0;
@@ -110,9 +136,28 @@ int cmd_bench(int argc, char **argv) {
     } else {
         printf("model: %s (%.1f MiB of weights)\n", s.model_path, (double)wbytes / (1 << 20));
         printf("mode: %s, %d threads, median of %d\n", mode, s.n_threads, o.bench_reps);
-        printf("| %-8s | %12s |\n|----------|--------------|\n", "test", "tokens/s");
-        if (o.bench_pp > 0) printf("| pp%-6d | %12.2f |\n", o.bench_pp, pp_tps);
-        if (o.bench_tg > 0) printf("| tg%-6d | %12.2f |%s\n", o.bench_tg, tg_tps, o.bench_depth ? " after -d" : "");
+        if (compare) {
+            /* dense and sparse, alternated rep by rep */
+            const double dpp_s = o.bench_pp > 0 ? median(dpp, o.bench_reps) : 0;
+            const double dtg_s = o.bench_tg > 0 ? median(dtg, o.bench_reps) : 0;
+            const double ntg = (double)o.bench_tg * o.bench_reps;
+            printf("| %-8s | %12s | %12s | %7s |\n|----------|--------------|--------------|---------|\n", "test",
+                   "dense tok/s", "sparse tok/s", "ratio");
+            if (o.bench_pp > 0)
+                printf("| pp%-6d | %12.2f | %12.2f | %6.2fx |\n", o.bench_pp, o.bench_pp / dpp_s, pp_tps,
+                       pp_tps * dpp_s / o.bench_pp);
+            if (o.bench_tg > 0) {
+                printf("| tg%-6d | %12.2f | %12.2f | %6.2fx |%s\n", o.bench_tg, o.bench_tg / dtg_s, tg_tps,
+                       tg_tps * dtg_s / o.bench_tg, o.bench_depth ? " after -d" : "");
+                printf("FFN weights read per generated token: dense %.2f MiB, sparse %.2f MiB (%.1f%%; sidecar %s)\n",
+                       tg_dense / ntg / (1 << 20), tg_read / ntg / (1 << 20),
+                       tg_dense > 0 ? 100.0 * tg_read / tg_dense : 0.0, o.eng.sidecar_path);
+            }
+        } else {
+            printf("| %-8s | %12s |\n|----------|--------------|\n", "test", "tokens/s");
+            if (o.bench_pp > 0) printf("| pp%-6d | %12.2f |\n", o.bench_pp, pp_tps);
+            if (o.bench_tg > 0) printf("| tg%-6d | %12.2f |%s\n", o.bench_tg, tg_tps, o.bench_depth ? " after -d" : "");
+        }
         if (kv_active)
             printf("KV cache %.1f MiB (H2O %s, budget %d tokens, %s); peak RSS:", (double)kv / (1 << 20),
                    s.kv.window ? "window" : "heavy hitters", s.kv.budget, kv_type_name(s.kv.type));
@@ -127,7 +172,10 @@ out:
     free(tokens);
     free(pp);
     free(tg);
+    free(dpp);
+    free(dtg);
     engine_close(&s);
+    if (compare) engine_close(&dense);
     return rc;
 }
 

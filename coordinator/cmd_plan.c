@@ -6,6 +6,10 @@
  *    samples (other chunks of the corpus) is held out: recall and precision
  *    are measured there, with the run-time (8-bit) form of the predictor.
  *    Existing predictors are kept unless --retrain.
+ *    A predictor only pays where the gate rows it saves (the share of cold
+ *    neurons it rules out) outweigh its own weights, read for every token:
+ *    --predictors auto (the default) keeps it in the layers where that
+ *    holds with every neuron cold, on/off force it.
  * 2. Placement. Within a layer every neuron costs the same, so the hot set is
  *    always the most frequently firing neurons; how many per layer is an
  *    integer linear program (core/plan.h, GLPK): maximise the expected
@@ -164,6 +168,20 @@ int cmd_plan(int argc, char **argv) {
         if (train_layer(&sc, l, &o, tp, err, sizeof err)) goto out;
     }
 
+    /* which layers use their predictor: the gate rows it spares (all
+     * neurons cold, its held-out predicted share) against its own bytes */
+    const struct llama_layer *lg = &m.layers[0];
+    const double gate_row = (double)hearth_row_size(c->ffn_gated ? lg->w_gate.type : lg->w_up.type, c->dim);
+    int n_use = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        struct sidecar_layer *L = &sc.layers[l];
+        const double saved = (double)sc.hidden * (1.0 - L->predicted) * gate_row;
+        L->use_pred = o.predictors >= 0 ? o.predictors : saved > (double)predictor_bytes(&L->pred);
+        n_use += L->use_pred;
+    }
+    fprintf(stderr, "plan: predictors in %d of %d layers (%s)\n", n_use, c->n_layers,
+            o.predictors < 0 ? "where the gate rows they spare outweigh their own weights" : "forced");
+
     /* 2. the bytes: fixed residents, and one hot neuron */
     size_t fixed = weight_bytes(&m.tok_embd) + (m.output.data != m.tok_embd.data ? weight_bytes(&m.output) : 0) +
                    (size_t)c->dim * sizeof(float);
@@ -172,7 +190,7 @@ int cmd_plan(int argc, char **argv) {
         const struct llama_layer *ly = &m.layers[l];
         fixed += weight_bytes(&ly->wq) + weight_bytes(&ly->wk) + weight_bytes(&ly->wv) + weight_bytes(&ly->wo) +
                  2 * (size_t)c->dim * sizeof(float);
-        pred_bytes += predictor_bytes(&sc.layers[l].pred);
+        if (sc.layers[l].use_pred) pred_bytes += predictor_bytes(&sc.layers[l].pred);
     }
     fixed += pred_bytes;
     const int n_ctx = o.eng.n_ctx > 0 ? o.eng.n_ctx : (c->n_ctx_train < 4096 ? c->n_ctx_train : 4096);
@@ -226,8 +244,8 @@ int cmd_plan(int argc, char **argv) {
            "predictors %.1f), hot neurons %.1f MiB\n",
            o.gpu_budget / 1048576.0, fixed / 1048576.0, (fixed - kv_bytes - pred_bytes) / 1048576.0,
            kv_bytes / 1048576.0, n_ctx, pred_bytes / 1048576.0, (pr.bytes - (int64_t)fixed) / 1048576.0);
-    printf("%5s %8s %8s %12s %10s %5s %7s %9s\n", "layer", "hot", "hot%", "firings-hot", "MiB", "rank", "recall",
-           "precision");
+    printf("%5s %8s %8s %12s %10s %5s %7s %9s %9s %5s\n", "layer", "hot", "hot%", "firings-hot", "MiB", "rank",
+           "recall", "precision", "predicted", "used");
     for (int l = 0; l < c->n_layers; l++) {
         struct sidecar_layer *L = &sc.layers[l];
         double all = 0, served = 0;
@@ -236,9 +254,9 @@ int cmd_plan(int argc, char **argv) {
             if (i < hot[l]) served += pl[l].freq[i];
         }
         L->hot = hot[l];
-        printf("%5d %8lld %7.1f%% %11.1f%% %10.2f %5lld %7.3f %9.3f\n", l, (long long)hot[l],
+        printf("%5d %8lld %7.1f%% %11.1f%% %10.2f %5lld %7.3f %9.3f %8.1f%% %5s\n", l, (long long)hot[l],
                100.0 * hot[l] / sc.hidden, all > 0 ? 100.0 * served / all : 0.0, hot[l] * neuron_bytes / 1048576.0,
-               (long long)L->pred.rank, L->recall, L->precision);
+               (long long)L->pred.rank, L->recall, L->precision, 100.0 * L->predicted, L->use_pred ? "yes" : "no");
     }
     printf("firings served by the GPU worker: %.1f%% (%s)\n", pr.total > 0 ? 100.0 * pr.served / pr.total : 0.0,
            pr.optimal ? "optimal" : "best found within the time limit");

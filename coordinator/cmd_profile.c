@@ -276,8 +276,8 @@ int cmd_profile(int argc, char **argv) {
     for (int l = 0; l < n_layers; l++) nv[l] = hidden;
     ns = nv;
     char title[1024];
-    snprintf(title, sizeof title, "%.255s: FFN neuron firing frequency (|act(gate x)| scale > per-layer threshold, sparsity %.2f, %lld tokens of %.255s)",
-             sc.model_name, o.sparsity, (long long)T, sc.corpus);
+    snprintf(title, sizeof title, "%.80s: FFN firing frequency, sparsity %.2f, %lld tokens", sc.model_name,
+             o.sparsity, (long long)T);
     int prc = plot_firing_svg(svg_path, title, n_layers, (const float *const *)sorted, ns, err, sizeof err);
     free(nv);
     if (prc != 0) goto out;

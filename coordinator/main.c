@@ -121,14 +121,16 @@ static const char k_profile_help[] =
 
 static const char k_plan_help[] =
     "usage: hearth plan [-m FILE] --sidecar SIDECAR --gpu-budget SIZE [--min-hot N] [-c N] [--kv-budget ...]\n"
-    "                   [--max-rank R] [--epochs E] [--retrain] [-t T]\n"
+    "                   [--max-rank R] [--epochs E] [--retrain] [--predictors auto|on|off] [-t T]\n"
     "\n"
     "Trains the activation predictors (one low-rank MLP per layer, on the profile's samples; held-out recall\n"
     "and precision printed) and places the hot neurons: an integer linear program (GLPK) chooses how many of\n"
     "each layer's most frequently firing neurons the GPU worker keeps, maximising the firings it serves\n"
     "within SIZE (e.g. 64M, 2GiB) after the fixed residents (attention, embeddings, LM head, the KV cache of\n"
     "-c positions or --kv-budget, the predictors); a layer gets 0 or at least --min-hot (default 64) hot\n"
-    "neurons. Prints a per-layer table and writes the plan into the sidecar. Use it with --sidecar.\n";
+    "neurons. A layer's predictor is used where the gate rows it spares outweigh its own weights\n"
+    "(--predictors auto; on/off force it). Prints a per-layer table and writes the plan into the sidecar.\n"
+    "Use it with --sidecar.\n";
 
 static const char k_fetch_help[] =
     "usage: hearth fetch\n"

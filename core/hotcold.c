@@ -115,7 +115,7 @@ int hotcold_create(struct hotcold *hc, const struct sidecar *sc, const struct ll
          * counts are multiples of SPARSE_GROUP (or the whole layer) */
         const int64_t mid = hot < a ? a : hot > b ? b : hot;
         if (mid > a && slice_init(&hc->hot[l], sc, m, l, a, mid, 0, err, errlen)) goto fail;
-        if (b > mid && slice_init(&hc->cold[l], sc, m, l, mid, b, 1, err, errlen)) goto fail;
+        if (b > mid && slice_init(&hc->cold[l], sc, m, l, mid, b, sc->layers[l].use_pred, err, errlen)) goto fail;
         if (mid - a > widest) widest = mid - a;
         if (b - mid > widest) widest = b - mid;
     }

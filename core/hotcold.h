@@ -7,8 +7,10 @@
  * range, a CPU worker its shard of the cold range. Hot positions are all
  * candidates (they fire for most tokens, and predicting them would cost
  * more than it saves); cold positions are candidates only where the
- * layer's predictor expects them to fire. Either way only neurons with
- * |h| > threshold reach the down projection (core/sparse.h).
+ * layer's predictor expects them to fire, in the layers where the plan
+ * found the predictor worth its cost (sidecar pred_use). Either way only
+ * the neurons whose gate passes the threshold read their up and down
+ * weights (core/sparse.h).
  *
  * Because positions are grouped the same way (SPARSE_GROUP) in every
  * process and each group's sum is exact (fixed point), the multi-process

@@ -126,6 +126,8 @@ int sidecar_save(const struct sidecar *sc, const char *path, char *err, size_t e
         gguf_writer_set_u32(w, "hearth.plan.min_hot", (uint32_t)sc->min_hot);
         for (int l = 0; l < sc->n_layers; l++) hot[l] = (int32_t)sc->layers[l].hot;
         if (add(w, "ffn_hot", HEARTH_TYPE_I32, sc->n_layers, 1, hot, err, errlen)) goto done;
+        for (int l = 0; l < sc->n_layers; l++) hot[l] = sc->layers[l].use_pred != 0;
+        if (add(w, "pred_use", HEARTH_TYPE_I32, sc->n_layers, 1, hot, err, errlen)) goto done;
         static const char *const metric[4] = {"pred_cutoff", "pred_recall", "pred_precision", "pred_predicted"};
         for (int k = 0; k < 4; k++) {
             for (int l = 0; l < sc->n_layers; l++) {
@@ -232,6 +234,8 @@ static int load_plan(struct sidecar *sc, gguf_ctx_t *g, const char *path, char *
         return -1;
     sc->min_hot = v;
     const int32_t *hot = get(g, path, "ffn_hot", HEARTH_TYPE_I32, sc->n_layers, 1, err, errlen);
+    const int32_t *use = get(g, path, "pred_use", HEARTH_TYPE_I32, sc->n_layers, 1, err, errlen);
+    if (!use) return -1;
     const float *metric[4];
     static const char *const metric_name[4] = {"pred_cutoff", "pred_recall", "pred_precision", "pred_predicted"};
     if (!hot) return -1;
@@ -251,6 +255,11 @@ static int load_plan(struct sidecar *sc, gguf_ctx_t *g, const char *path, char *
             goto done;
         }
         L->hot = hot[l];
+        if (use[l] != 0 && use[l] != 1) {
+            snprintf(err, errlen, "sidecar %s: pred_use[%d] = %d is not 0 or 1", path, l, use[l]);
+            goto done;
+        }
+        L->use_pred = use[l];
         snprintf(name, sizeof name, "blk.%d.ffn_order", l);
         const int32_t *order = get(g, path, name, HEARTH_TYPE_I32, sc->hidden, 1, err, errlen);
         if (!order) goto done;

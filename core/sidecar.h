@@ -36,6 +36,7 @@
  *   blk.L.pred_w1 F32 [dim, rank]   blk.L.pred_b1 F32 [rank]
  *   blk.L.pred_w2 F32 [rank, hidden] blk.L.pred_b2 F32 [hidden]
  *   pred_cutoff / pred_recall / pred_precision / pred_predicted  F32 [n_layers]
+ *   pred_use                        I32 [n_layers]        1: cold neurons go through the predictor
  */
 #ifndef HEARTH_SIDECAR_H
 #define HEARTH_SIDECAR_H
@@ -61,6 +62,7 @@ struct sidecar_layer {
     int32_t *order; /* [hidden] */
     int64_t hot;
     int has_pred;
+    int use_pred; /* the plan's choice: the predictor saves more than it costs */
     struct predictor pred;
     float recall, precision, predicted; /* held-out, of the run-time form */
 };

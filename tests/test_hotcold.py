@@ -82,7 +82,9 @@ def main():
               "the SVG draws 30 layers")
         expect_error(["run"] + m + ["-p", "Hi", "-n", "2", "--sidecar", sc], "run hearth plan",
                      "an unplanned sidecar is refused")
-        res = ok(["plan"] + m + ["--sidecar", sc, "--gpu-budget", "80M", "-c", "256", "--epochs", "4"], "plan at 80M")
+        # predictors forced on: the runtime's predictor path is what this test is about
+        res = ok(["plan"] + m + ["--sidecar", sc, "--gpu-budget", "80M", "-c", "256", "--epochs", "4",
+                                 "--predictors", "on"], "plan at 80M")
         table = [l.split() for l in res[1].splitlines() if re.match(r"^\s+\d+\s+\d+\s", l)]
         check(len(table) == 30, "plan prints one row per layer", res)
         hot = [int(r[1]) for r in table]
@@ -121,6 +123,8 @@ def main():
         expect_error(["plan"] + m + ["--sidecar", sc], "--gpu-budget", "plan without a budget")
         expect_error(["plan"] + m + ["--sidecar", sc, "--gpu-budget", "1M"], "budget", "a budget below the fixed bytes")
         expect_error(["plan"] + m + ["--sidecar", sc, "--gpu-budget", "12Q"], "expects a size", "a malformed size")
+        expect_error(["plan"] + m + ["--sidecar", sc, "--gpu-budget", "80M", "--predictors", "maybe"],
+                     "--predictors expects auto, on or off", "a bad --predictors")
         expect_error(["run"] + m + ["-p", "Hi", "--sidecar", MODEL], "is not a hearth sidecar", "a model as sidecar")
         expect_error(["run"] + m + ["-p", "Hi", "--sidecar", os.path.join(tmp, "none.gguf")], "none.gguf",
                      "a missing sidecar")

@@ -36,30 +36,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "types.h"
 
-static int failures;
-
-#define CHECK(cond, ...)                                         \
-    do {                                                         \
-        if (!(cond)) {                                           \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                        \
-            fprintf(stderr, "\n");                               \
-            failures++;                                          \
-        }                                                        \
-    } while (0)
-
-static uint64_t rs;
-
-static uint64_t rnd64(void) {
-    uint64_t z = (rs += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-static float rnd01(void) { return (float)(rnd64() >> 40) * 0x1.0p-24f; } /* [0, 1) */
-static float rnd_sym(void) { return 2.0f * rnd01() - 1.0f; }           /* [-1, 1) */
+static float rnd_sym(void) { return 2.0f * rnd_unitf() - 1.0f; } /* [-1, 1) */
 
 static char dir[512];
 
@@ -94,10 +74,10 @@ static void fill_profile(struct sidecar *sc, int64_t n_samples) {
     char err[512] = "";
     for (int l = 0; l < sc->n_layers; l++) {
         struct sidecar_layer *L = &sc->layers[l];
-        L->threshold = 3.0f * rnd01();
+        L->threshold = 3.0f * rnd_unitf();
         for (int64_t i = 0; i < sc->hidden; i++) {
-            L->freq[i] = rnd01();
-            L->scale[i] = 5.0f * rnd01();
+            L->freq[i] = rnd_unitf();
+            L->scale[i] = 5.0f * rnd_unitf();
         }
         /* the ends of the valid ranges must load too */
         L->freq[0] = 0.0f;
@@ -153,14 +133,15 @@ static void fill_plan(struct sidecar *sc, int64_t rank) {
         CHECK(rc == 0, "predictor_init: %s", err);
         if (rc) return;
         L->has_pred = 1;
+        L->use_pred = (int)(rnd64() & 1);
         for (int64_t i = 0; i < sc->dim * rank; i++) L->pred.w1[i] = rnd_sym();
         for (int64_t i = 0; i < rank; i++) L->pred.b1[i] = rnd_sym();
         for (int64_t i = 0; i < rank * sc->hidden; i++) L->pred.w2[i] = rnd_sym();
         for (int64_t i = 0; i < sc->hidden; i++) L->pred.b2[i] = rnd_sym();
         L->pred.cutoff = rnd_sym();
-        L->recall = rnd01();
-        L->precision = rnd01();
-        L->predicted = rnd01();
+        L->recall = rnd_unitf();
+        L->precision = rnd_unitf();
+        L->predicted = rnd_unitf();
     }
 }
 
@@ -217,6 +198,7 @@ static void check_equal(const struct sidecar *a, const struct sidecar *b, int wi
         CHECK(same_bits(x->order, y->order, H * sizeof(int32_t)), "%s: layer %d order differs", what, l);
         CHECK(x->hot == y->hot, "%s: layer %d hot %lld vs %lld", what, l, (long long)x->hot, (long long)y->hot);
         CHECK(x->has_pred == y->has_pred, "%s: layer %d has_pred %d vs %d", what, l, x->has_pred, y->has_pred);
+        CHECK(x->use_pred == y->use_pred, "%s: layer %d use_pred %d vs %d", what, l, x->use_pred, y->use_pred);
         const struct predictor *p = &x->pred, *q = &y->pred;
         CHECK(p->dim == q->dim && p->rank == q->rank && p->n_out == q->n_out,
               "%s: layer %d predictor shape [%lld, %lld, %lld] vs [%lld, %lld, %lld]", what, l, (long long)p->dim,
@@ -566,6 +548,7 @@ static void test_errors(void) {
     expect_edit_fail(good, EDIT(.set_key = "hearth.plan.min_hot", .set_u32 = 201), 0,
                      "hearth.plan.min_hot = 201 is outside [0, 200]", "min_hot 201");
     expect_edit_fail(good, EDIT(.drop_tensor = "ffn_hot"), 0, "tensor ffn_hot is missing", "no ffn_hot");
+    expect_edit_fail(good, EDIT(.drop_tensor = "pred_use"), 0, "tensor pred_use is missing", "no pred_use");
     expect_edit_fail(good, EDIT(.drop_tensor = "pred_recall"), 0, "tensor pred_recall is missing", "no recall");
     expect_edit_fail(good, EDIT(.drop_tensor = "blk.1.ffn_order"), 0, "tensor blk.1.ffn_order is missing",
                      "no blk.1.ffn_order");
@@ -1007,7 +990,7 @@ int main(int argc, char **argv) {
     }
     const char *which = argv[1];
     uint64_t seed = argc > 3 ? strtoull(argv[3], NULL, 0) : 20250917u;
-    rs = seed;
+    check_seed(seed);
     snprintf(dir, sizeof dir, "%s/%s", argv[2], which);
     if (mkdir_p(dir) != 0) {
         fprintf(stderr, "cannot create %s: %s\n", dir, strerror(errno));
@@ -1029,10 +1012,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "unknown case %s\n", which);
         return 2;
     }
-    if (failures) {
-        fprintf(stderr, "test_sidecar %s: %d failure(s) (seed %llu)\n", which, failures, (unsigned long long)seed);
-        return 1;
-    }
-    printf("test_sidecar %s: ok\n", which);
-    return 0;
+    char name[64];
+    snprintf(name, sizeof name, "test_sidecar %s", which);
+    return check_done(name);
 }
