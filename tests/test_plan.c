@@ -9,7 +9,7 @@
  *   test_plan full           30 layers x 1536 neurons, power-law frequencies
  *   test_plan errors         invalid input and its exact messages
  *
- * Random data comes from a splitmix64 stream with a printed seed. */
+ * Random data comes from check.h's splitmix64 stream with a printed seed. */
 #include "plan.h"
 
 #include <inttypes.h>
@@ -19,28 +19,7 @@
 #include <string.h>
 #include <time.h>
 
-static int failures;
-
-#define CHECK(cond, ...)                                         \
-    do {                                                         \
-        if (!(cond)) {                                           \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                        \
-            fprintf(stderr, "\n");                               \
-            failures++;                                          \
-        }                                                        \
-    } while (0)
-
-static uint64_t rs;
-
-static uint64_t rnd64(void) {
-    uint64_t z = (rs += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-static int64_t rnd_range(int64_t lo, int64_t hi) { return lo + (int64_t)(rnd64() % (uint64_t)(hi - lo + 1)); }
-static double rnd01(void) { return (double)(rnd64() >> 11) * 0x1.0p-53; }
+#include "check.h"
 
 static int cmp_desc(const void *a, const void *b) {
     float x = *(const float *)a, y = *(const float *)b;
@@ -107,7 +86,7 @@ static double exhaustive(const struct plan_problem *p) {
 }
 
 static void test_random(uint64_t seed) {
-    rs = seed;
+    check_seed(seed);
     printf("plan random: seed %" PRIu64 " (rerun: test_plan random %" PRIu64 ")\n", seed, seed);
     enum { N_CASES = 400 };
     int greedy_worse = 0, zero_layers = 0;
@@ -121,7 +100,7 @@ static void test_random(uint64_t seed) {
             L[l].neuron_bytes = rnd_range(1, 5);
             int ties = rnd64() % 3 == 0; /* coarse values: many equal frequencies */
             for (int64_t i = 0; i < L[l].n; i++) {
-                double u = rnd01();
+                double u = rnd_unit();
                 freq[l][i] = ties ? (float)floor(u * 4.0) / 4.0f : (float)(u * u);
             }
             qsort(freq[l], (size_t)L[l].n, sizeof(float), cmp_desc);
@@ -243,7 +222,7 @@ static double now_s(void) {
  * column, 3 x 576 Q4_1 weights = 3 x 360 bytes. Frequencies follow a power law
  * whose exponent varies with depth; min_hot 128 and group 32. */
 static void test_full(uint64_t seed) {
-    rs = seed;
+    check_seed(seed);
     printf("plan full: seed %" PRIu64 "\n", seed);
     enum { NL = 30, N = 1536 };
     float *freq = malloc((size_t)NL * N * sizeof *freq);
@@ -254,9 +233,9 @@ static void test_full(uint64_t seed) {
     }
     int64_t all = 0;
     for (int l = 0; l < NL; l++) {
-        double alpha = 0.3 + 0.9 * rnd01(), a = 0.2 + 0.8 * rnd01();
+        double alpha = 0.3 + 0.9 * rnd_unit(), a = 0.2 + 0.8 * rnd_unit();
         for (int i = 0; i < N; i++) {
-            double f = a * pow((double)(i + 1), -alpha) * (1.0 + 0.05 * rnd01());
+            double f = a * pow((double)(i + 1), -alpha) * (1.0 + 0.05 * rnd_unit());
             freq[l * N + i] = (float)(f > 1.0 ? 1.0 : f);
         }
         qsort(freq + l * N, N, sizeof(float), cmp_desc);
@@ -413,10 +392,7 @@ int main(int argc, char **argv) {
     if (all || !strcmp(what, "cases")) test_cases();
     if (all || !strcmp(what, "full")) test_full(seed);
     if (all || !strcmp(what, "errors")) test_errors();
-    if (failures) {
-        fprintf(stderr, "test_plan %s: %d failure(s)\n", what, failures);
-        return 1;
-    }
-    printf("test_plan %s: ok\n", what);
-    return 0;
+    char name[64];
+    snprintf(name, sizeof name, "test_plan %s", what);
+    return check_done(name);
 }

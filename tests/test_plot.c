@@ -18,27 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int failures;
-
-#define CHECK(cond, ...)                                         \
-    do {                                                         \
-        if (!(cond)) {                                           \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                        \
-            fprintf(stderr, "\n");                               \
-            failures++;                                          \
-        }                                                        \
-    } while (0)
-
-static uint64_t rs;
-
-static uint64_t rnd64(void) {
-    uint64_t z = (rs += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-static double rnd01(void) { return (double)(rnd64() >> 11) * 0x1.0p-53; }
+#include "check.h"
 
 static int cmp_desc(const void *a, const void *b) {
     float x = *(const float *)a, y = *(const float *)b;
@@ -115,19 +95,18 @@ int main(int argc, char **argv) {
         return 1;
     }
     uint64_t seed = 424242;
-    rs = seed;
+    check_seed(seed);
     printf("plot: seed %" PRIu64 "\n", seed);
 
     /* 30 layers of 1536 neurons: power laws steepening with depth, some never firing */
     enum { NL = 30, N = 1536 };
-    float *data = malloc((size_t)NL * N * sizeof *data);
+    float *data = xmalloc((size_t)NL * N * sizeof *data);
     const float *freq[NL];
     int64_t n[NL];
-    if (!data) return 1;
     for (int l = 0; l < NL; l++) {
         double alpha = 0.4 + 1.2 * l / (NL - 1);
         for (int i = 0; i < N; i++) {
-            double f = 0.9 * pow(i + 1.0, -alpha) * (0.8 + 0.4 * rnd01());
+            double f = 0.9 * pow(i + 1.0, -alpha) * (0.8 + 0.4 * rnd_unit());
             data[l * N + i] = i > N - 40 ? 0.0f : (float)(f > 1 ? 1 : f);
         }
         qsort(data + l * N, N, sizeof(float), cmp_desc);
@@ -175,10 +154,5 @@ int main(int argc, char **argv) {
     CHECK(rc < 0 && !strcmp(err, "plot: no layers to plot (n_layers = 0)"), "no layers: rc %d, '%s'", rc, err);
 
     free(data);
-    if (failures) {
-        fprintf(stderr, "test_plot: %d failure(s)\n", failures);
-        return 1;
-    }
-    printf("test_plot: ok\n");
-    return 0;
+    return check_done("test_plot");
 }

@@ -19,7 +19,7 @@
  *   test_predictor timing   prints the training time of a full-size layer
  *                           (dim 576, n_out 1536, 3000 samples, rank 64)
  *
- * Random data from a splitmix64 stream; seed HEARTH_TEST_SEED or a fixed
+ * Random data from check.h's splitmix64 stream; seed HEARTH_TEST_SEED or a fixed
  * default, printed either way. */
 #include "predictor.h"
 
@@ -29,40 +29,7 @@
 #include <string.h>
 #include <time.h>
 
-static int failures;
-#define CHECK(cond, ...)                                                                                     \
-    do {                                                                                                     \
-        if (!(cond)) {                                                                                       \
-            failures++;                                                                                      \
-            if (failures < 30) {                                                                             \
-                fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                        \
-                fprintf(stderr, __VA_ARGS__);                                                                \
-                fputc('\n', stderr);                                                                         \
-            }                                                                                                \
-        }                                                                                                    \
-    } while (0)
-
-static uint64_t rs;
-static uint64_t rnd64(void) {
-    uint64_t z = (rs += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-static double rnd01(void) { return (double)(rnd64() >> 11) * 0x1.0p-53; }
-static float rnd_normal(void) {
-    double u = rnd01(), v = rnd01();
-    return (float)(sqrt(-2.0 * log(u + 1e-300)) * cos(6.283185307179586 * v));
-}
-
-static void *xmalloc(size_t n) {
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "out of memory (%zu bytes)\n", n);
-        exit(2);
-    }
-    return p;
-}
+#include "check.h"
 
 static struct tpool *pool(int n) {
     char err[256];
@@ -115,7 +82,7 @@ static void truth_make(struct truth *T, int64_t dim, int64_t n_out) {
             nn += (double)T->a[o * T->lat + k] * T->a[o * T->lat + k];
         }
         for (int64_t k = 0; k < T->lat; k++) T->a[o * T->lat + k] /= (float)sqrt(nn);
-        T->c[o] = o % 2 == 0 ? (float)(2.4 * rnd01() - 1.2) : (float)(0.2 + 1.2 * rnd01());
+        T->c[o] = o % 2 == 0 ? (float)(2.4 * rnd_unit() - 1.2) : (float)(0.2 + 1.2 * rnd_unit());
     }
 }
 
@@ -656,7 +623,7 @@ int main(int argc, char **argv) {
     uint64_t seed = seed_env && seed_env[0] ? strtoull(seed_env, NULL, 0) : 0x5eed0f2a11ull;
     const char *what = argc > 1 ? argv[1] : "all";
     printf("test_predictor %s: seed 0x%llx (HEARTH_TEST_SEED)\n", what, (unsigned long long)seed);
-    rs = seed;
+    check_seed(seed);
     int all = !strcmp(what, "all"), ran = 0;
     if (all || !strcmp(what, "grad")) ran = 1, test_grad();
     if (all || !strcmp(what, "learn")) ran = 1, test_learn();
@@ -670,10 +637,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: test_predictor [all|grad|learn|cutoff|determ|rt|rank|errors|timing [epochs]]\n");
         return 2;
     }
-    if (failures) {
-        printf("%d failure(s)\n", failures);
-        return 1;
-    }
-    printf("ok\n");
-    return 0;
+    char name[64];
+    snprintf(name, sizeof name, "test_predictor %s", what);
+    return check_done(name);
 }

@@ -28,40 +28,7 @@
 #include "sparse.h"
 #include "tpool.h"
 
-static int failures;
-#define CHECK(cond, ...)                                                                                     \
-    do {                                                                                                     \
-        if (!(cond)) {                                                                                       \
-            failures++;                                                                                      \
-            if (failures < 30) {                                                                             \
-                fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                        \
-                fprintf(stderr, __VA_ARGS__);                                                                \
-                fputc('\n', stderr);                                                                         \
-            }                                                                                                \
-        }                                                                                                    \
-    } while (0)
-
-static uint64_t rng = 0x9E3779B97F4A7C15ull;
-static uint64_t rng_u64(void) {
-    rng ^= rng >> 12;
-    rng ^= rng << 25;
-    rng ^= rng >> 27;
-    return rng * 0x2545F4914F6CDD1Dull;
-}
-static double rng_unit(void) { return (rng_u64() >> 11) * 0x1p-53; }
-static float rng_normal(void) {
-    double u1 = ((rng_u64() >> 11) + 1) * 0x1p-53, u2 = rng_unit();
-    return (float)(sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2));
-}
-
-static void *xmalloc(size_t n) {
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "out of memory (%zu bytes)\n", n);
-        exit(2);
-    }
-    return p;
-}
+#include "check.h"
 
 /* One random layer: the quantized matrices and their dequantized floats. */
 struct tlayer {
@@ -80,7 +47,7 @@ static void make_weight(struct weight *w, void **data, float **deq, enum hearth_
     uint8_t *q = xmalloc(row * (size_t)n_out);
     float *f = xmalloc((size_t)(n_out * n_in) * sizeof(float));
     for (int64_t r = 0; r < n_out; r++) {
-        for (int64_t i = 0; i < n_in; i++) f[r * n_in + i] = rng_normal() * scale;
+        for (int64_t i = 0; i < n_in; i++) f[r * n_in + i] = rnd_normal() * scale;
         tr->from_float_ref(f + r * n_in, q + (size_t)r * row, n_in);
         tr->to_float(q + (size_t)r * row, f + r * n_in, n_in);
     }
@@ -320,7 +287,7 @@ static int32_t *random_perm(int64_t n) {
     int32_t *p = xmalloc((size_t)n * sizeof *p);
     for (int64_t i = 0; i < n; i++) p[i] = (int32_t)i;
     for (int64_t i = n - 1; i > 0; i--) {
-        int64_t k = (int64_t)(rng_u64() % (uint64_t)(i + 1));
+        int64_t k = (int64_t)(rnd64() % (uint64_t)(i + 1));
         int32_t tmp = p[i];
         p[i] = p[k];
         p[k] = tmp;
@@ -330,7 +297,7 @@ static int32_t *random_perm(int64_t n) {
 
 static uint8_t *random_mask(int n_tok, int64_t n, double frac) {
     uint8_t *m = xmalloc((size_t)n_tok * (size_t)n);
-    for (size_t i = 0; i < (size_t)n_tok * (size_t)n; i++) m[i] = rng_unit() < frac ? (uint8_t)(1 + rng_u64() % 255) : 0;
+    for (size_t i = 0; i < (size_t)n_tok * (size_t)n; i++) m[i] = rnd_unit() < frac ? (uint8_t)(1 + rnd64() % 255) : 0;
     return m;
 }
 
@@ -357,7 +324,7 @@ static void check_case(const struct tcase *tc, struct tpool **pools) {
     tlayer_make(&tl, tc->dim, tc->hidden, tc->gated, tc->act, tc->gt, tc->ut, tc->dt);
     const int64_t dim = tc->dim, hidden = tc->hidden;
     float *x = xmalloc((size_t)N_TOK * dim * sizeof(float));
-    for (int64_t i = 0; i < N_TOK * dim; i++) x[i] = rng_normal();
+    for (int64_t i = 0; i < N_TOK * dim; i++) x[i] = rnd_normal();
     int32_t *perm = random_perm(hidden);
     int64_t *acc = xmalloc((size_t)N_TOK * dim * sizeof(int64_t)), *acc2 = xmalloc((size_t)N_TOK * dim * sizeof(int64_t));
     struct sparse_scratch ss;
@@ -370,9 +337,9 @@ static void check_case(const struct tcase *tc, struct tpool **pools) {
     /* 1. reference, on slices starting at several group-aligned positions */
     const int64_t n_groups = (hidden + SPARSE_GROUP - 1) / SPARSE_GROUP;
     for (int rep = 0; rep < 3; rep++) {
-        const int64_t g0 = rep == 0 ? 0 : (int64_t)(rng_u64() % (uint64_t)n_groups);
+        const int64_t g0 = rep == 0 ? 0 : (int64_t)(rnd64() % (uint64_t)n_groups);
         const int64_t pos0 = g0 * SPARSE_GROUP;
-        const int64_t n = rep == 0 ? hidden : 1 + (int64_t)(rng_u64() % (uint64_t)(hidden - pos0));
+        const int64_t n = rep == 0 ? hidden : 1 + (int64_t)(rnd64() % (uint64_t)(hidden - pos0));
         struct sparse_ffn sf;
         if (sparse_ffn_init(&sf, &tl.c, &tl.L, perm + pos0, n, pos0, -1.0f, err, sizeof err) != 0) {
             CHECK(0, "%s: init: %s", tc->name, err);
@@ -466,7 +433,7 @@ static void check_case(const struct tcase *tc, struct tpool **pools) {
     /* 3. invariances, bit for bit, at the median threshold with a random mask */
     {
         struct sparse_ffn sf, sa, sb;
-        const int64_t split = SPARSE_GROUP * (1 + (int64_t)(rng_u64() % (uint64_t)(n_groups - 1)));
+        const int64_t split = SPARSE_GROUP * (1 + (int64_t)(rnd64() % (uint64_t)(n_groups - 1)));
         const float thr = quantile_threshold(&tl, perm, hidden, x, N_TOK, 0.5);
         int ok = sparse_ffn_init(&sf, &tl.c, &tl.L, perm, hidden, 0, thr, err, sizeof err) == 0;
         ok = ok && sparse_ffn_init(&sa, &tl.c, &tl.L, perm, split, 0, thr, err, sizeof err) == 0;
@@ -528,8 +495,8 @@ static void check_kernel(void) {
     block_q8_0 *rows = xmalloc((size_t)(row_blocks * n_rows) * sizeof *rows);
     float f[32];
     for (int64_t r = 0; r < n_rows * row_blocks; r++) {
-        const float scale = (float)exp(rng_normal() * 2);
-        for (int i = 0; i < 32; i++) f[i] = rng_normal() * scale;
+        const float scale = (float)exp(rnd_normal() * 2);
+        for (int i = 0; i < 32; i++) f[i] = rnd_normal() * scale;
         quant_traits(HEARTH_TYPE_Q8_0)->from_float_ref(f, &rows[r], 32);
     }
     int32_t idx[33];
@@ -537,13 +504,13 @@ static void check_kernel(void) {
     float *y1 = xmalloc(32 * row_blocks * sizeof(float)), *y2 = xmalloc(32 * row_blocks * sizeof(float));
     int diffs = 0;
     for (int rep = 0; rep < 50; rep++) {
-        const int cnt = (int)(rng_u64() % 33);
+        const int cnt = (int)(rnd64() % 33);
         for (int k = 0; k < cnt; k++) {
-            idx[k] = (int32_t)(rng_u64() % (uint64_t)n_rows);
-            h[k] = rng_normal() * (float)exp(rng_normal());
+            idx[k] = (int32_t)(rnd64() % (uint64_t)n_rows);
+            h[k] = rnd_normal() * (float)exp(rnd_normal());
         }
-        const int64_t b0 = (int64_t)(rng_u64() % (uint64_t)row_blocks);
-        const int64_t b1 = b0 + (int64_t)(rng_u64() % (uint64_t)(row_blocks - b0 + 1));
+        const int64_t b0 = (int64_t)(rnd64() % (uint64_t)row_blocks);
+        const int64_t b1 = b0 + (int64_t)(rnd64() % (uint64_t)(row_blocks - b0 + 1));
         for (int64_t i = 0; i < 32 * row_blocks; i++) y1[i] = y2[i] = 7.0f;
         sparse_down_q8_0_ref(y1, rows, row_blocks, idx, h, cnt, b0, b1);
         sparse_down_q8_0(y2, rows, row_blocks, idx, h, cnt, b0, b1);
@@ -579,16 +546,16 @@ static void check_acc_add(void) {
     int diffs = 0;
     for (int rep = 0; rep < 200; rep++) {
         for (int i = 0; i < N; i++) {
-            const int kind = (int)(rng_u64() % 8);
-            if (kind == 0) y[i] = ((float)(int)(rng_u64() % 2001) - 1000.5f) * 0x1p-32f; /* a tie */
-            else if (kind == 1) y[i] = rng_normal() * 0x1p-30f;
-            else if (kind == 2) y[i] = rng_normal() * 0x1p20f;                       /* beyond 2^51 */
-            else if (kind == 3 && rep % 10 == 0) y[i] = rng_u64() % 3 ? INFINITY : NAN;
-            else if (kind == 4) y[i] = rng_normal() * 1e9f;                           /* saturates */
-            else y[i] = rng_normal() * 3;
-            a1[i] = a2[i] = (int64_t)(rng_u64() >> 8) - (1ll << 55);
+            const int kind = (int)(rnd64() % 8);
+            if (kind == 0) y[i] = ((float)(int)(rnd64() % 2001) - 1000.5f) * 0x1p-32f; /* a tie */
+            else if (kind == 1) y[i] = rnd_normal() * 0x1p-30f;
+            else if (kind == 2) y[i] = rnd_normal() * 0x1p20f;                       /* beyond 2^51 */
+            else if (kind == 3 && rep % 10 == 0) y[i] = rnd64() % 3 ? INFINITY : NAN;
+            else if (kind == 4) y[i] = rnd_normal() * 1e9f;                           /* saturates */
+            else y[i] = rnd_normal() * 3;
+            a1[i] = a2[i] = (int64_t)(rnd64() >> 8) - (1ll << 55);
         }
-        const size_t count = rep % 2 ? N : (size_t)(rng_u64() % N);
+        const size_t count = rep % 2 ? N : (size_t)(rnd64() % N);
         ffn_acc_add_fixed(a1, y, count);
         sparse_acc_add_fixed(a2, y, count);
         diffs += memcmp(a1, a2, sizeof a1) != 0;
@@ -654,7 +621,7 @@ int main(void) {
     uint64_t seed = 0x5EED5BA75E0001ull;
     const char *env = getenv("HEARTH_TEST_SEED");
     if (env && env[0]) seed = strtoull(env, NULL, 0);
-    rng = seed ? seed : 1;
+    check_seed(seed);
     printf("test_sparse: seed 0x%llx, kernels %s\n", (unsigned long long)seed, quant_have_avx2() ? "AVX2" : "scalar");
     char err[256];
     struct tpool *pools[3];
@@ -677,10 +644,5 @@ int main(void) {
     check_acc_add();
     check_errors(pools[1]);
     for (int i = 0; i < 3; i++) tpool_destroy(pools[i]);
-    if (failures) {
-        fprintf(stderr, "test_sparse: %d failures (seed 0x%llx)\n", failures, (unsigned long long)seed);
-        return 1;
-    }
-    printf("test_sparse: ok\n");
-    return 0;
+    return check_done("test_sparse");
 }

@@ -24,18 +24,7 @@
 #include "sparse.h"
 #include "tpool.h"
 
-static uint64_t rng = 0x243F6A8885A308D3ull;
-static uint64_t rng_u64(void) {
-    rng ^= rng >> 12;
-    rng ^= rng << 25;
-    rng ^= rng >> 27;
-    return rng * 0x2545F4914F6CDD1Dull;
-}
-static double rng_unit(void) { return (rng_u64() >> 11) * 0x1p-53; }
-static float rng_normal(void) {
-    double u1 = ((rng_u64() >> 11) + 1) * 0x1p-53, u2 = rng_unit();
-    return (float)(sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2));
-}
+#include "../check.h"
 
 static double now_us(void) {
     struct timespec ts;
@@ -53,20 +42,13 @@ static double median(double *v, int n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-static void *xmalloc(size_t n) {
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "bench_sparse: out of memory (%zu bytes)\n", n);
-        exit(1);
-    }
-    return p;
-}
-
 #define N_MASKS 16 /* masks cycled through, so no one set of rows stays hot */
 
 int main(int argc, char **argv) {
     const char *path = getenv("HEARTH_TEST_MODEL");
     static char def[4096];
+    const uint64_t seed = 0x243F6A8885A308D3ull; /* input noise, permutation, masks */
+    check_seed(seed);
     int layer = -1, n_threads = 1, reps = 400;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-m") && i + 1 < argc) path = argv[++i];
@@ -110,7 +92,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     float *xn = xmalloc((size_t)dim * sizeof(float));
-    for (int64_t i = 0; i < dim; i++) xn[i] = L->ffn_norm[i] * rng_normal();
+    for (int64_t i = 0; i < dim; i++) xn[i] = L->ffn_norm[i] * rnd_normal();
     int64_t *acc = xmalloc((size_t)dim * sizeof(int64_t));
     double *t_us = xmalloc((size_t)reps * sizeof(double));
 
@@ -128,17 +110,18 @@ int main(int argc, char **argv) {
         if (r >= 0) t_us[r] = now_us() - t0;
     }
     const double dense_us = median(t_us, reps);
-    printf("bench_sparse: %s layer %d (d_model %lld, %lld neurons, gate %s up %s down %s), %d thread%s, median of %d\n",
+    printf("bench_sparse: %s layer %d (d_model %lld, %lld neurons, gate %s up %s down %s), %d thread%s, median of %d, "
+           "seed 0x%llx\n",
            path, layer, (long long)dim, (long long)hidden, hearth_type_name(L->w_gate.type),
            hearth_type_name(L->w_up.type), hearth_type_name(L->w_down.type), n_threads, n_threads > 1 ? "s" : "",
-           reps);
+           reps, (unsigned long long)seed);
     printf("  %-34s %9.1f us  %8.1f KiB/token\n", "dense ffn_partial_layer", dense_us, dense_bytes / 1024.0);
 
     /* sparse over a random permutation of every neuron */
     int32_t *ids = xmalloc((size_t)hidden * sizeof *ids);
     for (int64_t i = 0; i < hidden; i++) ids[i] = (int32_t)i;
     for (int64_t i = hidden - 1; i > 0; i--) {
-        int64_t k = (int64_t)(rng_u64() % (uint64_t)(i + 1));
+        int64_t k = (int64_t)(rnd64() % (uint64_t)(i + 1));
         int32_t tmp = ids[i];
         ids[i] = ids[k];
         ids[k] = tmp;
@@ -174,7 +157,7 @@ int main(int argc, char **argv) {
     for (int th = 0; th < 2; th++) {
         sf.threshold = th ? thr_median : -1.0f;
         for (int fi = 0; fi < 4; fi++) {
-            for (size_t i = 0; i < (size_t)N_MASKS * hidden; i++) masks[i] = rng_unit() < fracs[fi];
+            for (size_t i = 0; i < (size_t)N_MASKS * hidden; i++) masks[i] = rnd_unit() < fracs[fi];
             struct sparse_stats st = {0, 0};
             for (int r = -reps / 10 - 1; r < reps; r++) {
                 memset(acc, 0, (size_t)dim * sizeof *acc);
