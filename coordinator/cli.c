@@ -71,7 +71,7 @@ int cli_parse(struct cli_opts *o, int argc, char **argv, int first, unsigned all
     o->bench_pp = 512;
     o->bench_tg = 128;
     o->bench_reps = 3;
-    o->sparsity = 0.5f;
+    o->sparsity = 0.2f; /* +1.0% perplexity on the default model (docs/hot-cold.md) */
     o->profile_tokens = 4096;
     o->gpu_budget = -1;
     o->min_hot = 64;

@@ -113,7 +113,7 @@ static const char k_profile_help[] =
     "Runs the dense model over a calibration text (chunks of -c tokens spread over the file, --tokens in all,\n"
     "default 4096) and records per layer and FFN neuron how often it fires: its gated activation |act(gate x)|\n"
     "above the layer's threshold (CATS), set so that a share S of all (token, neuron) values fall below it\n"
-    "(--sparsity, default 0.5; 0 keeps every nonzero, the natural sparsity of ReLU models). A neuron that does\n"
+    "(--sparsity, default 0.2; 0 keeps every nonzero, the natural sparsity of ReLU models). A neuron that does\n"
     "not fire is skipped: its up row and down column are never read. Writes the sidecar GGUF\n"
     "(default MODEL.hearth.gguf: thresholds, frequencies, predictor training samples, provenance) and an SVG\n"
     "of the firing-frequency distribution per layer (default: the sidecar's name with .svg). Then run\n"
