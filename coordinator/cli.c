@@ -147,6 +147,13 @@ int cli_parse(struct cli_opts *o, int argc, char **argv, int first, unsigned all
             }
         } else if ((allowed & (CLI_RUNTIME | CLI_BENCH | CLI_PPL)) && !strcmp(a, "--kv-window")) {
             o->eng.kv.window = 1;
+        } else if ((allowed & (CLI_RUNTIME | CLI_BENCH | CLI_PPL)) && !strcmp(a, "--kv-score")) {
+            NEED_VALUE();
+            if (strcmp(v, "sum") != 0 && strcmp(v, "mean") != 0) {
+                fprintf(stderr, "hearth %s: --kv-score expects sum or mean, got '%s'\n", cmd, v);
+                return -1;
+            }
+            o->eng.kv.score_mean = strcmp(v, "mean") == 0;
         } else if ((allowed & CLI_GEN) && !strcmp(a, "--temp")) {
             NEED_VALUE();
             if (parse_float(a, v, 0.0f, 100.0f, &o->sp.temp)) return -1;

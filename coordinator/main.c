@@ -69,7 +69,9 @@ static const char k_run_help[] =
     "                          budget holds the tokens with the most accumulated attention)\n"
     "      --kv-type T         f32, f16 or q8 (8-bit, one scale per token and head) (default f32)\n"
     "      --kv-window         baseline: keep sinks + the most recent tokens only (sliding window;\n"
-    "                          StreamingLLM with sinks > 0), no heavy hitters\n";
+    "                          StreamingLLM with sinks > 0), no heavy hitters\n"
+    "      --kv-score S        sum (H2O, default): heavy hitters by accumulated attention; mean: by attention\n"
+    "                          per query that could see the token (no bias towards old tokens)\n";
 
 static const char k_chat_help[] =
     "usage: hearth chat [-m FILE] [options]\n"

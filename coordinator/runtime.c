@@ -252,6 +252,7 @@ static int send_assign(struct runtime *rt, struct rworker *w) {
         a->kv_recent = (uint32_t)rt->o.kv.n_recent;
         a->kv_type = (uint32_t)rt->o.kv.type;
         a->kv_window = rt->o.kv.window != 0;
+        a->kv_score_mean = rt->o.kv.score_mean != 0;
     }
     rc |= ctl_shards_new(a, (size_t)c->n_layers);
     for (int l = 0; rc == 0 && l < c->n_layers; l++) {

@@ -92,6 +92,7 @@ int kvcache_create(struct kvcache *kv, const struct kv_config *cfg, int n_layers
     kv->n_sinks = cfg->n_sinks;
     kv->n_recent = cfg->n_recent;
     kv->window = cfg->window;
+    kv->score_mean = cfg->score_mean;
     kv->type = cfg->type;
     kv->esize = type_esize(cfg->type);
     kv->n_threads = n_threads;
@@ -248,6 +249,14 @@ static int cand_cmp(const void *a, const void *b) {
     return (x->pos > y->pos) - (x->pos < y->pos);
 }
 
+/* What eviction ranks a slot by (smallest goes first): its position in
+ * window mode, else its accumulated score, or that score per query that
+ * could attend to it (score_mean). */
+static double slot_key(const struct kvcache *kv, int32_t pos, double score, int last_pos) {
+    if (kv->window) return (double)pos;
+    return kv->score_mean ? score / (double)(last_pos - pos + 1) : score;
+}
+
 /* Evicts (layer, kvh) down to the budget; last_pos is the newest position. */
 static int evict(struct kvcache *kv, int layer, int kvh, int last_pos, char *err, size_t errlen) {
     const size_t base = head_base(kv, layer, kvh);
@@ -262,8 +271,8 @@ static int evict(struct kvcache *kv, int layer, int kvh, int last_pos, char *err
         int best = -1;
         for (int i = 0; i < nu; i++) {
             if (P[i] < kv->n_sinks || P[i] >= recent_from) continue;
-            double key = kv->window ? (double)P[i] : S[i];
-            double bkey = best < 0 ? 0.0 : kv->window ? (double)P[best] : S[best];
+            double key = slot_key(kv, P[i], S[i], last_pos);
+            double bkey = best < 0 ? 0.0 : slot_key(kv, P[best], S[best], last_pos);
             if (best < 0 || key < bkey || (key == bkey && P[i] < P[best])) best = i;
         }
         if (best < 0) goto none;
@@ -277,7 +286,7 @@ static int evict(struct kvcache *kv, int layer, int kvh, int last_pos, char *err
         int nc = 0;
         for (int i = 0; i < nu; i++) {
             if (P[i] < kv->n_sinks || P[i] >= recent_from) continue;
-            c[nc].key = kv->window ? (double)P[i] : S[i];
+            c[nc].key = slot_key(kv, P[i], S[i], last_pos);
             c[nc].pos = P[i];
             c[nc].slot = i;
             nc++;

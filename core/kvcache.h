@@ -17,6 +17,13 @@
  * non-sink is always evicted: a sliding window (n_sinks = 0) or StreamingLLM
  * (n_sinks > 0), the baseline H2O must beat.
  *
+ * With `score_mean` a slot is ranked by its score divided by the number of
+ * queries that could attend to it (last position - its position + 1: every
+ * later query, causally): mean attention instead of accumulated. The sum
+ * favours old tokens, which every later query has seen, over a recent
+ * heavy hitter; the mean does not (the bias that made the needle test fail
+ * at half the budget, docs/kv-cache.md).
+ *
  * Keys are stored after RoPE at their original position, so evicting a token
  * never moves the others. Each head evicts independently, so different heads
  * keep different tokens.
@@ -56,6 +63,7 @@ struct kv_config {
     int n_recent;      /* last positions always kept; < 0: default (budget - sinks) / 2 (H2O's even split) */
     int window;        /* 1: sliding window / StreamingLLM baseline (no heavy hitters) */
     enum kv_type type;
+    int score_mean;    /* 1: rank heavy hitters by mean attention per query that saw them, not the sum */
 };
 
 /* Defaults: no budget, f32, sinks and recent to be defaulted. */
@@ -74,7 +82,7 @@ int kv_type_parse(const char *s, enum kv_type *t);
 struct kvcache {
     int n_layers, n_kv_heads, n_heads, head_dim;
     int budget, max_batch, n_slots;
-    int n_sinks, n_recent, window;
+    int n_sinks, n_recent, window, score_mean;
     enum kv_type type;
     size_t esize;  /* bytes per element */
     void *keys, *values;

@@ -70,7 +70,7 @@ static int setup(struct gpu_worker *g, char *err, size_t errlen) {
             return -1;
         }
         const struct kv_config kv = {(int)a->kv_budget_tokens, 0.0f, (int)a->kv_sinks, (int)a->kv_recent,
-                                     a->kv_window, (enum kv_type)a->kv_type};
+                                     a->kv_window, (enum kv_type)a->kv_type, a->kv_score_mean};
         if (backend_host_set_kv(&g->be, &kv, err, errlen) != 0) return -1;
     }
     if (backend_host_pool(&g->be)) worker_pin_pool(&g->w, backend_host_pool(&g->be));

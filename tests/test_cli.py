@@ -53,6 +53,9 @@ def errors():
     expect_error(["run", "-m", "/nonexistent.gguf"], "no prompt", "missing prompt")
     expect_error(["run", "-m", "/nonexistent/model.gguf", "-p", "hi"], "/nonexistent/model.gguf", "missing model file")
     expect_error(["perplexity", "-m", "/nonexistent.gguf"], "-f", "perplexity without text")
+    expect_error(["run", "-p", "x", "--kv-score", "max"], "--kv-score expects sum or mean", "bad --kv-score")
+    expect_error(["profile", "-f", "x", "--sparsity", "1.5"], "--sparsity expects a number", "bad --sparsity")
+    expect_error(["plan", "--gpu-budget", "-3M"], "expects a size", "negative --gpu-budget")
     with tempfile.TemporaryDirectory() as d:
         junk = os.path.join(d, "junk.gguf")
         with open(junk, "wb") as f:

@@ -177,6 +177,36 @@ static void test_heavy_sinks_recent(void) {
     kvcache_destroy(&kv);
 }
 
+/* Sum against mean. A (position 1) draws a moderate weight from step 1 on;
+ * B (position 8) a larger one, but only from step 8. With one heavy-hitter
+ * slot (budget 3, recent 2), once B leaves the recent window A has the
+ * larger sum (more steps) and B the larger mean (more per step): H2O's sum
+ * keeps A, --kv-score mean keeps B. */
+static void test_score_mean(void) {
+    float key[14] = {0};
+    key[1] = 3.0f;
+    key[8] = 5.0f;
+    for (int mean = 0; mean <= 1; mean++) {
+        struct kvcache kv;
+        struct kv_config c;
+        kv_config_default(&c);
+        c.budget = 3;
+        c.n_sinks = 0;
+        c.n_recent = 2;
+        c.score_mean = mean;
+        char err[256];
+        if (kvcache_create(&kv, &c, 1, 1, 1, 4, 1, 1, err, sizeof err) != 0) {
+            fprintf(stderr, "kvcache_create: %s\n", err);
+            exit(1);
+        }
+        decode_pattern(&kv, key, 12);
+        if (mean) CHECK(kept(&kv, 0, 8) && !kept(&kv, 0, 1), "mean: the late heavy hitter 8 stays, 1 goes");
+        else CHECK(kept(&kv, 0, 1) && !kept(&kv, 0, 8), "sum: the old token 1 stays, 8 goes");
+        if (failures) print_kept(mean ? "mean" : "sum", &kv, 0);
+        kvcache_destroy(&kv);
+    }
+}
+
 /* Keys of -1000 draw exactly zero weight (expf underflows), so those slots
  * have score 0.0 exactly: a tie, which must evict the oldest. */
 static void test_ties(void) {
@@ -516,6 +546,7 @@ int main(int argc, char **argv) {
     test_config();
     test_heavy_sinks_recent();
     test_ties();
+    test_score_mean();
     test_gqa_grouping();
     test_decode_scores();
     test_prefill_gqa(10, 16); /* fits */

@@ -58,6 +58,8 @@ def main():
     ap.add_argument("--full", action="store_true")
     ap.add_argument("--reps", type=int, default=0, help="filler sentences (default 20, --full 45: ~500 / ~1100 tokens)")
     ap.add_argument("--multi-process", action="store_true", help="through the runtime, not --single-process")
+    ap.add_argument("--kv-score", choices=["sum", "mean", "both"], default="sum",
+                    help="heavy-hitter ranking (--kv-score of hearth run); both: one table row per ranking")
     args = ap.parse_args()
     model = os.environ.get("HEARTH_TEST_MODEL", "")
     if not model or not os.path.exists(model):
@@ -68,7 +70,9 @@ def main():
     reps = args.reps or (45 if args.full else 20)
     depths = [0.1, 0.3, 0.5, 0.7, 0.9] if args.full else [0.25, 0.75]
     fracs = [1.0, 0.5, 0.2, 0.1] if args.full else [1.0, 0.5]
-    types = ["f32", "q8"] if args.full else ["f32"]
+    kinds = ["f32", "q8"] if args.full else ["f32"]
+    scores = ["sum", "mean"] if args.kv_score == "both" else [args.kv_score]
+    types = [(k, sc) for sc in scores for k in kinds]
     extra = ["-t", "2"] + ([] if args.multi_process else ["--single-process"])
     prompts = []
     for d in depths:
@@ -81,18 +85,18 @@ def main():
         for f in fracs:
             hits = 0
             for d, key, text, n in prompts:
-                got = ask(args.hearth, model, text, n, f, t, extra)
+                got = ask(args.hearth, model, text, n, f, t[0], extra + ["--kv-score", t[1]])
                 ok = got == key
                 hits += ok
-                print(f"  {t} budget {f:4.0%} depth {d:.1f}: key {key}, got {got!r} {'ok' if ok else 'MISS'}",
+                print(f"  {t[0]} {t[1]} budget {f:4.0%} depth {d:.1f}: key {key}, got {got!r} {'ok' if ok else 'MISS'}",
                       flush=True)
             acc[(t, f)] = hits
     print()
-    print("| KV type | " + " | ".join(f"budget {f:.0%}" for f in fracs) + " |")
-    print("|---|" + "---|" * len(fracs))
+    print("| KV type | score | " + " | ".join(f"budget {f:.0%}" for f in fracs) + " |")
+    print("|---|---|" + "---|" * len(fracs))
     for t in types:
-        print(f"| {t} | " + " | ".join(f"{acc[(t, f)]}/{len(depths)}" for f in fracs) + " |")
-    if acc[("f32", 1.0)] != len(depths):
+        print(f"| {t[0]} | {t[1]} | " + " | ".join(f"{acc[(t, f)]}/{len(depths)}" for f in fracs) + " |")
+    if any(acc[(t, 1.0)] != len(depths) for t in types if t[0] == "f32"):
         print("FAIL: the full cache does not retrieve every passkey (the prompt format no longer works)")
         return 1
     return 0
