@@ -132,7 +132,18 @@ int cmd_bench(int argc, char **argv) {
         for (int i = 0; i < n_procs; i++)
             printf("%s{\"role\": \"%s\", \"pid\": %d, \"peak_rss_bytes\": %zu}", i ? ", " : "", procs[i].role,
                    procs[i].pid, procs[i].peak_rss_bytes);
-        printf("]}\n");
+        printf("]");
+        if (compare) {
+            /* the dense model, alternated with the sparse one (--sidecar) */
+            const double dpp_s = o.bench_pp > 0 ? median(dpp, o.bench_reps) : 0;
+            const double dtg_s = o.bench_tg > 0 ? median(dtg, o.bench_reps) : 0;
+            const double ntg = (double)o.bench_tg * o.bench_reps;
+            printf(", \"sidecar\": \"%s\", \"dense_pp_tokens_per_s\": %.3f, \"dense_tg_tokens_per_s\": %.3f, "
+                   "\"ffn_bytes_per_token\": %.0f, \"dense_ffn_bytes_per_token\": %.0f",
+                   o.eng.sidecar_path, dpp_s > 0 ? o.bench_pp / dpp_s : 0.0, dtg_s > 0 ? o.bench_tg / dtg_s : 0.0,
+                   ntg > 0 ? tg_read / ntg : 0.0, ntg > 0 ? tg_dense / ntg : 0.0);
+        }
+        printf("}\n");
     } else {
         printf("model: %s (%.1f MiB of weights)\n", s.model_path, (double)wbytes / (1 << 20));
         printf("mode: %s, %d threads, median of %d\n", mode, s.n_threads, o.bench_reps);

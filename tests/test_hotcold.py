@@ -14,6 +14,7 @@ usage: test_hotcold.py HEARTH_BINARY CORPUS_SCRIPT
 4. Bad input: each mistake gets its own clear error.
 Needs HEARTH_TEST_MODEL (exit 77 to skip when absent).
 """
+import json
 import os
 import re
 import subprocess
@@ -117,6 +118,12 @@ def main():
         check(read is not None and float(read.group(1)) < 100.0, "the sparse FFN reads less than the dense one",
               single)
         check(ppl(single) < 1.6 * ppl(dense), f"sparse perplexity {ppl(single)} near dense {ppl(dense)}")
+
+        res = ok(["bench"] + m + ["-p", "8", "-n", "4", "-r", "1", "--json", "--sidecar", sc, "--cpu-workers", "1"],
+                 "bench --sidecar: sparse beside dense")
+        b = json.loads(res[1])
+        check(0 < b["ffn_bytes_per_token"] < b["dense_ffn_bytes_per_token"] and b["dense_tg_tokens_per_s"] > 0
+              and b["tg_tokens_per_s"] > 0, f"bench reports both modes: {b}")
 
         # 4. errors
         expect_error(["profile"] + m, "needs the calibration text", "profile without -f")
