@@ -2,18 +2,19 @@
  * calibration text, into a sidecar GGUF (core/sidecar.h).
  *
  * Firing follows CATS (Lee et al., 2024): a neuron fires when its gated
- * activation |act(gate x)| (|act(up x)| for ungated FFNs) exceeds the
- * layer's threshold. Thresholding the gate alone, rather than the product
- * with up x, is what makes the skip pay: the up row and the down column of a
- * neuron below it are never read.
+ * activation |act(gate x)| (|act(up x)| for ungated FFNs), times the
+ * neuron's scale (rms of up x times its down column's norm: sidecar.h),
+ * exceeds the layer's threshold. Thresholding the gate alone, rather than
+ * the product with up x, is what makes the skip pay: the up row and the down
+ * column of a neuron below it are never read.
  *
  * The text is cut into chunks of -c tokens spread evenly over the file (so
  * a long corpus is sampled, not just its beginning) until --tokens tokens
  * have been run. For every layer and token the dense pass's gate products
- * give |act(gate x)| for all neurons, kept as half floats. Afterwards each
- * layer's threshold is the --sparsity quantile of those values, a
- * neuron's firing frequency is the share of tokens where |h| exceeds it, and
- * the FFN inputs with their fired masks are stored as the predictors'
+ * give |act(gate x)| for all neurons, kept as half floats. Afterwards they
+ * are weighted by the scales, each layer's threshold is the --sparsity
+ * quantile of the weighted values, a neuron's firing frequency is the share
+ * of tokens where its value exceeds it, and the FFN inputs with their fired masks are stored as the predictors'
  * training samples. The frequencies are also drawn (SVG), since a power
  * law is easier to see than to read. */
 #include <math.h>
@@ -33,8 +34,8 @@
 
 /* |a| as the bits of a non-negative half float: their integer order is the
  * value order, so quantiles are a histogram over 2^15 bins. */
-static inline uint16_t abs_half_bits(float h) {
-    float a = fabsf(h);
+static inline uint16_t abs_half_bits(float v) {
+    float a = fabsf(v);
     if (!(a < 65504.0f)) a = 65504.0f; /* inf and NaN clamp to the largest half */
     return (uint16_t)(fp16_from_f32(a) & 0x7fff);
 }
@@ -92,7 +93,7 @@ int cmd_profile(int argc, char **argv) {
         return cli_fail(err);
     }
     struct sidecar sc = {0};
-    uint16_t **absh = NULL; /* [n_layers][T][hidden] |h| as half bits */
+    uint16_t **absh = NULL; /* [n_layers][T][hidden] |act(gate x)| (then times scale_i) as half bits */
     uint64_t *hist = NULL;
     double *usq = NULL; /* [n_layers][hidden] sum of (up x)^2 */
     float *rowbuf = NULL;
@@ -148,7 +149,7 @@ int cmd_profile(int argc, char **argv) {
             goto out;
         }
 
-    /* the dense pass, layer by layer, keeping each layer's FFN input and |h| */
+    /* the dense pass, layer by layer, keeping each layer's FFN input and |act(gate x)| */
     const double t0 = engine_now();
     const int bos = tokenizer_add_bos(s.tok);
     int64_t row = 0;
@@ -223,7 +224,7 @@ int cmd_profile(int argc, char **argv) {
             }
         memset(hist, 0, 32768 * sizeof *hist);
         for (int64_t i = 0; i < T * hidden; i++) hist[a[i]]++;
-        /* the smallest half value at or below which `sparsity` of all |h| lie */
+        /* the smallest half value at or below which `sparsity` of all values lie */
         const uint64_t want = (uint64_t)ceil((double)o.sparsity * (double)(T * hidden));
         uint64_t below = 0;
         uint16_t tb = 0;
