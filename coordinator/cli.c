@@ -249,6 +249,16 @@ int cli_parse(struct cli_opts *o, int argc, char **argv, int first, unsigned all
     return 0;
 }
 
+char *cli_open_with_text(const struct cli_opts *o, struct engine *s, size_t *len, char *err, size_t errlen) {
+    char *text = cli_read_file(o->prompt_file, len, err, errlen);
+    if (!text) return NULL;
+    if (engine_open(s, &o->eng, err, errlen) != 0) {
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
 char *cli_read_file(const char *path, size_t *len, char *err, size_t errlen) {
     FILE *f = fopen(path, "rb");
     if (!f) {

@@ -55,6 +55,10 @@ int cli_parse_size(const char *flag, const char *s, int64_t *out);
 /* Reads a whole file into a NUL-terminated buffer (caller frees). */
 char *cli_read_file(const char *path, size_t *len, char *err, size_t errlen);
 
+/* Reads -f and opens the engine of o->eng: the text (caller frees) or NULL
+ * with err filled (nothing left open). For perplexity and profile. */
+char *cli_open_with_text(const struct cli_opts *o, struct engine *s, size_t *len, char *err, size_t errlen);
+
 /* The text to tokenize: -p, or the contents of -f. Caller frees. */
 char *cli_prompt_text(const struct cli_opts *o, size_t *len, char *err, size_t errlen);
 

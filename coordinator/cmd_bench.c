@@ -208,13 +208,9 @@ int cmd_perplexity(int argc, char **argv) {
     if (o.eng.n_ctx < 4) return cli_fail("-c must be at least 4 for perplexity");
     char err[1024];
     size_t len = 0;
-    char *text = cli_read_file(o.prompt_file, &len, err, sizeof err);
-    if (!text) return cli_fail(err);
     struct engine s;
-    if (engine_open(&s, &o.eng, err, sizeof err) != 0) {
-        free(text);
-        return cli_fail(err);
-    }
+    char *text = cli_open_with_text(&o, &s, &len, err, sizeof err);
+    if (!text) return cli_fail(err);
     int32_t *tokens = NULL;
     size_t n_tokens = 0;
     int rc = 1;

@@ -35,16 +35,6 @@
 #include "tpool.h"
 #include "types.h"
 
-/* the run-time form of a predictor (core/predictor.h): Q8_0 weights, f32 biases */
-static size_t predictor_bytes(const struct predictor *p) {
-    return (size_t)p->rank * hearth_row_size(HEARTH_TYPE_Q8_0, p->dim) +
-           (size_t)p->n_out * hearth_row_size(HEARTH_TYPE_Q8_0, p->rank) + (size_t)(p->rank + p->n_out) * sizeof(float);
-}
-
-static size_t weight_bytes(const struct weight *w) {
-    return w->data ? hearth_row_size(w->type, w->n_in) * (size_t)w->n_out : 0;
-}
-
 /* the sort key of the placement: frequency, then neuron id (deterministic) */
 static const float *g_freq;
 static int cmp_order(const void *a, const void *b) {
@@ -176,21 +166,21 @@ int cmd_plan(int argc, char **argv) {
     for (int l = 0; l < c->n_layers; l++) {
         struct sidecar_layer *L = &sc.layers[l];
         const double saved = (double)sc.hidden * (1.0 - L->predicted) * gate_row;
-        L->use_pred = o.predictors >= 0 ? o.predictors : saved > (double)predictor_bytes(&L->pred);
+        L->use_pred = o.predictors >= 0 ? o.predictors : saved > (double)predictor_rt_size(L->pred.dim, L->pred.rank, sc.hidden);
         n_use += L->use_pred;
     }
     fprintf(stderr, "plan: predictors in %d of %d layers (%s)\n", n_use, c->n_layers,
             o.predictors < 0 ? "where the gate rows they spare outweigh their own weights" : "forced");
 
     /* 2. the bytes: fixed residents, and one hot neuron */
-    size_t fixed = weight_bytes(&m.tok_embd) + (m.output.data != m.tok_embd.data ? weight_bytes(&m.output) : 0) +
+    size_t fixed = model_weight_size(&m.tok_embd) + (m.output.data != m.tok_embd.data ? model_weight_size(&m.output) : 0) +
                    (size_t)c->dim * sizeof(float);
     size_t pred_bytes = 0;
     for (int l = 0; l < c->n_layers; l++) {
         const struct llama_layer *ly = &m.layers[l];
-        fixed += weight_bytes(&ly->wq) + weight_bytes(&ly->wk) + weight_bytes(&ly->wv) + weight_bytes(&ly->wo) +
+        fixed += model_weight_size(&ly->wq) + model_weight_size(&ly->wk) + model_weight_size(&ly->wv) + model_weight_size(&ly->wo) +
                  2 * (size_t)c->dim * sizeof(float);
-        if (sc.layers[l].use_pred) pred_bytes += predictor_bytes(&sc.layers[l].pred);
+        if (sc.layers[l].use_pred) pred_bytes += predictor_rt_size(sc.layers[l].pred.dim, sc.layers[l].pred.rank, sc.hidden);
     }
     fixed += pred_bytes;
     const int n_ctx = o.eng.n_ctx > 0 ? o.eng.n_ctx : (c->n_ctx_train < 4096 ? c->n_ctx_train : 4096);

@@ -85,13 +85,9 @@ int cmd_profile(int argc, char **argv) {
     o.eng.sidecar_path = NULL;
     char err[1024], out_path[4096], svg_path[4096];
     size_t len = 0;
-    char *text = cli_read_file(o.prompt_file, &len, err, sizeof err);
-    if (!text) return cli_fail(err);
     struct engine s;
-    if (engine_open(&s, &o.eng, err, sizeof err) != 0) {
-        free(text);
-        return cli_fail(err);
-    }
+    char *text = cli_open_with_text(&o, &s, &len, err, sizeof err);
+    if (!text) return cli_fail(err);
     struct sidecar sc = {0};
     uint16_t **absh = NULL; /* [n_layers][T][hidden] |act(gate x)| (then times scale_i) as half bits */
     uint64_t *hist = NULL;

@@ -17,16 +17,14 @@ int hotcold_load_sidecar(struct sidecar *sc, const char *path, const struct llam
     return 0;
 }
 
-/* Gathers rows ids[0..n) of w into one buffer, in that order: the slice's
- * gate/up rows become contiguous in position order (and local to the NUMA
- * node of the calling thread). The bytes are the model's own, so every dot
- * product is unchanged. */
-static void *gather_rows(const struct weight *w, const int32_t *ids, int64_t n) {
+/* Copies rows ids[0..n) of w to dst, in that order: the slice's gate/up
+ * rows become contiguous in position order (and local to the NUMA node of
+ * the calling thread). The bytes are the model's own, so every dot product
+ * is unchanged. Returns the bytes written. */
+static size_t gather_rows(char *dst, const struct weight *w, const int32_t *ids, int64_t n) {
     const size_t row = hearth_row_size(w->type, w->n_in);
-    char *dst = malloc(row * (size_t)(n > 0 ? n : 1));
-    if (!dst) return NULL;
     for (int64_t j = 0; j < n; j++) memcpy(dst + (size_t)j * row, (const char *)w->data + (size_t)ids[j] * row, row);
-    return dst;
+    return row * (size_t)n;
 }
 
 static int slice_init(struct hotcold_slice *s, const struct sidecar *sc, const struct llama_model *m, int l,
@@ -52,14 +50,9 @@ static int slice_init(struct hotcold_slice *s, const struct sidecar *sc, const s
         s->scale[j] = sc->layers[l].scale[ids[j]];
     }
     s->ffn.scale = s->scale;
-    void *up = gather_rows(&L->w_up, ids, n), *gate = NULL;
-    if (!up) goto oom;
-    memcpy(s->rows, up, up_bytes);
-    free(up);
+    gather_rows(s->rows, &L->w_up, ids, n);
     if (gate_bytes) {
-        if (!(gate = gather_rows(&L->w_gate, ids, n))) goto oom;
-        memcpy((char *)s->rows + up_bytes, gate, gate_bytes);
-        free(gate);
+        gather_rows((char *)s->rows + up_bytes, &L->w_gate, ids, n);
         s->ffn.gate.data = (char *)s->rows + up_bytes;
         s->ffn.gate.n_out = n;
     }

@@ -245,16 +245,17 @@ void model_free(struct llama_model *m) {
     memset(m, 0, sizeof *m);
 }
 
-static size_t weight_bytes(const struct weight *w) {
+size_t model_weight_size(const struct weight *w) {
     return w->data ? hearth_row_size(w->type, w->n_in) * (size_t)w->n_out : 0;
 }
 
 size_t model_weight_bytes(const struct llama_model *m) {
-    size_t total = weight_bytes(&m->output);
+    size_t total = model_weight_size(&m->output);
     for (int l = 0; l < m->cfg.n_layers; l++) {
         const struct llama_layer *L = &m->layers[l];
-        total += weight_bytes(&L->wq) + weight_bytes(&L->wk) + weight_bytes(&L->wv) + weight_bytes(&L->wo) +
-                 weight_bytes(&L->w_gate) + weight_bytes(&L->w_up) + weight_bytes(&L->w_down);
+        total += model_weight_size(&L->wq) + model_weight_size(&L->wk) + model_weight_size(&L->wv) +
+                 model_weight_size(&L->wo) + model_weight_size(&L->w_gate) + model_weight_size(&L->w_up) +
+                 model_weight_size(&L->w_down);
     }
     return total;
 }

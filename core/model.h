@@ -83,6 +83,8 @@ void model_free(struct llama_model *m);
  * ownership of g; model_free will not close it when loaded this way). */
 int model_load_gguf(struct llama_model *m, gguf_ctx_t *g, char *err, size_t errlen);
 
+/* Bytes of one weight matrix (0 when absent, e.g. an ungated FFN's gate). */
+size_t model_weight_size(const struct weight *w);
 /* Bytes of all weight matrices (what a decode step reads). */
 size_t model_weight_bytes(const struct llama_model *m);
 

@@ -902,7 +902,9 @@ int predictor_rt_eval(const struct predictor_rt *rt, const float *x, int64_t n_t
     return 0;
 }
 
-size_t predictor_rt_bytes(const struct predictor_rt *rt) {
-    return (size_t)rt->rank * (hearth_row_size(HEARTH_TYPE_Q8_0, rt->dim) + sizeof(float)) +
-           (size_t)rt->n * (hearth_row_size(HEARTH_TYPE_Q8_0, rt->rank) + sizeof(float));
+size_t predictor_rt_size(int64_t dim, int64_t rank, int64_t n) {
+    return (size_t)rank * (hearth_row_size(HEARTH_TYPE_Q8_0, dim) + sizeof(float)) +
+           (size_t)n * (hearth_row_size(HEARTH_TYPE_Q8_0, rank) + sizeof(float));
 }
+
+size_t predictor_rt_bytes(const struct predictor_rt *rt) { return predictor_rt_size(rt->dim, rt->rank, rt->n); }

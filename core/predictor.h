@@ -155,5 +155,7 @@ int predictor_rt_eval(const struct predictor_rt *rt, const float *x, int64_t n_t
 
 /* Bytes of weights and biases read per evaluated token (all of them). */
 size_t predictor_rt_bytes(const struct predictor_rt *rt);
+/* The same for a run-time form of n neurons, before building it (hearth plan's budget). */
+size_t predictor_rt_size(int64_t dim, int64_t rank, int64_t n);
 
 #endif

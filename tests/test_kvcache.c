@@ -18,29 +18,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "check.h"
 #include "forward.h"
 #include "model.h"
 
-static int failures;
-
-#define CHECK(cond, ...)                                                                                             \
-    do {                                                                                                             \
-        if (!(cond)) {                                                                                               \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                                     \
-            fprintf(stderr, __VA_ARGS__);                                                                            \
-            fprintf(stderr, "\n");                                                                                   \
-            failures++;                                                                                              \
-        }                                                                                                            \
-    } while (0)
-
-static uint64_t rs = 0x4b5643616368ull; /* printed in main */
-
-static uint64_t rnd64(void) {
-    uint64_t z = (rs += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 static float rnd_sym(void) { return (float)((double)(rnd64() >> 11) * 0x1.0p-52 - 1.0); } /* [-1, 1) */
 
 static void make(struct kvcache *kv, int budget, int sinks, int recent, int window, enum kv_type type, int n_heads,
@@ -533,11 +514,12 @@ static void bench(void) {
 }
 
 int main(int argc, char **argv) {
+    check_seed(0x4b5643616368ull);
     if (argc > 1 && !strcmp(argv[1], "bench")) {
         bench();
         return 0;
     }
-    printf("seed 0x%llx\n", (unsigned long long)rs);
+    printf("seed 0x%llx\n", (unsigned long long)check_seed_used);
     if (argc > 1 && !strcmp(argv[1], "model")) {
         int rc = test_model();
         printf("%s\n", rc == 0 ? "kv_model: ok" : rc == 77 ? "kv_model: skipped" : "kv_model: FAILED");
