@@ -26,6 +26,34 @@ static int parse_int(const char *flag, const char *s, long lo, long hi, int *out
     return 0;
 }
 
+/* -d D[,D...]: up to CLI_MAX_DEPTHS depths in [0, 2^20]; bench_depth is the largest. */
+static int parse_depths(const char *flag, const char *s, struct cli_opts *o) {
+    char buf[256];
+    if (strlen(s) >= sizeof buf) {
+        fprintf(stderr, "hearth: %s: list too long\n", flag);
+        return -1;
+    }
+    strcpy(buf, s);
+    o->n_bench_depths = 0;
+    o->bench_depth = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (o->n_bench_depths == CLI_MAX_DEPTHS) {
+            fprintf(stderr, "hearth: %s takes at most %d depths, got '%s'\n", flag, CLI_MAX_DEPTHS, s);
+            return -1;
+        }
+        int d;
+        if (parse_int(flag, t, 0, 1 << 20, &d)) return -1;
+        o->bench_depths[o->n_bench_depths++] = d;
+        if (d > o->bench_depth) o->bench_depth = d;
+    }
+    if (o->n_bench_depths == 0 || s[0] == ',' || s[strlen(s) - 1] == ',' || strstr(s, ",,")) {
+        fprintf(stderr, "hearth: %s expects depths like 512 or 512,2048, got '%s'\n", flag, s);
+        return -1;
+    }
+    return 0;
+}
+
 static int parse_float(const char *flag, const char *s, float lo, float hi, float *out) {
     char *end;
     errno = 0;
@@ -71,6 +99,7 @@ int cli_parse(struct cli_opts *o, int argc, char **argv, int first, unsigned all
     o->bench_pp = 512;
     o->bench_tg = 128;
     o->bench_reps = 3;
+    o->n_bench_depths = 1; /* depth 0 */
     o->sparsity = 0.2f; /* +1.0% perplexity on the default model (docs/hot-cold.md) */
     o->profile_tokens = 4096;
     o->gpu_budget = -1;
@@ -154,6 +183,9 @@ int cli_parse(struct cli_opts *o, int argc, char **argv, int first, unsigned all
                 return -1;
             }
             o->eng.kv.score_mean = strcmp(v, "mean") == 0;
+        } else if ((allowed & (CLI_RUNTIME | CLI_BENCH | CLI_PPL)) && !strcmp(a, "--kv-decay")) {
+            NEED_VALUE();
+            if (parse_float(a, v, 1e-6f, 1.0f, &o->eng.kv.decay)) return -1;
         } else if ((allowed & CLI_GEN) && !strcmp(a, "--temp")) {
             NEED_VALUE();
             if (parse_float(a, v, 0.0f, 100.0f, &o->sp.temp)) return -1;
@@ -193,7 +225,7 @@ int cli_parse(struct cli_opts *o, int argc, char **argv, int first, unsigned all
             if (parse_int(a, v, 0, 1 << 20, &o->bench_tg)) return -1;
         } else if ((allowed & CLI_BENCH) && (!strcmp(a, "-d") || !strcmp(a, "--depth"))) {
             NEED_VALUE();
-            if (parse_int(a, v, 0, 1 << 20, &o->bench_depth)) return -1;
+            if (parse_depths(a, v, o) != 0) return -1;
         } else if ((allowed & CLI_BENCH) && (!strcmp(a, "-r") || !strcmp(a, "--repetitions"))) {
             NEED_VALUE();
             if (parse_int(a, v, 1, 1000, &o->bench_reps)) return -1;

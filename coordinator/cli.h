@@ -20,6 +20,8 @@ enum cli_opt_set {
     CLI_PLAN = 1 << 7,    /* --sidecar, --gpu-budget, --min-hot, --max-rank, --epochs, --retrain, --predictors */
 };
 
+#define CLI_MAX_DEPTHS 8
+
 struct cli_opts {
     struct engine_opts eng;
     struct sampler_params sp;
@@ -28,7 +30,9 @@ struct cli_opts {
     int n_predict;           /* -n; -1: until the context is full or EOG */
     int chat;                /* --chat */
     int bench_pp, bench_tg, bench_reps; /* bench -p -n -r */
-    int bench_depth;                    /* bench -d: tokens in the cache before tg */
+    int bench_depths[CLI_MAX_DEPTHS];   /* bench -d D[,D...]: tokens in the cache before tg */
+    int n_bench_depths;                 /* >= 1 (default one depth, 0) */
+    int bench_depth;                    /* the largest of them */
     int json;
     int max_chunks;          /* perplexity --chunks */
     const char *output;      /* profile -o */

@@ -27,11 +27,12 @@ static size_t peak_rss_bytes(void) {
 }
 
 /* Evaluates n tokens from an empty cache, as one prompt (batch) or one token
- * at a time (generation); returns seconds or -1. With depth > 0 the
- * generation starts after a prompt of depth tokens (not timed), so that it
- * measures decoding at a long context (llama-bench's -d). */
-static double timed_eval(struct engine *s, const int32_t *tokens, int n, int one_by_one, int depth, char *err,
-                         size_t errlen) {
+ * at a time (generation); returns seconds or -1, and the seconds of it spent
+ * in the attention core in *attn_s. With depth > 0 the generation starts
+ * after a prompt of depth tokens (not timed), so that it measures decoding
+ * at a long context (llama-bench's -d). */
+static double timed_eval(struct engine *s, const int32_t *tokens, int n, int one_by_one, int depth, double *attn_s,
+                         char *err, size_t errlen) {
     engine_truncate(s, 0);
     if (one_by_one && depth > 0) {
         for (int b = 0; b < depth; b += s->max_batch)
@@ -39,46 +40,102 @@ static double timed_eval(struct engine *s, const int32_t *tokens, int n, int one
                 return -1;
         tokens += depth;
     }
-    double t0 = engine_now();
+    const double a0 = engine_attn_seconds(s), t0 = engine_now();
     if (one_by_one) {
         for (int i = 0; i < n; i++)
             if (engine_eval(s, tokens + i, 1, 0, err, errlen) != 0) return -1;
     } else if (engine_eval(s, tokens, n, 0, err, errlen) != 0) {
         return -1;
     }
-    return engine_now() - t0;
+    const double t = engine_now() - t0;
+    if (attn_s) *attn_s = engine_attn_seconds(s) - a0;
+    return t;
 }
+
+/* Per engine (the one asked for, and the reference beside it): the timings
+ * of every repetition, pp, then tg at each depth. */
+struct bench_times {
+    double *pp;         /* [reps] seconds */
+    double *tg, *attn;  /* [n_depths][reps] seconds, and those of it in attention */
+    double ffn_read, ffn_dense; /* FFN bytes over all tg tokens */
+    size_t kv_bytes;
+};
+
+static int times_alloc(struct bench_times *b, int reps, int n_depths) {
+    b->pp = calloc((size_t)reps, sizeof *b->pp);
+    b->tg = calloc((size_t)reps * n_depths, sizeof *b->tg);
+    b->attn = calloc((size_t)reps * n_depths, sizeof *b->attn);
+    return b->pp && b->tg && b->attn ? 0 : -1;
+}
+
+static void times_free(struct bench_times *b) {
+    free(b->pp);
+    free(b->tg);
+    free(b->attn);
+}
+
+/* One repetition of pp and of tg at every depth. */
+static int bench_rep(struct engine *s, const struct cli_opts *o, const int32_t *tokens, int r, struct bench_times *b,
+                     char *err, size_t errlen) {
+    if (o->bench_pp > 0 && (b->pp[r] = timed_eval(s, tokens, o->bench_pp, 0, 0, NULL, err, errlen)) < 0) return -1;
+    for (int d = 0; o->bench_tg > 0 && d < o->n_bench_depths; d++) {
+        double read0, dense0, read1, dense1;
+        engine_ffn_bytes(s, &read0, &dense0);
+        const size_t i = (size_t)d * o->bench_reps + r;
+        if ((b->tg[i] = timed_eval(s, tokens, o->bench_tg, 1, o->bench_depths[d], &b->attn[i], err, errlen)) < 0)
+            return -1;
+        engine_ffn_bytes(s, &read1, &dense1);
+        b->ffn_read += read1 - read0;
+        b->ffn_dense += dense1 - dense0;
+    }
+    return 0;
+}
+
+/* tokens/s of n tokens in the median time, and milliseconds of attention per token (median) */
+static double rate(double *sec, int reps, int n) {
+    const double m = median(sec, reps);
+    return m > 0 ? n / m : 0.0;
+}
+
+static double ms_per_token(double *sec, int reps, int n) { return n > 0 ? 1e3 * median(sec, reps) / n : 0.0; }
 
 int cmd_bench(int argc, char **argv) {
     struct cli_opts o;
     if (cli_parse(&o, argc, argv, 2, CLI_MODEL | CLI_BENCH | CLI_RUNTIME, "bench") != 0) return 1;
-    if (o.eng.n_ctx == 0) o.eng.n_ctx = (o.bench_pp > o.bench_depth + o.bench_tg ? o.bench_pp : o.bench_depth + o.bench_tg) + 1;
-    if (o.eng.n_ctx < o.bench_pp || o.eng.n_ctx < o.bench_depth + o.bench_tg)
-        return cli_fail("-c is smaller than -p or -d + -n");
+    const int need = o.bench_pp > o.bench_depth + o.bench_tg ? o.bench_pp : o.bench_depth + o.bench_tg;
+    if (o.eng.n_ctx == 0) o.eng.n_ctx = need + 1;
+    if (o.eng.n_ctx < need) return cli_fail("-c is smaller than -p or -d + -n");
     char err[1024];
-    struct engine s, dense;
-    memset(&dense, 0, sizeof dense);
+    struct engine s, ref;
+    memset(&ref, 0, sizeof ref);
     if (engine_open(&s, &o.eng, err, sizeof err) != 0) return cli_fail(err);
-    /* with a sidecar, the dense model runs too, alternating with the sparse
-     * one rep by rep, so the two are compared in the same conditions */
-    const int compare = o.eng.sidecar_path != NULL;
+    /* With a sidecar or a KV budget, a reference engine runs too, without
+     * them (the dense FFN, the full cache of the same storage type),
+     * alternating with the asked one rep by rep, so the two are compared in
+     * the same conditions. */
+    const int sparse = o.eng.sidecar_path != NULL, budget = kv_config_active(&s.kv, s.n_ctx) && s.kv.budget < s.n_ctx;
+    const int compare = sparse || budget;
+    const char *ref_name = sparse && budget ? "dense, full KV" : sparse ? "dense" : "full KV";
+    const char *name = sparse && budget ? "sparse, H2O" : sparse ? "sparse" : s.kv.window ? "window" : "H2O";
     if (compare) {
-        struct engine_opts dense_opts = o.eng;
-        dense_opts.sidecar_path = NULL;
-        dense_opts.model_path = s.model_path;
-        if (engine_open(&dense, &dense_opts, err, sizeof err) != 0) {
+        struct engine_opts ref_opts = o.eng;
+        ref_opts.sidecar_path = NULL;
+        ref_opts.model_path = s.model_path;
+        ref_opts.kv.budget = 0;
+        ref_opts.kv.budget_frac = 0.0f;
+        ref_opts.kv.window = 0;
+        ref_opts.kv.n_sinks = ref_opts.kv.n_recent = -1;
+        if (engine_open(&ref, &ref_opts, err, sizeof err) != 0) {
             engine_close(&s);
             return cli_fail(err);
         }
     }
 
-    const int n_max = o.bench_pp > o.bench_depth + o.bench_tg ? o.bench_pp : o.bench_depth + o.bench_tg;
-    int32_t *tokens = malloc((size_t)(n_max > 0 ? n_max : 1) * sizeof *tokens);
-    double *pp = calloc((size_t)o.bench_reps, sizeof *pp), *tg = calloc((size_t)o.bench_reps, sizeof *tg);
-    double *dpp = calloc((size_t)o.bench_reps, sizeof *dpp), *dtg = calloc((size_t)o.bench_reps, sizeof *dtg);
-    double tg_read = 0, tg_dense = 0; /* sparse FFN bytes over all tg tokens */
+    const int n_max = need > 0 ? need : 1, reps = o.bench_reps, nd = o.n_bench_depths;
+    int32_t *tokens = malloc((size_t)n_max * sizeof *tokens);
+    struct bench_times bt = {0}, br = {0};
     int rc = 1;
-    if (!tokens || !pp || !tg || !dpp || !dtg) {
+    if (!tokens || times_alloc(&bt, reps, nd) || times_alloc(&br, reps, nd)) {
         snprintf(err, sizeof err, "out of memory");
         goto out;
     }
@@ -88,26 +145,28 @@ int cmd_bench(int argc, char **argv) {
         tokens[i] = (int32_t)((state >> 33) % (uint64_t)s.model.cfg.n_vocab);
     }
     /* warm-up: page in the weights and spin up the threads */
-    if (timed_eval(&s, tokens, n_max < 16 ? n_max : 16, 0, 0, err, sizeof err) < 0) goto out;
-    if (compare && timed_eval(&dense, tokens, n_max < 16 ? n_max : 16, 0, 0, err, sizeof err) < 0) goto out;
-    for (int r = 0; r < o.bench_reps; r++) {
-        if (compare) {
-            if (o.bench_pp > 0 && (dpp[r] = timed_eval(&dense, tokens, o.bench_pp, 0, 0, err, sizeof err)) < 0) goto out;
-            if (o.bench_tg > 0 && (dtg[r] = timed_eval(&dense, tokens, o.bench_tg, 1, o.bench_depth, err, sizeof err)) < 0)
-                goto out;
-        }
-        if (o.bench_pp > 0 && (pp[r] = timed_eval(&s, tokens, o.bench_pp, 0, 0, err, sizeof err)) < 0) goto out;
-        double read0, dense0, read1, dense1;
-        engine_ffn_bytes(&s, &read0, &dense0);
-        if (o.bench_tg > 0 && (tg[r] = timed_eval(&s, tokens, o.bench_tg, 1, o.bench_depth, err, sizeof err)) < 0) goto out;
-        engine_ffn_bytes(&s, &read1, &dense1);
-        tg_read += read1 - read0;
-        tg_dense += dense1 - dense0;
-        log_info("repetition %d: pp %.3f s, tg %.3f s", r + 1, pp[r], tg[r]);
+    if (timed_eval(&s, tokens, n_max < 16 ? n_max : 16, 0, 0, NULL, err, sizeof err) < 0) goto out;
+    if (compare && timed_eval(&ref, tokens, n_max < 16 ? n_max : 16, 0, 0, NULL, err, sizeof err) < 0) goto out;
+    for (int r = 0; r < reps; r++) {
+        if (compare && bench_rep(&ref, &o, tokens, r, &br, err, sizeof err) != 0) goto out;
+        if (bench_rep(&s, &o, tokens, r, &bt, err, sizeof err) != 0) goto out;
+        log_info("repetition %d of %d done", r + 1, reps);
     }
-    double pp_s = o.bench_pp > 0 ? median(pp, o.bench_reps) : 0, tg_s = o.bench_tg > 0 ? median(tg, o.bench_reps) : 0;
-    double pp_tps = pp_s > 0 ? o.bench_pp / pp_s : 0, tg_tps = tg_s > 0 ? o.bench_tg / tg_s : 0;
-    size_t rss = peak_rss_bytes(), kv = engine_kv_bytes(&s), wbytes = model_weight_bytes(&s.model);
+    bt.kv_bytes = engine_kv_bytes(&s);
+    br.kv_bytes = compare ? engine_kv_bytes(&ref) : 0;
+    const double pp_tps = o.bench_pp > 0 ? rate(bt.pp, reps, o.bench_pp) : 0;
+    const double rpp_tps = compare && o.bench_pp > 0 ? rate(br.pp, reps, o.bench_pp) : 0;
+    double tg_tps[CLI_MAX_DEPTHS] = {0}, rtg_tps[CLI_MAX_DEPTHS] = {0};
+    double attn_ms[CLI_MAX_DEPTHS] = {0}, rattn_ms[CLI_MAX_DEPTHS] = {0};
+    for (int d = 0; o.bench_tg > 0 && d < nd; d++) {
+        tg_tps[d] = rate(bt.tg + (size_t)d * reps, reps, o.bench_tg);
+        attn_ms[d] = ms_per_token(bt.attn + (size_t)d * reps, reps, o.bench_tg);
+        if (!compare) continue;
+        rtg_tps[d] = rate(br.tg + (size_t)d * reps, reps, o.bench_tg);
+        rattn_ms[d] = ms_per_token(br.attn + (size_t)d * reps, reps, o.bench_tg);
+    }
+    const double ntg = (double)o.bench_tg * reps * nd;
+    size_t rss = peak_rss_bytes(), wbytes = model_weight_bytes(&s.model);
     /* per process: the coordinator, then each worker of the runtime */
     struct runtime_proc procs[65];
     int n_procs = 1;
@@ -124,56 +183,75 @@ int cmd_bench(int argc, char **argv) {
     if (o.json) {
         printf("{\"model\": \"%s\", \"mode\": \"%s\", \"threads\": %d, \"n_ctx\": %d, "
                "\"repetitions\": %d, \"pp_tokens\": %d, \"tg_tokens\": %d, \"pp_tokens_per_s\": %.3f, "
-               "\"tg_tokens_per_s\": %.3f, \"peak_rss_bytes\": %zu, \"kv_bytes\": %zu, \"weight_bytes\": %zu, "
+               "\"tg_tokens_per_s\": %.3f, \"attn_ms_per_token\": %.4f, \"peak_rss_bytes\": %zu, "
+               "\"kv_bytes\": %zu, \"weight_bytes\": %zu, "
                "\"tg_depth\": %d, \"kv_budget\": %d, \"kv_type\": \"%s\", \"kv_window\": %d, \"processes\": [",
-               s.model_path, mode, s.n_threads, s.n_ctx, o.bench_reps, o.bench_pp, o.bench_tg, pp_tps, tg_tps,
-               rss_max, kv, wbytes, o.bench_depth, kv_active ? s.kv.budget : s.n_ctx, kv_type_name(s.kv.type),
-               s.kv.window);
+               s.model_path, mode, s.n_threads, s.n_ctx, reps, o.bench_pp, o.bench_tg, pp_tps, tg_tps[0],
+               attn_ms[0], rss_max, bt.kv_bytes, wbytes, o.bench_depths[0], kv_active ? s.kv.budget : s.n_ctx,
+               kv_type_name(s.kv.type), s.kv.window);
         for (int i = 0; i < n_procs; i++)
             printf("%s{\"role\": \"%s\", \"pid\": %d, \"peak_rss_bytes\": %zu}", i ? ", " : "", procs[i].role,
                    procs[i].pid, procs[i].peak_rss_bytes);
-        printf("]");
-        if (compare) {
-            /* the dense model, alternated with the sparse one (--sidecar) */
-            const double dpp_s = o.bench_pp > 0 ? median(dpp, o.bench_reps) : 0;
-            const double dtg_s = o.bench_tg > 0 ? median(dtg, o.bench_reps) : 0;
-            const double ntg = (double)o.bench_tg * o.bench_reps;
-            printf(", \"sidecar\": \"%s\", \"dense_pp_tokens_per_s\": %.3f, \"dense_tg_tokens_per_s\": %.3f, "
-                   "\"ffn_bytes_per_token\": %.0f, \"dense_ffn_bytes_per_token\": %.0f",
-                   o.eng.sidecar_path, dpp_s > 0 ? o.bench_pp / dpp_s : 0.0, dtg_s > 0 ? o.bench_tg / dtg_s : 0.0,
-                   ntg > 0 ? tg_read / ntg : 0.0, ntg > 0 ? tg_dense / ntg : 0.0);
+        printf("], \"tg\": [");
+        for (int d = 0; d < nd; d++) {
+            printf("%s{\"depth\": %d, \"tokens_per_s\": %.3f, \"attn_ms_per_token\": %.4f", d ? ", " : "",
+                   o.bench_depths[d], tg_tps[d], attn_ms[d]);
+            if (compare)
+                printf(", \"ref_tokens_per_s\": %.3f, \"ref_attn_ms_per_token\": %.4f", rtg_tps[d], rattn_ms[d]);
+            printf("}");
         }
+        printf("]");
+        if (compare)
+            /* the reference engine, alternated with this one */
+            printf(", \"ref\": \"%s\", \"ref_pp_tokens_per_s\": %.3f, \"ref_tg_tokens_per_s\": %.3f, "
+                   "\"ref_kv_bytes\": %zu",
+                   ref_name, rpp_tps, rtg_tps[0], br.kv_bytes);
+        if (sparse)
+            printf(", \"sidecar\": \"%s\", \"ffn_bytes_per_token\": %.0f, \"dense_ffn_bytes_per_token\": %.0f",
+                   o.eng.sidecar_path, ntg > 0 ? bt.ffn_read / ntg : 0.0, ntg > 0 ? bt.ffn_dense / ntg : 0.0);
         printf("}\n");
     } else {
         printf("model: %s (%.1f MiB of weights)\n", s.model_path, (double)wbytes / (1 << 20));
-        printf("mode: %s, %d threads, median of %d\n", mode, s.n_threads, o.bench_reps);
+        printf("mode: %s, %d threads, median of %d\n", mode, s.n_threads, reps);
+        char test[32];
         if (compare) {
-            /* dense and sparse, alternated rep by rep */
-            const double dpp_s = o.bench_pp > 0 ? median(dpp, o.bench_reps) : 0;
-            const double dtg_s = o.bench_tg > 0 ? median(dtg, o.bench_reps) : 0;
-            const double ntg = (double)o.bench_tg * o.bench_reps;
-            printf("| %-8s | %12s | %12s | %7s |\n|----------|--------------|--------------|---------|\n", "test",
-                   "dense tok/s", "sparse tok/s", "ratio");
-            if (o.bench_pp > 0)
-                printf("| pp%-6d | %12.2f | %12.2f | %6.2fx |\n", o.bench_pp, o.bench_pp / dpp_s, pp_tps,
-                       pp_tps * dpp_s / o.bench_pp);
-            if (o.bench_tg > 0) {
-                printf("| tg%-6d | %12.2f | %12.2f | %6.2fx |%s\n", o.bench_tg, o.bench_tg / dtg_s, tg_tps,
-                       tg_tps * dtg_s / o.bench_tg, o.bench_depth ? " after -d" : "");
-                printf("FFN weights read per generated token: dense %.2f MiB, sparse %.2f MiB (%.1f%%; sidecar %s)\n",
-                       tg_dense / ntg / (1 << 20), tg_read / ntg / (1 << 20),
-                       tg_dense > 0 ? 100.0 * tg_read / tg_dense : 0.0, o.eng.sidecar_path);
+            printf("| %-12s | %14s | %14s | %7s | %12s | %12s |\n", "test", ref_name, name, "ratio", "attn ms/tok",
+                   "attn ms/tok");
+            printf("| %-12s | %14s | %14s | %7s | %12s | %12s |\n", "", "tok/s", "tok/s", "", ref_name, name);
+            printf("|--------------|----------------|----------------|---------|--------------|--------------|\n");
+            if (o.bench_pp > 0) {
+                snprintf(test, sizeof test, "pp%d", o.bench_pp);
+                printf("| %-12s | %14.2f | %14.2f | %6.2fx | %12s | %12s |\n", test, rpp_tps, pp_tps,
+                       rpp_tps > 0 ? pp_tps / rpp_tps : 0.0, "", "");
             }
+            for (int d = 0; o.bench_tg > 0 && d < nd; d++) {
+                snprintf(test, sizeof test, "tg%d @ d%d", o.bench_tg, o.bench_depths[d]);
+                printf("| %-12s | %14.2f | %14.2f | %6.2fx | %12.3f | %12.3f |\n", test, rtg_tps[d], tg_tps[d],
+                       rtg_tps[d] > 0 ? tg_tps[d] / rtg_tps[d] : 0.0, rattn_ms[d], attn_ms[d]);
+            }
+            printf("KV cache: %s %.1f MiB, %s %.1f MiB\n", ref_name, (double)br.kv_bytes / (1 << 20), name,
+                   (double)bt.kv_bytes / (1 << 20));
+            if (sparse && ntg > 0)
+                printf("FFN weights read per generated token: dense %.2f MiB, sparse %.2f MiB (%.1f%%; sidecar %s)\n",
+                       bt.ffn_dense / ntg / (1 << 20), bt.ffn_read / ntg / (1 << 20),
+                       bt.ffn_dense > 0 ? 100.0 * bt.ffn_read / bt.ffn_dense : 0.0, o.eng.sidecar_path);
         } else {
-            printf("| %-8s | %12s |\n|----------|--------------|\n", "test", "tokens/s");
-            if (o.bench_pp > 0) printf("| pp%-6d | %12.2f |\n", o.bench_pp, pp_tps);
-            if (o.bench_tg > 0) printf("| tg%-6d | %12.2f |%s\n", o.bench_tg, tg_tps, o.bench_depth ? " after -d" : "");
+            printf("| %-12s | %12s | %12s |\n|--------------|--------------|--------------|\n", "test", "tokens/s",
+                   "attn ms/tok");
+            if (o.bench_pp > 0) {
+                snprintf(test, sizeof test, "pp%d", o.bench_pp);
+                printf("| %-12s | %12.2f | %12s |\n", test, pp_tps, "");
+            }
+            for (int d = 0; o.bench_tg > 0 && d < nd; d++) {
+                snprintf(test, sizeof test, "tg%d @ d%d", o.bench_tg, o.bench_depths[d]);
+                printf("| %-12s | %12.2f | %12.3f |\n", test, tg_tps[d], attn_ms[d]);
+            }
         }
         if (kv_active)
-            printf("KV cache %.1f MiB (H2O %s, budget %d tokens, %s); peak RSS:", (double)kv / (1 << 20),
+            printf("KV cache %.1f MiB (H2O %s, budget %d tokens, %s); peak RSS:", (double)bt.kv_bytes / (1 << 20),
                    s.kv.window ? "window" : "heavy hitters", s.kv.budget, kv_type_name(s.kv.type));
         else
-            printf("KV cache %.1f MiB; peak RSS:", (double)kv / (1 << 20));
+            printf("KV cache %.1f MiB; peak RSS:", (double)bt.kv_bytes / (1 << 20));
         for (int i = 0; i < n_procs; i++) printf(" %s %.1f MiB", procs[i].role, (double)procs[i].peak_rss_bytes / (1 << 20));
         printf("\n");
     }
@@ -181,12 +259,10 @@ int cmd_bench(int argc, char **argv) {
 out:
     if (rc) cli_fail(err);
     free(tokens);
-    free(pp);
-    free(tg);
-    free(dpp);
-    free(dtg);
+    times_free(&bt);
+    times_free(&br);
     engine_close(&s);
-    if (compare) engine_close(&dense);
+    if (compare) engine_close(&ref);
     return rc;
 }
 

@@ -134,6 +134,10 @@ size_t engine_kv_bytes(const struct engine *s) {
     return 2 * (size_t)c->n_layers * (size_t)s->n_ctx * (size_t)c->n_kv_heads * c->head_dim * sizeof(float);
 }
 
+double engine_attn_seconds(const struct engine *s) {
+    return s->rt ? runtime_attn_seconds(s->rt) : (double)s->st.attn_ns * 1e-9;
+}
+
 void engine_ffn_bytes(const struct engine *s, double *weight_bytes, double *dense_bytes) {
     if (s->rt) {
         runtime_ffn_bytes(s->rt, weight_bytes, dense_bytes);

@@ -79,6 +79,9 @@ size_t engine_kv_bytes(const struct engine *s);
 /* FFN weight bytes read so far and what the dense FFN would have read, over
  * all tokens and layers (with --sidecar; both 0 without). */
 void engine_ffn_bytes(const struct engine *s, double *weight_bytes, double *dense_bytes);
+/* Seconds spent in the attention core over the KV cache so far (in the GPU
+ * worker with the runtime); cumulative, so callers take differences. */
+double engine_attn_seconds(const struct engine *s);
 
 /* Number of online CPUs (at least 1). */
 int engine_default_threads(void);

@@ -60,6 +60,7 @@ struct runtime {
     uint64_t next_step;
     int stopping;            /* runtime_stop: workers leaving is expected */
     double ffn_weight_bytes, ffn_dense_bytes; /* summed from StepDone */
+    uint64_t attn_ns;                         /* summed from StepDone */
 };
 
 static volatile sig_atomic_t g_interrupted;
@@ -72,6 +73,8 @@ static void on_signal(int sig) {
 int runtime_interrupted(void) { return g_interrupted != 0; }
 
 const char *runtime_session_id(const struct runtime *rt) { return rt->sess.id; }
+
+double runtime_attn_seconds(const struct runtime *rt) { return (double)rt->attn_ns * 1e-9; }
 
 void runtime_ffn_bytes(const struct runtime *rt, double *weight_bytes, double *dense_bytes) {
     *weight_bytes = rt->ffn_weight_bytes;
@@ -253,6 +256,7 @@ static int send_assign(struct runtime *rt, struct rworker *w) {
         a->kv_type = (uint32_t)rt->o.kv.type;
         a->kv_window = rt->o.kv.window != 0;
         a->kv_score_mean = rt->o.kv.score_mean != 0;
+        a->kv_decay = rt->o.kv.decay;
     }
     rc |= ctl_shards_new(a, (size_t)c->n_layers);
     for (int l = 0; rc == 0 && l < c->n_layers; l++) {
@@ -434,6 +438,7 @@ static int step_once(struct runtime *rt, const int32_t *tokens, int n, int pos0,
             if (done) {
                 rt->ffn_weight_bytes += msg->step_done->ffn_weight_bytes;
                 rt->ffn_dense_bytes += msg->step_done->ffn_dense_bytes;
+                rt->attn_ns += msg->step_done->attn_ns;
             }
             ctl_env_free(msg);
             if (done) return STEP_OK;

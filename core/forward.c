@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -213,6 +214,8 @@ int forward_attention(struct llama_state *s, int l, int n, int pos0, char *err, 
             memcpy(vc + (size_t)(pos0 + t) * kv_dim, v, (size_t)kv_dim * sizeof(float));
         }
     }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     if (s->kv) {
         /* attention over the kept slots only; scores, eviction (kvcache.h) */
         if (kvcache_attend(s->kv, l, s->q, s->k, s->v, n, pos0, s->att_out, s->tp, err, errlen) != 0) return -1;
@@ -220,6 +223,8 @@ int forward_attention(struct llama_state *s, int l, int n, int pos0, char *err, 
         struct attn_job job = {s, l, n, pos0};
         tpool_run(s->tp, attn_worker, &job);
     }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    s->attn_ns += (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec));
     if (mm(s, s->xb2, &L->wo, s->att_out, n, err, errlen)) return -1;
     for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
     return 0;

@@ -61,6 +61,10 @@ struct llama_state {
     /* NULL: the dense FFN; else the sparse hot/cold FFN of a sidecar plan
      * (core/hotcold.h), set by the caller, who owns it */
     struct hotcold *hc;
+    /* wall time spent in the attention core (scores, softmax, weighted sum
+     * over the cache, H2O scoring and eviction; not the projections), summed
+     * over every call: what a budget keeps flat as the context grows */
+    uint64_t attn_ns;
 };
 
 int state_create(struct llama_state *s, const struct llama_model *m, int n_ctx, int max_batch, int n_threads,

@@ -15,6 +15,7 @@ void kv_config_default(struct kv_config *c) {
     c->n_sinks = -1;
     c->n_recent = -1;
     c->type = KV_F32;
+    c->decay = 1.0f;
 }
 
 const char *kv_type_name(enum kv_type t) {
@@ -38,6 +39,15 @@ int kv_config_resolve(struct kv_config *c, int n_ctx, char *err, size_t errlen) 
     if (c->budget < 0 || c->budget_frac < 0.0f || c->budget_frac > 1.0f) {
         snprintf(err, errlen, "kv budget %d / fraction %g: must be >= 0 tokens or a fraction in (0, 1]", c->budget,
                  (double)c->budget_frac);
+        return -1;
+    }
+    if (!(c->decay > 0.0f && c->decay <= 1.0f)) {
+        snprintf(err, errlen, "kv decay %g: must be in (0, 1] (1: the plain sum)", (double)c->decay);
+        return -1;
+    }
+    if (c->decay < 1.0f && c->score_mean) {
+        snprintf(err, errlen, "kv decay %g discounts the summed score; it does not apply to --kv-score mean",
+                 (double)c->decay);
         return -1;
     }
     if (c->budget == 0 && c->budget_frac > 0.0f) c->budget = (int)lrintf(c->budget_frac * (float)n_ctx);
@@ -74,7 +84,7 @@ int kvcache_create(struct kvcache *kv, const struct kv_config *cfg, int n_layers
     memset(kv, 0, sizeof *kv);
     if (cfg->budget < 1 || max_batch < 1 || n_threads < 1 || n_layers < 1 || n_kv_heads < 1 || head_dim < 1 ||
         n_heads % n_kv_heads != 0 || cfg->n_sinks < 0 || cfg->n_recent < 0 ||
-        cfg->n_sinks + cfg->n_recent > cfg->budget) {
+        cfg->n_sinks + cfg->n_recent > cfg->budget || !(cfg->decay > 0.0f && cfg->decay <= 1.0f)) {
         snprintf(err, errlen,
                  "kvcache: budget %d (sinks %d, recent %d), batch %d, threads %d, %d layers, %d/%d heads of %d: "
                  "invalid (resolve the config first)",
@@ -93,6 +103,7 @@ int kvcache_create(struct kvcache *kv, const struct kv_config *cfg, int n_layers
     kv->n_recent = cfg->n_recent;
     kv->window = cfg->window;
     kv->score_mean = cfg->score_mean;
+    kv->decay = cfg->decay;
     kv->type = cfg->type;
     kv->esize = type_esize(cfg->type);
     kv->n_threads = n_threads;
@@ -108,12 +119,13 @@ int kvcache_create(struct kvcache *kv, const struct kv_config *cfg, int n_layers
     kv->n_used = calloc(heads, sizeof(int));
     kv->att = malloc((size_t)n_threads * kv->n_slots * sizeof(float));
     kv->colsum = malloc((size_t)n_heads * kv->n_slots * sizeof(double));
+    kv->row_weight = malloc((size_t)max_batch * sizeof(double));
     if (cfg->type != KV_F32) { /* one layer's rows as f32: [2][n_kv_heads][n_slots][head_dim] */
         kv->deq = malloc(2 * (size_t)n_kv_heads * kv->n_slots * head_dim * sizeof(float));
         pthread_once(&f16_once, f16_table_init);
     }
     if (!kv->keys || !kv->values || (cfg->type == KV_Q8 && (!kv->kscale || !kv->vscale)) || !kv->pos ||
-        !kv->score || !kv->n_used || !kv->att || !kv->colsum || (cfg->type != KV_F32 && !kv->deq)) {
+        !kv->score || !kv->n_used || !kv->att || !kv->colsum || !kv->row_weight || (cfg->type != KV_F32 && !kv->deq)) {
         snprintf(err, errlen, "out of memory for a KV cache of %d slots x %zu heads (%.1f MiB)", kv->n_slots, heads,
                  2.0 * (double)(slots * head_dim * kv->esize) / (1 << 20));
         kvcache_destroy(kv);
@@ -132,6 +144,7 @@ void kvcache_destroy(struct kvcache *kv) {
     free(kv->n_used);
     free(kv->att);
     free(kv->colsum);
+    free(kv->row_weight);
     free(kv->deq);
     memset(kv, 0, sizeof *kv);
 }
@@ -358,6 +371,7 @@ static void attend_worker(void *arg, int ith, int nth) {
         for (int j = 0; j < nu; j++) cs[j] = 0.0;
         for (int t = 0; t < job->n; t++) {
             const int qpos = job->pos0 + t;
+            const double rw = kv->row_weight[t];
             const float *q = job->q + (size_t)t * q_dim + (size_t)h * hd;
             float maxv = -INFINITY;
             for (int j = 0; j < nu; j++) {
@@ -378,7 +392,7 @@ static void attend_worker(void *arg, int ith, int nth) {
                 if (P[j] > qpos) continue;
                 const float w = att[j] * inv_sum;
                 vec_axpy_f32(out, w, V + (size_t)j * hd, hd);
-                cs[j] += w;
+                cs[j] += w * rw;
             }
         }
     }
@@ -413,6 +427,8 @@ int kvcache_attend(struct kvcache *kv, int layer, const float *q, const float *k
         }
         *nu += n;
     }
+    /* query row t is n-1-t steps older than the newest (decay = 1: all 1) */
+    for (int t = 0; t < n; t++) kv->row_weight[t] = pow(kv->decay, n - 1 - t);
     struct attend_job job = {kv, layer, n, pos0, q, out};
     if (kv->type != KV_F32) {
         if (tp) tpool_run(tp, dequant_worker, &job);
@@ -424,6 +440,10 @@ int kvcache_attend(struct kvcache *kv, int layer, const float *q, const float *k
     for (int h = 0; h < kv->n_kv_heads; h++) {
         const size_t base = head_base(kv, layer, h);
         const int nu = kv->n_used[(size_t)layer * kv->n_kv_heads + h];
+        if (kv->decay < 1.0) { /* the kept scores age by the n new queries */
+            const double age = pow(kv->decay, n);
+            for (int j = 0; j < nu - n; j++) kv->score[base + j] *= age;
+        }
         for (int g = 0; g < group; g++) {
             const double *cs = kv->colsum + (size_t)(h * group + g) * kv->n_slots;
             for (int j = 0; j < nu; j++) kv->score[base + j] += cs[j];

@@ -33,6 +33,9 @@ struct gpu_backend {
     /* logits of the last token (or all n) into host memory */
     int (*output)(struct gpu_backend *b, int n, float *logits, int all_logits, char *err, size_t errlen);
     void (*destroy)(struct gpu_backend *b);
+    /* nanoseconds spent in the attention core so far (forward.h's attn_ns);
+     * NULL where the backend does not measure it */
+    uint64_t (*attn_ns)(struct gpu_backend *b);
 };
 
 int backend_host_create(struct gpu_backend *b, const struct llama_model *m, int n_ctx, int max_batch, int n_threads,

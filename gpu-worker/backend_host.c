@@ -40,6 +40,8 @@ static int host_attention(struct gpu_backend *b, int layer, int n, int pos0, cha
     return forward_attention(&h->st, layer, n, pos0, err, errlen);
 }
 
+static uint64_t host_attn_ns(struct gpu_backend *b) { return H(b)->st.attn_ns; }
+
 static const float *host_ffn_input(struct gpu_backend *b, int layer, int n) {
     struct host *h = H(b);
     forward_ffn_norm(&h->st, layer, n);
@@ -98,6 +100,7 @@ int backend_host_create(struct gpu_backend *b, const struct llama_model *m, int 
     b->ffn_finish = host_ffn_finish;
     b->output = host_output;
     b->destroy = host_destroy;
+    b->attn_ns = host_attn_ns;
     return 0;
 }
 

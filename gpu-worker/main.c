@@ -70,7 +70,8 @@ static int setup(struct gpu_worker *g, char *err, size_t errlen) {
             return -1;
         }
         const struct kv_config kv = {(int)a->kv_budget_tokens, 0.0f, (int)a->kv_sinks, (int)a->kv_recent,
-                                     a->kv_window, (enum kv_type)a->kv_type, a->kv_score_mean};
+                                     a->kv_window, (enum kv_type)a->kv_type, a->kv_score_mean,
+                                     a->kv_decay > 0.0f ? a->kv_decay : 1.0f};
         if (backend_host_set_kv(&g->be, &kv, err, errlen) != 0) return -1;
     }
     if (backend_host_pool(&g->be)) worker_pin_pool(&g->w, backend_host_pool(&g->be));
@@ -196,6 +197,7 @@ static int run_step(struct gpu_worker *g, const Hearth__Step *s, char *err, size
     }
     const uint64_t t_step = idle_now_ns();
     const struct hotcold_stats before = g->hc.stats;
+    const uint64_t attn0 = g->be.attn_ns ? g->be.attn_ns(&g->be) : 0;
     g->step_weight_bytes = g->step_dense_bytes = 0;
     if (g->be.begin(&g->be, s->token_ids, n, err, errlen) != 0) return -1;
     for (int l = 0; l < c->n_layers; l++) {
@@ -219,6 +221,7 @@ static int run_step(struct gpu_worker *g, const Hearth__Step *s, char *err, size
     if (done) {
         done->step_done->ffn_weight_bytes = g->step_weight_bytes + g->hc.stats.weight_bytes - before.weight_bytes;
         done->step_done->ffn_dense_bytes = g->step_dense_bytes + g->hc.stats.dense_bytes - before.dense_bytes;
+        done->step_done->attn_ns = g->be.attn_ns ? g->be.attn_ns(&g->be) - attn0 : 0;
     }
     int rc = done ? ctl_client_send(&g->w.ctl, done) : IPC_ERR;
     ctl_env_free(done);

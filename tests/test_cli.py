@@ -54,6 +54,11 @@ def errors():
     expect_error(["run", "-m", "/nonexistent/model.gguf", "-p", "hi"], "/nonexistent/model.gguf", "missing model file")
     expect_error(["perplexity", "-m", "/nonexistent.gguf"], "-f", "perplexity without text")
     expect_error(["run", "-p", "x", "--kv-score", "max"], "--kv-score expects sum or mean", "bad --kv-score")
+    expect_error(["run", "-p", "x", "--kv-decay", "0"], "--kv-decay expects a number", "--kv-decay 0")
+    expect_error(["run", "-p", "x", "--kv-budget", "0.2", "--kv-score", "mean", "--kv-decay", "0.9"],
+                 "does not apply to --kv-score mean", "--kv-decay with the mean ranking")
+    expect_error(["bench", "-d", "512,,1024"], "expects depths like", "empty depth in -d")
+    expect_error(["bench", "-d", ",".join(["64"] * 9)], "at most 8 depths", "too many depths")
     expect_error(["profile", "-f", "x", "--sparsity", "1.5"], "--sparsity expects a number", "bad --sparsity")
     expect_error(["plan", "--gpu-budget", "-3M"], "expects a size", "negative --gpu-budget")
     with tempfile.TemporaryDirectory() as d:
@@ -114,8 +119,19 @@ def model():
     res = run(["bench"] + m + ["-p", "32", "-n", "8", "-r", "1", "--json", "-t", "2"])
     check(res[0] == 0, "bench --json runs", res)
     j = json.loads(res[1].strip().splitlines()[-1])
-    for key in ("pp_tokens_per_s", "tg_tokens_per_s", "peak_rss_bytes", "kv_bytes"):
+    for key in ("pp_tokens_per_s", "tg_tokens_per_s", "peak_rss_bytes", "kv_bytes", "attn_ms_per_token"):
         check(key in j and j[key] > 0, "bench --json has %s > 0" % key, res)
+
+    # a KV budget: the full cache runs beside it at every depth; the budget's cache is smaller
+    res = run(["bench"] + m + ["-c", "256", "-p", "0", "-n", "4", "-d", "16,200", "-r", "1", "--json", "-t", "2",
+                               "--kv-budget", "0.25", "--kv-type", "f16", "--kv-decay", "0.95"])
+    check(res[0] == 0, "bench with a KV budget runs", res)
+    j = json.loads(res[1].strip().splitlines()[-1]) if res[0] == 0 else {}
+    tg = j.get("tg", [])
+    check(j.get("ref") == "full KV" and [t["depth"] for t in tg] == [16, 200]
+          and all(t["tokens_per_s"] > 0 and t["ref_tokens_per_s"] > 0 and t["attn_ms_per_token"] > 0
+                  and t["ref_attn_ms_per_token"] > 0 for t in tg)
+          and 0 < j["kv_bytes"] and j["kv_budget"] == 64, "bench --kv-budget: both caches at both depths", res)
 
     with tempfile.TemporaryDirectory() as d:
         text = os.path.join(d, "text.txt")

@@ -122,7 +122,7 @@ def main():
         res = ok(["bench"] + m + ["-p", "8", "-n", "4", "-r", "1", "--json", "--sidecar", sc, "--cpu-workers", "1"],
                  "bench --sidecar: sparse beside dense")
         b = json.loads(res[1])
-        check(0 < b["ffn_bytes_per_token"] < b["dense_ffn_bytes_per_token"] and b["dense_tg_tokens_per_s"] > 0
+        check(0 < b["ffn_bytes_per_token"] < b["dense_ffn_bytes_per_token"] and b["ref_tg_tokens_per_s"] > 0
               and b["tg_tokens_per_s"] > 0, f"bench reports both modes: {b}")
 
         # 4. errors

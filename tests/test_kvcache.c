@@ -120,6 +120,17 @@ static void test_config(void) {
     c.budget = 64;
     c.window = 1;
     CHECK(kv_config_resolve(&c, 1000, err, sizeof err) == 0 && c.n_recent == 60, "window: recent = budget - sinks");
+    kv_config_default(&c);
+    c.budget = 64;
+    c.decay = 0.0f;
+    CHECK(kv_config_resolve(&c, 1000, err, sizeof err) != 0 && strstr(err, "decay"), "decay 0 refused");
+    c.decay = 1.5f;
+    CHECK(kv_config_resolve(&c, 1000, err, sizeof err) != 0 && strstr(err, "decay"), "decay 1.5 refused");
+    c.decay = 0.9f;
+    c.score_mean = 1;
+    CHECK(kv_config_resolve(&c, 1000, err, sizeof err) != 0 && strstr(err, "mean"), "decay with mean refused");
+    c.score_mean = 0;
+    CHECK(kv_config_resolve(&c, 1000, err, sizeof err) == 0, "decay 0.9 with the sum: %s", err);
     enum kv_type t;
     CHECK(kv_type_parse("q8", &t) == 0 && t == KV_Q8 && kv_type_parse("q4", &t) != 0, "type names");
 }
@@ -239,6 +250,82 @@ static void ref_attn(const float *q, const float *k, const float *v, int n, int 
 /* Prefill: a batch of n tokens, 6 query heads on 2 KV heads (GQA group 3),
  * head_dim 13. Scores must be the causal column sums over the batch's
  * queries summed over the group's heads, outputs the plain attention. */
+/* Decayed scores (--kv-decay): with no eviction (budget >= n) every slot's
+ * score must be sum over queries t >= j and the group's query heads of
+ * decay^(n-1-t) * w_t(j) (double reference), whether the n tokens come as
+ * one batch, one by one, or in uneven batches; GQA 6/2 heads of 13. */
+static void test_decay_scores(void) {
+    enum { N = 23, NH = 6, NKV = 2, HD = 13 };
+    const int group = NH / NKV, q_dim = NH * HD, kv_dim = NKV * HD;
+    const double d = 0.9;
+    float q[N * q_dim], k[N * kv_dim], v[N * kv_dim], out[N * q_dim];
+    double ref[NKV][N] = {{0}}, w[N], ro[HD];
+    for (int i = 0; i < N * q_dim; i++) q[i] = 2.0f * rnd_sym();
+    for (int i = 0; i < N * kv_dim; i++) k[i] = 2.0f * rnd_sym(), v[i] = rnd_sym();
+    for (int t = 0; t < N; t++)
+        for (int h = 0; h < NH; h++) {
+            ref_attn(q + (size_t)t * q_dim + h * HD, k + (h / group) * HD, v + (h / group) * HD, t + 1, kv_dim, HD,
+                     w, ro);
+            for (int j = 0; j <= t; j++) ref[h / group][j] += pow(d, N - 1 - t) * w[j];
+        }
+    const int splits[3][4] = {{N, 0}, {1, 0}, {7, 1, 11, 4}}; /* one batch; one by one; uneven */
+    for (int s = 0; s < 3; s++) {
+        struct kvcache kv;
+        struct kv_config c;
+        kv_config_default(&c);
+        c.budget = N;
+        c.n_sinks = 0;
+        c.n_recent = 0;
+        c.decay = (float)d;
+        char err[256];
+        if (kvcache_create(&kv, &c, 1, NH, NKV, HD, N, 1, err, sizeof err) != 0) {
+            fprintf(stderr, "kvcache_create: %s\n", err);
+            exit(1);
+        }
+        for (int p = 0, i = 0; p < N; i++) {
+            int n = s == 1 ? 1 : splits[s][i % 4];
+            if (n == 0 || n > N - p) n = N - p;
+            if (attend(&kv, q + (size_t)p * q_dim, k + (size_t)p * kv_dim, v + (size_t)p * kv_dim, n, p,
+                       out + (size_t)p * q_dim))
+                failures++;
+            p += n;
+        }
+        double max_rel = 0.0;
+        for (int h = 0; h < NKV; h++) {
+            const int32_t *P = kvcache_positions(&kv, 0, h);
+            const double *S = kvcache_scores(&kv, 0, h);
+            CHECK(kvcache_n_used(&kv, 0, h) == N, "split %d head %d: %d slots", s, h, kvcache_n_used(&kv, 0, h));
+            for (int i = 0; i < kvcache_n_used(&kv, 0, h); i++) {
+                double e = fabs(S[i] - ref[h][P[i]]) / ref[h][P[i]];
+                if (e > max_rel) max_rel = e;
+            }
+        }
+        CHECK(max_rel < 1e-5, "split %d: decayed scores off the reference by %g (relative)", s, max_rel);
+        kvcache_destroy(&kv);
+    }
+    /* the pattern of test_score_mean: the plain sum keeps the old token 1;
+     * a decay of 0.5 forgets what 1 drew early and keeps the recent heavy 8 */
+    float key[14] = {0};
+    key[1] = 3.0f;
+    key[8] = 5.0f;
+    struct kvcache kv;
+    struct kv_config c;
+    kv_config_default(&c);
+    c.budget = 3;
+    c.n_sinks = 0;
+    c.n_recent = 2;
+    c.decay = 0.5f;
+    char err[256];
+    if (kvcache_create(&kv, &c, 1, 1, 1, 4, 1, 1, err, sizeof err) != 0) {
+        fprintf(stderr, "kvcache_create: %s\n", err);
+        exit(1);
+    }
+    decode_pattern(&kv, key, 12);
+    CHECK(kept(&kv, 0, 8) && !kept(&kv, 0, 1), "decay 0.5: the recent heavy hitter 8 stays, 1 goes");
+    if (failures) print_kept("decay", &kv, 0);
+    kvcache_destroy(&kv);
+}
+
 static void test_prefill_gqa(int n, int budget) {
     enum { NH = 6, NKV = 2, HD = 13 };
     const int group = NH / NKV, q_dim = NH * HD, kv_dim = NKV * HD;
@@ -529,6 +616,7 @@ int main(int argc, char **argv) {
     test_heavy_sinks_recent();
     test_ties();
     test_score_mean();
+    test_decay_scores();
     test_gqa_grouping();
     test_decode_scores();
     test_prefill_gqa(10, 16); /* fits */
