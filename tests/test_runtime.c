@@ -8,6 +8,11 @@
  * core/forward.h), so the logits are compared bit for bit; any difference
  * is reported with its size.
  *
+ * Then the compressed KV cache, which the GPU worker owns: with an H2O
+ * budget below the sequence (q8 storage, decayed scores) the runtime must
+ * give the single-process engine's tokens and logits bit for bit, so the
+ * cache options reach the worker and evict the same tokens there.
+ *
  *   test_runtime [N_PROMPTS] [N_TOKENS]     (defaults 10 and 64)
  * Needs HEARTH_TEST_MODEL; exits 77 (skipped) without it. */
 #include <math.h>
@@ -67,8 +72,9 @@ static int generate(struct engine *e, int p, int n_tokens, struct result *r, cha
     return 0;
 }
 
-static int run_config(const char *model, int single, float hot, int n_cpu, int n_prompts, int n_tokens,
-                      struct result *res, int n_vocab, char *err, size_t errlen) {
+/* kv: NULL for the dense cache, else the H2O cache options (unresolved) */
+static int run_config(const char *model, int single, float hot, int n_cpu, const struct kv_config *kv, int n_prompts,
+                      int n_tokens, struct result *res, int n_vocab, char *err, size_t errlen) {
     struct engine_opts o;
     engine_opts_default(&o);
     o.model_path = model;
@@ -78,6 +84,7 @@ static int run_config(const char *model, int single, float hot, int n_cpu, int n
     o.single_process = single;
     o.hot_fraction = hot;
     o.n_cpu_workers = n_cpu;
+    if (kv) o.kv = *kv;
     struct engine e;
     if (engine_open(&e, &o, err, errlen) != 0) return -1;
     if (e.model.cfg.n_vocab != n_vocab) {
@@ -93,6 +100,33 @@ static int run_config(const char *model, int single, float hot, int n_cpu, int n
     }
     engine_close(&e);
     return 0;
+}
+
+/* Prints how far got matches ref (tokens, then logits up to the first
+ * differing token); returns 0 when identical bit for bit. */
+static int compare(const struct result *ref, const struct result *got, int n_prompts, int n_tokens, int n_vocab,
+                   const char *what) {
+    int same_tokens = 0, same_prompts = 0;
+    double max_diff = 0;
+    for (int p = 0; p < n_prompts; p++) {
+        int same = 0;
+        while (same < n_tokens && got[p].tokens[same] == ref[p].tokens[same]) same++;
+        same_tokens += same;
+        same_prompts += same == n_tokens;
+        /* logits are compared up to the first differing token (after it the inputs differ) */
+        int rows = same < n_tokens ? same + 1 : n_tokens;
+        for (size_t i = 0; i < (size_t)rows * n_vocab; i++) {
+            double d = fabs((double)got[p].logits[i] - ref[p].logits[i]);
+            if (d > max_diff || d != d) max_diff = d;
+        }
+        if (same < n_tokens)
+            printf("  prompt %d: token %d differs (%d vs reference %d)\n", p, same, got[p].tokens[same],
+                   ref[p].tokens[same]);
+    }
+    int ok = same_prompts == n_prompts && max_diff == 0.0;
+    printf("%s: %s: %d/%d prompts identical (%d/%d tokens), max |logit diff| %.3g\n", ok ? "ok" : "FAIL", what,
+           same_prompts, n_prompts, same_tokens, n_prompts * n_tokens, max_diff);
+    return ok ? 0 : 1;
 }
 
 static void alloc_results(struct result *r, int n_prompts, int n_tokens, int n_vocab) {
@@ -123,7 +157,7 @@ int main(int argc, char **argv) {
     struct result *ref = calloc((size_t)n_prompts, sizeof *ref), *got = calloc((size_t)n_prompts, sizeof *got);
     alloc_results(ref, n_prompts, n_tokens, n_vocab);
     alloc_results(got, n_prompts, n_tokens, n_vocab);
-    if (run_config(model, 1, 0, 0, n_prompts, n_tokens, ref, n_vocab, err, sizeof err) != 0) {
+    if (run_config(model, 1, 0, 0, NULL, n_prompts, n_tokens, ref, n_vocab, err, sizeof err) != 0) {
         printf("FAIL: dense pass: %s\n", err);
         return 1;
     }
@@ -139,34 +173,34 @@ int main(int argc, char **argv) {
         const float hot = configs[k].hot;
         const int n_cpu = configs[k].n_cpu, numa_copy = configs[k].numa_copy;
         if (numa_copy) setenv("HEARTH_NUMA_COPY", "1", 1); /* the workers inherit it */
-        if (run_config(model, 0, hot, n_cpu, n_prompts, n_tokens, got, n_vocab, err, sizeof err) != 0) {
+        if (run_config(model, 0, hot, n_cpu, NULL, n_prompts, n_tokens, got, n_vocab, err, sizeof err) != 0) {
             printf("FAIL: hot %.1f, %d CPU workers: %s\n", hot, n_cpu, err);
             failures++;
             continue;
         }
-        int same_tokens = 0, same_prompts = 0;
-        double max_diff = 0;
-        for (int p = 0; p < n_prompts; p++) {
-            int same = 0;
-            while (same < n_tokens && got[p].tokens[same] == ref[p].tokens[same]) same++;
-            same_tokens += same;
-            same_prompts += same == n_tokens;
-            /* logits are compared up to the first differing token (after it the inputs differ) */
-            int rows = same < n_tokens ? same + 1 : n_tokens;
-            for (size_t i = 0; i < (size_t)rows * n_vocab; i++) {
-                double d = fabs((double)got[p].logits[i] - ref[p].logits[i]);
-                if (d > max_diff || d != d) max_diff = d;
-            }
-            if (same < n_tokens)
-                printf("  prompt %d: token %d differs (%d vs dense %d)\n", p, same, got[p].tokens[same],
-                       ref[p].tokens[same]);
-        }
-        int ok = same_prompts == n_prompts && max_diff == 0.0;
-        printf("%s: hot fraction %.1f, %d CPU worker%s%s: %d/%d prompts identical (%d/%d tokens), max |logit "
-               "diff| %.3g\n",
-               ok ? "ok" : "FAIL", hot, n_cpu, n_cpu > 1 ? "s" : "", numa_copy ? " (NUMA-local copies)" : "",
-               same_prompts, n_prompts, same_tokens, n_prompts * n_tokens, max_diff);
-        failures += !ok;
+        char what[128];
+        snprintf(what, sizeof what, "hot fraction %.1f, %d CPU worker%s%s", hot, n_cpu, n_cpu > 1 ? "s" : "",
+                 numa_copy ? " (NUMA-local copies)" : "");
+        failures += compare(ref, got, n_prompts, n_tokens, n_vocab, what) != 0;
+    }
+    /* the H2O cache: 16 tokens per layer and KV head (the prompts run to
+     * 70-90 tokens with their continuations, 21 in the sanitizer run), q8,
+     * decayed scores; the
+     * single-process engine with the same cache is the reference */
+    struct kv_config kv;
+    kv_config_default(&kv);
+    kv.budget = 16;
+    kv.type = KV_Q8;
+    kv.decay = 0.95f;
+    if (run_config(model, 1, 0, 0, &kv, n_prompts, n_tokens, ref, n_vocab, err, sizeof err) != 0) {
+        printf("FAIL: single process, H2O cache: %s\n", err);
+        failures++;
+    } else if (run_config(model, 0, 0.3f, 2, &kv, n_prompts, n_tokens, got, n_vocab, err, sizeof err) != 0) {
+        printf("FAIL: runtime, H2O cache: %s\n", err);
+        failures++;
+    } else {
+        failures += compare(ref, got, n_prompts, n_tokens, n_vocab,
+                            "H2O cache (budget 16, q8, decay 0.95), hot fraction 0.3, 2 CPU workers") != 0;
     }
     for (int p = 0; p < n_prompts; p++) {
         free(ref[p].tokens);
