@@ -94,13 +94,17 @@ static const char k_info_help[] =
     "Prints the GGUF version, every metadata key with its type and value, and the tensor table.\n";
 
 static const char k_bench_help[] =
-    "usage: hearth bench [-m FILE] [-p 512] [-n 128] [-d 0] [-c CTX] [-t T] [-r 3] [--json]\n"
+    "usage: hearth bench [-m FILE] [-p 512] [-n 128] [-d 0[,D...]] [-c CTX] [-t T] [-r 3] [--json]\n"
     "\n"
     "Prompt processing (pp: -p tokens in one batch) and text generation (tg: -n tokens one at a time) speed in\n"
-    "tokens/s, the median of -r repetitions after a warm-up, plus peak memory and KV cache bytes. -d N: tg\n"
-    "starts after an untimed prompt of N tokens (decoding at a long context). --json prints\n"
-    "one JSON object with pp_tokens_per_s, tg_tokens_per_s, peak_rss_bytes, kv_bytes (bytes allocated for the\n"
-    "KV cache: budget-sized with --kv-budget). Takes the runtime and KV cache options of `hearth run`.\n";
+    "tokens/s, the median of -r repetitions after a warm-up, plus the attention time per generated token (the\n"
+    "attention over the KV cache, not the projections), peak memory and KV cache bytes. -d D[,D...]: tg starts\n"
+    "after an untimed prompt of D tokens (decoding at a long context), once per depth (up to 8).\n"
+    "With --kv-budget the full cache (same --kv-type) runs beside the budget, and with --sidecar the dense FFN\n"
+    "beside the sparse one, alternating rep by rep, so the two are compared in the same conditions.\n"
+    "--json prints one JSON object with pp_tokens_per_s, tg_tokens_per_s, attn_ms_per_token, peak_rss_bytes,\n"
+    "kv_bytes (bytes allocated for the KV cache: budget-sized with --kv-budget), tg (one entry per depth) and\n"
+    "the reference's ref_* figures. Takes the runtime and KV cache options of `hearth run`.\n";
 
 static const char k_ppl_help[] =
     "usage: hearth perplexity [-m FILE] -f TEXT [-c 512] [-t T] [--chunks N]\n"

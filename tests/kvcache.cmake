@@ -9,13 +9,14 @@ add_test(NAME kv_model COMMAND test_kvcache model)
 set_tests_properties(kv_model PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)
 
 # kv_needle: a passkey hidden in filler text, read back greedily through `hearth
-# run` with the full cache and a 50% budget, heavy hitters ranked by sum (H2O)
-# and by mean (--kv-score) (2 depths x 2 budgets x 2 rankings, ~1 min on 2
-# cores; the full grid: tests/test_needle.py HEARTH --full). Fails only if the
+# run` with the full cache and a 50% budget, heavy hitters ranked by sum (H2O),
+# by mean (--kv-score mean) and by the decayed sum (--kv-decay 0.95) (2 depths x
+# 2 budgets x 3 rankings, ~1.5 min on 2 cores; the full grid:
+# tests/test_needle.py HEARTH --full --kv-score all). Fails only if the
 # full cache misses (the prompt format broke); the 50% result is reported. Not
 # in the sanitizer build, where the ~4000 prompt tokens take minutes.
 if(TARGET hearth AND NOT HEARTH_SANITIZE)
   add_test(NAME kv_needle COMMAND ${HEARTH_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_needle.py $<TARGET_FILE:hearth>
-           --kv-score both)
+           --kv-score all)
   set_tests_properties(kv_needle PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)
 endif()

@@ -58,8 +58,9 @@ def main():
     ap.add_argument("--full", action="store_true")
     ap.add_argument("--reps", type=int, default=0, help="filler sentences (default 20, --full 45: ~500 / ~1100 tokens)")
     ap.add_argument("--multi-process", action="store_true", help="through the runtime, not --single-process")
-    ap.add_argument("--kv-score", choices=["sum", "mean", "both"], default="sum",
-                    help="heavy-hitter ranking (--kv-score of hearth run); both: one table row per ranking")
+    ap.add_argument("--kv-score", choices=["sum", "mean", "decay", "both", "all"], default="sum",
+                    help="heavy-hitter ranking: sum or mean (--kv-score of hearth run), decay (the sum with "
+                         "--kv-decay 0.95); both: sum and mean; all: the three, one table row each")
     args = ap.parse_args()
     model = os.environ.get("HEARTH_TEST_MODEL", "")
     if not model or not os.path.exists(model):
@@ -71,7 +72,7 @@ def main():
     depths = [0.1, 0.3, 0.5, 0.7, 0.9] if args.full else [0.25, 0.75]
     fracs = [1.0, 0.5, 0.2, 0.1] if args.full else [1.0, 0.5]
     kinds = ["f32", "q8"] if args.full else ["f32"]
-    scores = ["sum", "mean"] if args.kv_score == "both" else [args.kv_score]
+    scores = {"both": ["sum", "mean"], "all": ["sum", "mean", "decay"]}.get(args.kv_score, [args.kv_score])
     types = [(k, sc) for sc in scores for k in kinds]
     extra = ["-t", "2"] + ([] if args.multi_process else ["--single-process"])
     prompts = []
@@ -85,7 +86,8 @@ def main():
         for f in fracs:
             hits = 0
             for d, key, text, n in prompts:
-                got = ask(args.hearth, model, text, n, f, t[0], extra + ["--kv-score", t[1]])
+                rank = ["--kv-score", "sum", "--kv-decay", "0.95"] if t[1] == "decay" else ["--kv-score", t[1]]
+                got = ask(args.hearth, model, text, n, f, t[0], extra + rank)
                 ok = got == key
                 hits += ok
                 print(f"  {t[0]} {t[1]} budget {f:4.0%} depth {d:.1f}: key {key}, got {got!r} {'ok' if ok else 'MISS'}",
