@@ -73,7 +73,7 @@ static const char k_run_help[] =
     "      --kv-score S        sum (H2O, default): heavy hitters by accumulated attention; mean: by attention\n"
     "                          per query that could see the token (no bias towards old tokens)\n"
     "      --kv-decay D        sum only: each query's attention weighs D^(its age), so old attention fades\n"
-    "                          (default 1, H2O's plain sum; 0.95 scored best at 20%, docs/kv-cache.md)\n";
+    "                          (default 1, H2O's plain sum; measured with 0.95 in docs/kv-cache.md)\n";
 
 static const char k_chat_help[] =
     "usage: hearth chat [-m FILE] [options]\n"
