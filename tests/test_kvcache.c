@@ -3,7 +3,8 @@
  * kv_unit: the policy on hand-made attention patterns (keys that draw all,
  * none or a known share of the attention), checked slot by slot: sinks,
  * the recent window, heavy hitters, GQA score sums, ties, the window
- * baseline, prefill column sums and a batch longer than the budget, rewind,
+ * baseline, mean and decayed rankings (decay against a reference for any
+ * batch split), prefill column sums and a batch longer than the budget, rewind,
  * and the f16/q8 round-trip error bounds. Random data: splitmix64, seed printed.
  *
  * kv_model (argument "model"; needs HEARTH_TEST_MODEL, else exits 77): on the
@@ -173,28 +174,32 @@ static void test_heavy_sinks_recent(void) {
  * B (position 8) a larger one, but only from step 8. With one heavy-hitter
  * slot (budget 3, recent 2), once B leaves the recent window A has the
  * larger sum (more steps) and B the larger mean (more per step): H2O's sum
- * keeps A, --kv-score mean keeps B. */
+ * keeps A, --kv-score mean keeps B, and so does a decay of 0.5 (it forgets
+ * what A drew early). */
 static void test_score_mean(void) {
     float key[14] = {0};
     key[1] = 3.0f;
     key[8] = 5.0f;
-    for (int mean = 0; mean <= 1; mean++) {
+    static const char *const names[] = {"sum", "mean", "decay 0.5"};
+    for (int mode = 0; mode < 3; mode++) {
         struct kvcache kv;
         struct kv_config c;
         kv_config_default(&c);
         c.budget = 3;
         c.n_sinks = 0;
         c.n_recent = 2;
-        c.score_mean = mean;
+        c.score_mean = mode == 1;
+        c.decay = mode == 2 ? 0.5f : 1.0f;
         char err[256];
         if (kvcache_create(&kv, &c, 1, 1, 1, 4, 1, 1, err, sizeof err) != 0) {
             fprintf(stderr, "kvcache_create: %s\n", err);
             exit(1);
         }
         decode_pattern(&kv, key, 12);
-        if (mean) CHECK(kept(&kv, 0, 8) && !kept(&kv, 0, 1), "mean: the late heavy hitter 8 stays, 1 goes");
+        if (mode)
+            CHECK(kept(&kv, 0, 8) && !kept(&kv, 0, 1), "%s: the late heavy hitter 8 stays, 1 goes", names[mode]);
         else CHECK(kept(&kv, 0, 1) && !kept(&kv, 0, 8), "sum: the old token 1 stays, 8 goes");
-        if (failures) print_kept(mean ? "mean" : "sum", &kv, 0);
+        if (failures) print_kept(names[mode], &kv, 0);
         kvcache_destroy(&kv);
     }
 }
@@ -247,9 +252,6 @@ static void ref_attn(const float *q, const float *k, const float *v, int n, int 
     }
 }
 
-/* Prefill: a batch of n tokens, 6 query heads on 2 KV heads (GQA group 3),
- * head_dim 13. Scores must be the causal column sums over the batch's
- * queries summed over the group's heads, outputs the plain attention. */
 /* Decayed scores (--kv-decay): with no eviction (budget >= n) every slot's
  * score must be sum over queries t >= j and the group's query heads of
  * decay^(n-1-t) * w_t(j) (double reference), whether the n tokens come as
@@ -303,29 +305,11 @@ static void test_decay_scores(void) {
         CHECK(max_rel < 1e-5, "split %d: decayed scores off the reference by %g (relative)", s, max_rel);
         kvcache_destroy(&kv);
     }
-    /* the pattern of test_score_mean: the plain sum keeps the old token 1;
-     * a decay of 0.5 forgets what 1 drew early and keeps the recent heavy 8 */
-    float key[14] = {0};
-    key[1] = 3.0f;
-    key[8] = 5.0f;
-    struct kvcache kv;
-    struct kv_config c;
-    kv_config_default(&c);
-    c.budget = 3;
-    c.n_sinks = 0;
-    c.n_recent = 2;
-    c.decay = 0.5f;
-    char err[256];
-    if (kvcache_create(&kv, &c, 1, 1, 1, 4, 1, 1, err, sizeof err) != 0) {
-        fprintf(stderr, "kvcache_create: %s\n", err);
-        exit(1);
-    }
-    decode_pattern(&kv, key, 12);
-    CHECK(kept(&kv, 0, 8) && !kept(&kv, 0, 1), "decay 0.5: the recent heavy hitter 8 stays, 1 goes");
-    if (failures) print_kept("decay", &kv, 0);
-    kvcache_destroy(&kv);
 }
 
+/* Prefill: a batch of n tokens, 6 query heads on 2 KV heads (GQA group 3),
+ * head_dim 13. Scores must be the causal column sums over the batch's
+ * queries summed over the group's heads, outputs the plain attention. */
 static void test_prefill_gqa(int n, int budget) {
     enum { NH = 6, NKV = 2, HD = 13 };
     const int group = NH / NKV, q_dim = NH * HD, kv_dim = NKV * HD;
