@@ -122,7 +122,7 @@ def model():
     for key in ("pp_tokens_per_s", "tg_tokens_per_s", "peak_rss_bytes", "kv_bytes", "attn_ms_per_token"):
         check(key in j and j[key] > 0, "bench --json has %s > 0" % key, res)
 
-    # a KV budget: the full cache runs beside it at every depth; the budget's cache is smaller
+    # a KV budget: the full cache of the same type runs beside it, both measured at every depth
     res = run(["bench"] + m + ["-c", "256", "-p", "0", "-n", "4", "-d", "16,200", "-r", "1", "--json", "-t", "2",
                                "--kv-budget", "0.25", "--kv-type", "f16", "--kv-decay", "0.95"])
     check(res[0] == 0, "bench with a KV budget runs", res)
