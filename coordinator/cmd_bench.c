@@ -91,12 +91,13 @@ static int bench_rep(struct engine *s, const struct cli_opts *o, const int32_t *
     return 0;
 }
 
-/* tokens/s of n tokens in the median time, and milliseconds of attention per token (median) */
+/* tokens/s of n tokens in the median of reps times */
 static double rate(double *sec, int reps, int n) {
     const double m = median(sec, reps);
     return m > 0 ? n / m : 0.0;
 }
 
+/* milliseconds per token of n tokens in the median of reps times */
 static double ms_per_token(double *sec, int reps, int n) { return n > 0 ? 1e3 * median(sec, reps) / n : 0.0; }
 
 int cmd_bench(int argc, char **argv) {

@@ -20,11 +20,10 @@ int hotcold_load_sidecar(struct sidecar *sc, const char *path, const struct llam
 /* Copies rows ids[0..n) of w to dst, in that order: the slice's gate/up
  * rows become contiguous in position order (and local to the NUMA node of
  * the calling thread). The bytes are the model's own, so every dot product
- * is unchanged. Returns the bytes written. */
-static size_t gather_rows(char *dst, const struct weight *w, const int32_t *ids, int64_t n) {
+ * is unchanged. */
+static void gather_rows(char *dst, const struct weight *w, const int32_t *ids, int64_t n) {
     const size_t row = hearth_row_size(w->type, w->n_in);
     for (int64_t j = 0; j < n; j++) memcpy(dst + (size_t)j * row, (const char *)w->data + (size_t)ids[j] * row, row);
-    return row * (size_t)n;
 }
 
 static int slice_init(struct hotcold_slice *s, const struct sidecar *sc, const struct llama_model *m, int l,
