@@ -2,10 +2,13 @@
 #
 # Every test gets HEARTH_TEST_MODEL and HEARTH_PYTHON (set in CMakeLists.txt)
 # in its environment.
-# With HEARTH_SAN_DIR, this suite also runs the sanitizer build's suite.
+# With HEARTH_SAN_DIR, this suite also runs the sanitizer build's suite; its
+# console log goes to HEARTH_SAN_DIR/Testing/Temporary/console.log, where
+# .ci/run's tests/skipcheck.sh finds that suite's skips.
 if(HEARTH_SAN_DIR AND NOT HEARTH_SANITIZE)
   add_test(NAME sanitizers
            COMMAND ${CMAKE_CTEST_COMMAND} --test-dir ${HEARTH_SAN_DIR} --output-on-failure
+                   -O ${HEARTH_SAN_DIR}/Testing/Temporary/console.log
                    -E "^(forward_ref|tokenizer_hf|cli_model|runtime_supervision)$")
 endif()
 
