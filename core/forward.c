@@ -194,9 +194,13 @@ int forward_attention(struct llama_state *s, int l, int n, int pos0, char *err, 
     const int dim = c->dim, hd = c->head_dim, q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
 
     rmsnorm(s->xb, s->x, L->attn_norm, dim, n, c->norm_eps);
-    if (mm(s, s->q, &L->wq, s->xb, n, err, errlen) || mm(s, s->k, &L->wk, s->xb, n, err, errlen) ||
-        mm(s, s->v, &L->wv, s->xb, n, err, errlen))
-        return -1;
+    const struct matmul_in in = {s->xb, NULL, NULL};
+    const struct matmul_out qkv[3] = {
+        {.w = L->wq.data, .wt = (enum hearth_type)L->wq.type, .n_out = L->wq.n_out, .r1 = L->wq.n_out, .y = s->q},
+        {.w = L->wk.data, .wt = (enum hearth_type)L->wk.type, .n_out = L->wk.n_out, .r1 = L->wk.n_out, .y = s->k},
+        {.w = L->wv.data, .wt = (enum hearth_type)L->wv.type, .n_out = L->wv.n_out, .r1 = L->wv.n_out, .y = s->v},
+    };
+    if (matmul_fused(s->tp, &in, dim, n, qkv, 3, &s->ms, err, errlen)) return -1;
     float *kc = s->kv ? NULL : s->key_cache + (size_t)l * s->n_ctx * kv_dim;
     float *vc = s->kv ? NULL : s->value_cache + (size_t)l * s->n_ctx * kv_dim;
     for (int t = 0; t < n; t++) {
@@ -242,9 +246,7 @@ int ffn_scratch_create(struct ffn_scratch *fs, const struct llama_model *m, int 
     fs->max_batch = max_batch;
     fs->gate = malloc(nh * sizeof(float));
     fs->up = malloc(nh * sizeof(float));
-    fs->h = malloc((size_t)max_batch * FFN_GROUP * sizeof(float));
-    fs->y = malloc((size_t)max_batch * m->cfg.dim * sizeof(float));
-    if (!fs->gate || !fs->up || !fs->h || !fs->y) {
+    if (!fs->gate || !fs->up) {
         ffn_scratch_free(fs);
         snprintf(err, errlen, "out of memory for the FFN scratch of %d tokens", max_batch);
         return -1;
@@ -255,8 +257,6 @@ int ffn_scratch_create(struct ffn_scratch *fs, const struct llama_model *m, int 
 void ffn_scratch_free(struct ffn_scratch *fs) {
     free(fs->gate);
     free(fs->up);
-    free(fs->h);
-    free(fs->y);
     matmul_scratch_free(&fs->ms);
     memset(fs, 0, sizeof *fs);
 }
@@ -290,6 +290,21 @@ int ffn_partial(const struct llama_model *m, int l, const float *xn, int n, int6
     return ffn_partial_layer(&m->cfg, &m->layers[l], xn, n, n0, n1, acc, fs, tp, err, errlen);
 }
 
+/* The down projection's input, h = act(gate xn) * up xn for the shard's
+ * neurons, computed block by block as the fused product quantizes it. */
+struct swiglu {
+    const float *gate, *up; /* [n, hidden], columns [n0, n1) written */
+    int64_t hidden, n0;
+    int gated;
+    enum ffn_act act;
+};
+
+static void swiglu_fill(void *ctx, int64_t t, int64_t i0, int64_t n, float *dst) {
+    const struct swiglu *a = ctx;
+    const float *g = a->gate + t * a->hidden + a->n0 + i0, *u = a->up + t * a->hidden + a->n0 + i0;
+    for (int64_t i = 0; i < n; i++) dst[i] = a->gated ? ffn_activation(g[i], a->act) * u[i] : ffn_activation(u[i], a->act);
+}
+
 int ffn_partial_layer(const struct llama_config *c, const struct llama_layer *L, const float *xn, int n, int64_t n0,
                       int64_t n1, int64_t *acc, struct ffn_scratch *fs, struct tpool *tp, char *err, size_t errlen) {
     /* the layer's own neuron count: the model's, or a shard's local copy */
@@ -302,31 +317,28 @@ int ffn_partial_layer(const struct llama_config *c, const struct llama_layer *L,
         return -1;
     }
     if (n1 == n0) return 0;
-    /* gate and up rows of the shard: [n, hidden] with columns [n0, n1) written */
-    if (matmul_rows(tp, fs->up, L->w_up.data, (enum hearth_type)L->w_up.type, xn, c->dim, hidden, n, n0, n1, &fs->ms,
-                    err, errlen))
-        return -1;
-    if (c->ffn_gated && matmul_rows(tp, fs->gate, L->w_gate.data, (enum hearth_type)L->w_gate.type, xn, c->dim,
-                                    hidden, n, n0, n1, &fs->ms, err, errlen))
-        return -1;
-    const size_t row_bytes = hearth_row_size(L->w_down.type, hidden);
-    for (int64_t g0 = n0; g0 < n1; g0 += FFN_GROUP) {
-        const int64_t g1 = g0 + FFN_GROUP < n1 ? g0 + FFN_GROUP : n1, width = g1 - g0;
-        /* h = act(gate xn) * (up xn) for the group's neurons, compact [n, width] */
-        for (int t = 0; t < n; t++) {
-            const float *g = fs->gate + (size_t)t * hidden, *u = fs->up + (size_t)t * hidden;
-            float *h = fs->h + (size_t)t * width;
-            for (int64_t i = g0; i < g1; i++)
-                h[i - g0] = c->ffn_gated ? ffn_activation(g[i], c->ffn_act) * u[i] : ffn_activation(u[i], c->ffn_act);
-        }
-        /* y = down[:, g0:g1] h: each of down's dim rows read from column g0 on */
-        const char *w = (const char *)L->w_down.data + hearth_row_size(L->w_down.type, g0);
-        if (matmul_strided(tp, fs->y, w, (enum hearth_type)L->w_down.type, row_bytes, fs->h, width, c->dim, n, &fs->ms,
-                           err, errlen))
-            return -1;
-        ffn_acc_add_fixed(acc, fs->y, (size_t)n * c->dim);
-    }
-    return 0;
+    /* gate and up rows of the shard, one product: [n, hidden] with columns [n0, n1) written */
+    const struct matmul_in in = {xn, NULL, NULL};
+    const struct matmul_out gu[2] = {
+        {.w = L->w_up.data, .wt = (enum hearth_type)L->w_up.type, .n_out = hidden, .r0 = n0, .r1 = n1, .y = fs->up},
+        {.w = L->w_gate.data, .wt = (enum hearth_type)L->w_gate.type, .n_out = hidden, .r0 = n0, .r1 = n1,
+         .y = fs->gate},
+    };
+    if (matmul_fused(tp, &in, c->dim, n, gu, c->ffn_gated ? 2 : 1, &fs->ms, err, errlen)) return -1;
+    /* acc += down[:, n0:n1] h, each group of FFN_GROUP neurons rounded to
+     * fixed point on its own (FFN_GROUP); h is made as it is quantized */
+    struct swiglu a = {fs->gate, fs->up, hidden, n0, c->ffn_gated, c->ffn_act};
+    const struct matmul_in hin = {NULL, swiglu_fill, &a};
+    const struct matmul_out down = {.w = (const char *)L->w_down.data + hearth_row_size(L->w_down.type, n0),
+                                    .wt = (enum hearth_type)L->w_down.type,
+                                    .w_stride = hearth_row_size(L->w_down.type, hidden),
+                                    .n_out = c->dim,
+                                    .r0 = 0,
+                                    .r1 = c->dim,
+                                    .acc = acc,
+                                    .group = FFN_GROUP,
+                                    .acc_add = ffn_acc_add_fixed};
+    return matmul_fused(tp, &hin, n1 - n0, n, &down, 1, &fs->ms, err, errlen);
 }
 
 /* x = x + Attn(RMSNorm(x)); x = x + FFN(RMSNorm(x)) for n tokens at pos0.. */

@@ -26,8 +26,6 @@ struct ffn_scratch {
     int max_batch;
     float *gate; /* [B, hidden_dim] */
     float *up;   /* [B, hidden_dim] */
-    float *h;    /* act(gate) * up of one group of neurons, compact [B, FFN_GROUP] */
-    float *y;    /* one group's partial down projection [B, dim] */
     struct matmul_scratch ms;
 };
 

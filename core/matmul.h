@@ -52,4 +52,51 @@ int matmul_rows(struct tpool *tp, float *y, const void *w, enum hearth_type wt, 
 int matmul_strided(struct tpool *tp, float *y, const void *w, enum hearth_type wt, size_t w_stride, const float *x,
                    int64_t n_in, int64_t n_out, int64_t n_tok, struct matmul_scratch *s, char *err, size_t errlen);
 
+/* ---- fused products: several matrices over one input, in one pool run ----
+ *
+ * A decode step is a few hundred small products; what costs is not their
+ * arithmetic but the synchronisation around each (wake the pool, quantize,
+ * wait at a barrier, wait for the last tile). matmul_fused computes several
+ * outputs over the same input x with one pool run: x is quantized once, one
+ * barrier, then the tiles of every output are taken from one counter. Q, K
+ * and V are one call; gate and up are one; the down projection with its
+ * fixed groups is one (see acc_add).
+ *
+ * Every output value is the same vec_dot (or vec_dot4) call on the same bytes
+ * as matmul would make, so results are bit-identical to separate calls,
+ * whatever the threads, tiles or batch. */
+struct matmul_out {
+    const void *w;        /* weight rows, row r at (const char *)w + r * w_stride */
+    enum hearth_type wt;
+    size_t w_stride;      /* 0: hearth_row_size(wt, n_in) */
+    int64_t n_out;        /* rows of W: y and acc rows are [n_tok, n_out] */
+    int64_t r0, r1;       /* rows computed, 0 <= r0 <= r1 <= n_out */
+    /* exactly one of: */
+    float *y;             /* y[t * n_out + r] = W[r, :] . x[t, :] */
+    /* acc_add(&acc[t * n_out + ra], v, rb - ra) for each group g of `group`
+     * inputs (the last may be shorter) and each tile of rows [ra, rb), where
+     * v[r - ra] = W[r, g] . x[t, g]: the per-group partial sums, each from
+     * vec_dot over the group's blocks, handed to a sink (the FFN's fixed
+     * point sum) that must add commutatively. group: a multiple of the block
+     * sizes of wt and of its vec_dot_type. */
+    int64_t *acc;
+    int64_t group;
+    void (*acc_add)(int64_t *acc, const float *v, size_t count);
+};
+
+/* Where the input comes from: x[n_tok, n_in] as floats, or computed block by
+ * block by fill(ctx, t, i0, n, dst): dst[0..n) = x[t, i0 .. i0 + n), called
+ * from any pool thread (e.g. SwiGLU from gate and up, fused into the
+ * quantization of the down projection's input). */
+struct matmul_in {
+    const float *x; /* NULL when fill is set */
+    void (*fill)(void *ctx, int64_t t, int64_t i0, int64_t n, float *dst);
+    void *ctx;
+};
+
+/* 0 ok; negative with err filled as matmul. Outputs whose weight types have
+ * different vec_dot_types run as separate groups (still correct, less fused). */
+int matmul_fused(struct tpool *tp, const struct matmul_in *in, int64_t n_in, int64_t n_tok,
+                 const struct matmul_out *outs, int n_outs, struct matmul_scratch *s, char *err, size_t errlen);
+
 #endif

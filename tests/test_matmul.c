@@ -1,7 +1,9 @@
 /* test_matmul: matmul against a naive double loop over the dequantized
  * weights and the dequantized (quantized) activations, for every weight type,
  * n_tok in {1,2,3,7,64}, awkward n_out, 1/2/3 threads; matmul_rows writes
- * only its rows; bad arguments give errors.
+ * only its rows; bad arguments give errors. matmul_fused (several outputs
+ * over one input, a computed input, per-group sums into a sink) gives the
+ * separate calls' results bit for bit.
  *
  * Seed: HEARTH_TEST_SEED or a fixed default; printed either way. */
 #include <math.h>
@@ -205,6 +207,107 @@ static void check_batch_invariance(struct tpool *tp, struct matmul_scratch *s, e
     free(y1);
 }
 
+/* ---- matmul_fused ---- */
+
+/* a computed input: x[t, i] = 0.5 * base[t, i] - 0.25 */
+struct fill_ctx {
+    const float *base;
+    int64_t n_in;
+};
+static void fill_affine(void *ctx, int64_t t, int64_t i0, int64_t n, float *dst) {
+    const struct fill_ctx *c = ctx;
+    for (int64_t i = 0; i < n; i++) dst[i] = 0.5f * c->base[t * c->n_in + i0 + i] - 0.25f;
+}
+
+/* a commutative sink: acc += round(v * 2^20) */
+static void sink_fixed20(int64_t *acc, const float *v, size_t count) {
+    for (size_t i = 0; i < count; i++) acc[i] += (int64_t)llrint((double)v[i] * 1048576.0);
+}
+
+/* Q, K, V-like outputs of mixed types (two activation types: two runs), one
+ * restricted to a range of rows; the input given or computed; then the
+ * grouped sink against per-group matmul_strided calls. All bit for bit. */
+static void check_fused(struct tpool *tp, struct matmul_scratch *s, enum hearth_type t0, enum hearth_type t1,
+                        int64_t n_tok) {
+    /* an odd number of the larger block: the kernels' two-block tails */
+    const int64_t n_in = quant_traits(t0)->blck == 256 || quant_traits(t1)->blck == 256 ? 256 * 3 : 32 * 7;
+    const int64_t n_out[3] = {97, 13, 40};
+    const enum hearth_type wt[3] = {t0, t1, t0};
+    const int64_t r0[3] = {0, 0, 7}, r1[3] = {97, 13, 33};
+    uint8_t *w[3];
+    float *ya[3], *yb[3];
+    for (int k = 0; k < 3; k++) {
+        w[k] = make_weights(wt[k], n_out[k], n_in);
+        ya[k] = xmalloc((size_t)(n_out[k] * n_tok) * sizeof(float));
+        yb[k] = xmalloc((size_t)(n_out[k] * n_tok) * sizeof(float));
+        for (int64_t i = 0; i < n_out[k] * n_tok; i++) ya[k][i] = yb[k][i] = -1.0f;
+    }
+    float *base = xmalloc((size_t)(n_in * n_tok) * sizeof(float)), *x = xmalloc((size_t)(n_in * n_tok) * sizeof(float));
+    for (int64_t i = 0; i < n_in * n_tok; i++) {
+        base[i] = rng_normal();
+        x[i] = 0.5f * base[i] - 0.25f;
+    }
+    char err[256] = "";
+    for (int k = 0; k < 3; k++)
+        CHECK(matmul_rows(tp, ya[k], w[k], wt[k], x, n_in, n_out[k], n_tok, r0[k], r1[k], s, err, sizeof err) == 0,
+              "fused reference: %s", err);
+    struct matmul_out outs[3];
+    for (int k = 0; k < 3; k++)
+        outs[k] = (struct matmul_out){.w = w[k], .wt = wt[k], .n_out = n_out[k], .r0 = r0[k], .r1 = r1[k], .y = yb[k]};
+    for (int computed = 0; computed < 2; computed++) {
+        struct fill_ctx fc = {base, n_in};
+        const struct matmul_in in = computed ? (struct matmul_in){NULL, fill_affine, &fc} : (struct matmul_in){x, NULL, NULL};
+        CHECK(matmul_fused(tp, &in, n_in, n_tok, outs, 3, s, err, sizeof err) == 0, "fused: %s", err);
+        for (int k = 0; k < 3; k++)
+            CHECK(memcmp(ya[k], yb[k], (size_t)(n_out[k] * n_tok) * sizeof(float)) == 0,
+                  "fused %s+%s n_tok=%lld (%s input): output %d differs from matmul_rows", hearth_type_name(t0),
+                  hearth_type_name(t1), (long long)n_tok, computed ? "computed" : "given", k);
+    }
+
+    /* grouped sums: groups of 2 blocks of the larger block size; the last group shorter */
+    const int64_t blck = quant_traits(t0)->blck > 32 ? quant_traits(t0)->blck : 32;
+    const int64_t n_g = blck * 7, group = 2 * blck; /* 4 groups: 2+2+2+1 blocks */
+    uint8_t *wg = make_weights(t0, n_out[0], n_g);
+    const size_t grow = hearth_row_size((uint32_t)t0, n_g);
+    float *xg = xmalloc((size_t)(n_g * n_tok) * sizeof(float)), *xs = xmalloc((size_t)(group * n_tok) * sizeof(float));
+    float *yg = xmalloc((size_t)(n_out[0] * n_tok) * sizeof(float));
+    int64_t *acc_a = calloc((size_t)(n_out[0] * n_tok), sizeof(int64_t)), *acc_b = calloc((size_t)(n_out[0] * n_tok), sizeof(int64_t));
+    for (int64_t i = 0; i < n_g * n_tok; i++) xg[i] = rng_normal();
+    for (int64_t g0 = 0; g0 < n_g; g0 += group) {
+        const int64_t gw = g0 + group < n_g ? group : n_g - g0;
+        for (int64_t t = 0; t < n_tok; t++) memcpy(xs + t * gw, xg + t * n_g + g0, (size_t)gw * sizeof(float));
+        CHECK(matmul_strided(tp, yg, wg + hearth_row_size((uint32_t)t0, g0), t0, grow, xs, gw, n_out[0], n_tok, s,
+                             err, sizeof err) == 0,
+              "group reference: %s", err);
+        sink_fixed20(acc_a, yg, (size_t)(n_out[0] * n_tok));
+    }
+    const struct matmul_in gin = {xg, NULL, NULL};
+    const struct matmul_out go = {.w = wg, .wt = t0, .n_out = n_out[0], .r0 = 0, .r1 = n_out[0], .acc = acc_b,
+                                  .group = group, .acc_add = sink_fixed20};
+    CHECK(matmul_fused(tp, &gin, n_g, n_tok, &go, 1, s, err, sizeof err) == 0, "grouped: %s", err);
+    CHECK(memcmp(acc_a, acc_b, (size_t)(n_out[0] * n_tok) * sizeof(int64_t)) == 0,
+          "grouped %s n_tok=%lld: sums differ from per-group matmul_strided", hearth_type_name(t0), (long long)n_tok);
+
+    /* errors */
+    struct matmul_out bad = go;
+    bad.y = yg;
+    err[0] = 0;
+    CHECK(matmul_fused(tp, &gin, n_g, n_tok, &bad, 1, s, err, sizeof err) < 0 && strstr(err, "both"),
+          "y and acc together must fail: '%s'", err);
+    bad = go;
+    bad.group = blck + 16;
+    err[0] = 0;
+    CHECK(matmul_fused(tp, &gin, n_g, n_tok, &bad, 1, s, err, sizeof err) < 0 && strstr(err, "group"),
+          "a group of part blocks must fail: '%s'", err);
+    bad = go;
+    bad.acc_add = NULL;
+    err[0] = 0;
+    CHECK(matmul_fused(tp, &gin, n_g, n_tok, &bad, 1, s, err, sizeof err) < 0 && strstr(err, "acc_add"),
+          "acc without a sink must fail: '%s'", err);
+    for (int k = 0; k < 3; k++) free(w[k]), free(ya[k]), free(yb[k]);
+    free(base), free(x), free(wg), free(xg), free(xs), free(yg), free(acc_a), free(acc_b);
+}
+
 static const enum hearth_type types[] = {
     HEARTH_TYPE_Q4_1, HEARTH_TYPE_Q8_0, HEARTH_TYPE_Q4_0, HEARTH_TYPE_Q5_0, HEARTH_TYPE_Q5_1, HEARTH_TYPE_Q4_K,
     HEARTH_TYPE_Q5_K, HEARTH_TYPE_Q6_K, HEARTH_TYPE_F32,  HEARTH_TYPE_F16,  HEARTH_TYPE_BF16,
@@ -255,6 +358,15 @@ int main(void) {
         check_strided(pools[(k % 2) + 1], &s, wt);
         check_batch_invariance(pools[1], &s, wt);
     }
+
+    static const enum hearth_type fused_pairs[][2] = {
+        {HEARTH_TYPE_Q4_1, HEARTH_TYPE_Q4_1}, {HEARTH_TYPE_Q4_1, HEARTH_TYPE_Q8_0}, {HEARTH_TYPE_Q4_K, HEARTH_TYPE_Q6_K},
+        {HEARTH_TYPE_Q8_0, HEARTH_TYPE_F16},
+    };
+    static const int64_t fused_toks[] = {1, 5, 9, 40};
+    for (size_t k = 0; k < sizeof fused_pairs / sizeof fused_pairs[0]; k++)
+        for (size_t b = 0; b < 4; b++)
+            check_fused(pools[(k + b) % 3], &s, fused_pairs[k][0], fused_pairs[k][1], fused_toks[b]);
 
     /* errors */
     float x[64] = {0}, y[8];
