@@ -9,6 +9,7 @@
 
 #include "cli.h"
 #include "log.h"
+#include "membw.h"
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -179,17 +180,32 @@ int cmd_bench(int argc, char **argv) {
     size_t rss_max = 0;
     for (int i = 0; i < n_procs; i++)
         if (procs[i].peak_rss_bytes > rss_max) rss_max = procs[i].peak_rss_bytes;
+    /* The physical floor: a generated token reads every weight once (the
+     * sparse FFN only what it computes), so tg cannot beat the machine's read
+     * bandwidth / those bytes. Measured with the engine's threads. */
+    double tok_bytes = (double)wbytes, read_bw = 0.0;
+    if (sparse && ntg > 0) tok_bytes += (bt.ffn_read - bt.ffn_dense) / ntg;
+    if (o.bench_tg > 0) {
+        char perr[256];
+        read_bw = membw_read_probe(s.n_threads, 0, 0, perr, sizeof perr);
+        if (read_bw < 0) {
+            log_warn("%s", perr);
+            read_bw = 0.0;
+        }
+    }
+    const double eff_bw = tok_bytes * tg_tps[0];
     const char *mode = s.rt ? "multi-process" : "single-process";
     const int kv_active = kv_config_active(&s.kv, s.n_ctx);
     if (o.json) {
         printf("{\"model\": \"%s\", \"mode\": \"%s\", \"threads\": %d, \"n_ctx\": %d, "
                "\"repetitions\": %d, \"pp_tokens\": %d, \"tg_tokens\": %d, \"pp_tokens_per_s\": %.3f, "
                "\"tg_tokens_per_s\": %.3f, \"attn_ms_per_token\": %.4f, \"peak_rss_bytes\": %zu, "
-               "\"kv_bytes\": %zu, \"weight_bytes\": %zu, "
+               "\"kv_bytes\": %zu, \"weight_bytes\": %zu, \"weight_bytes_per_token\": %.0f, "
+               "\"effective_bandwidth_bytes_per_s\": %.0f, \"read_bandwidth_bytes_per_s\": %.0f, "
                "\"tg_depth\": %d, \"kv_budget\": %d, \"kv_type\": \"%s\", \"kv_window\": %d, \"processes\": [",
                s.model_path, mode, s.n_threads, s.n_ctx, reps, o.bench_pp, o.bench_tg, pp_tps, tg_tps[0],
-               attn_ms[0], rss_max, bt.kv_bytes, wbytes, o.bench_depths[0], kv_active ? s.kv.budget : s.n_ctx,
-               kv_type_name(s.kv.type), s.kv.window);
+               attn_ms[0], rss_max, bt.kv_bytes, wbytes, tok_bytes, eff_bw, read_bw, o.bench_depths[0],
+               kv_active ? s.kv.budget : s.n_ctx, kv_type_name(s.kv.type), s.kv.window);
         for (int i = 0; i < n_procs; i++)
             printf("%s{\"role\": \"%s\", \"pid\": %d, \"peak_rss_bytes\": %zu}", i ? ", " : "", procs[i].role,
                    procs[i].pid, procs[i].peak_rss_bytes);
@@ -255,6 +271,11 @@ int cmd_bench(int argc, char **argv) {
             printf("KV cache %.1f MiB; peak RSS:", (double)bt.kv_bytes / (1 << 20));
         for (int i = 0; i < n_procs; i++) printf(" %s %.1f MiB", procs[i].role, (double)procs[i].peak_rss_bytes / (1 << 20));
         printf("\n");
+        if (o.bench_tg > 0 && read_bw > 0)
+            printf("floor: %.1f MiB of weights per token; tg%d at %.2f GB/s of weights, %.0f%% of the measured read "
+                   "bandwidth %.2f GB/s (%d threads), which caps tg at %.0f tok/s\n",
+                   tok_bytes / (1 << 20), o.bench_tg, eff_bw * 1e-9, 100.0 * eff_bw / read_bw, read_bw * 1e-9,
+                   s.n_threads, read_bw / tok_bytes);
     }
     rc = 0;
 out:

@@ -86,6 +86,26 @@ int engine_open(struct engine *s, const struct engine_opts *o, char *err, size_t
             }
             s->st.hc = &s->hc;
         }
+        /* the weights this process computes, in the kernels' 8-row layout:
+         * attention always, the FFN unless the sparse FFN reads it */
+        int64_t *n0 = calloc((size_t)c->n_layers, sizeof *n0), *n1 = malloc((size_t)c->n_layers * sizeof *n1);
+        const double t0 = engine_now();
+        size_t bytes = 0;
+        int rrc = -1;
+        if (n0 && n1) {
+            for (int l = 0; l < c->n_layers; l++) n1[l] = o->sidecar_path ? 0 : c->hidden_dim;
+            rrc = model_repack(&s->model, 1, n0, n1, &bytes, err, errlen);
+        } else {
+            snprintf(err, errlen, "out of memory");
+        }
+        free(n0);
+        free(n1);
+        if (rrc) {
+            engine_close(s);
+            return -1;
+        }
+        log_info("repacked %.1f MiB of weights into 8-row groups in %.0f ms", (double)bytes / (1 << 20),
+                 (engine_now() - t0) * 1e3);
     } else {
         struct runtime_opts ro = {s->model_path, o->n_cpu_workers, o->pin, o->gpu_backend, o->hot_fraction,
                                   n_ctx, max_batch, n_threads, log_get_level() >= LOG_INFO, s->kv,

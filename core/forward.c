@@ -135,9 +135,34 @@ static void rope(float *vec, int n_heads, int head_dim, int rope_dim, int pos, c
     }
 }
 
+/* The product of rows [r0, r1) and columns [c0, c0 + n_in) of w, into y
+ * (or, with y NULL, for the caller to point at an accumulator): the rows the
+ * repacked copy covers (model.h, x8) run the 8-row kernel. */
+static struct matmul_out weight_out(const struct weight *w, int64_t r0, int64_t r1, int64_t c0, int64_t n_in,
+                                    float *y) {
+    struct matmul_out o = {.w = (const char *)w->data + hearth_row_size(w->type, c0),
+                           .wt = (enum hearth_type)w->type,
+                           .w_stride = hearth_row_size(w->type, w->n_in),
+                           .n_out = w->n_out,
+                           .r0 = r0,
+                           .r1 = r1,
+                           .y = y};
+    if (w->x8 && r0 >= w->x8_r0 && (r0 - w->x8_r0) % 8 == 0 && r0 < w->x8_r1 && c0 >= w->x8_c0 &&
+        c0 + n_in <= w->x8_c1) {
+        const int64_t end = r1 < w->x8_r1 ? r1 : w->x8_r1;
+        const size_t blk = hearth_row_size(w->type, c0 - w->x8_c0);
+        o.w8 = (const char *)w->x8 + (size_t)((r0 - w->x8_r0) / 8) * w->x8_stride + 8 * blk;
+        o.w8_stride = w->x8_stride;
+        o.n8 = (end - r0) / 8 * 8;
+    }
+    return o;
+}
+
 static int mm(struct llama_state *s, float *y, const struct weight *w, const float *x, int n_tok, char *err,
               size_t errlen) {
-    return matmul(s->tp, y, w->data, (enum hearth_type)w->type, x, w->n_in, w->n_out, n_tok, &s->ms, err, errlen);
+    const struct matmul_in in = {x, NULL, NULL};
+    const struct matmul_out o = weight_out(w, 0, w->n_out, 0, w->n_in, y);
+    return matmul_fused(s->tp, &in, w->n_in, n_tok, &o, 1, &s->ms, err, errlen);
 }
 
 /* One query head of one token attends over the cached positions 0..pos. */
@@ -196,9 +221,9 @@ int forward_attention(struct llama_state *s, int l, int n, int pos0, char *err, 
     rmsnorm(s->xb, s->x, L->attn_norm, dim, n, c->norm_eps);
     const struct matmul_in in = {s->xb, NULL, NULL};
     const struct matmul_out qkv[3] = {
-        {.w = L->wq.data, .wt = (enum hearth_type)L->wq.type, .n_out = L->wq.n_out, .r1 = L->wq.n_out, .y = s->q},
-        {.w = L->wk.data, .wt = (enum hearth_type)L->wk.type, .n_out = L->wk.n_out, .r1 = L->wk.n_out, .y = s->k},
-        {.w = L->wv.data, .wt = (enum hearth_type)L->wv.type, .n_out = L->wv.n_out, .r1 = L->wv.n_out, .y = s->v},
+        weight_out(&L->wq, 0, L->wq.n_out, 0, dim, s->q),
+        weight_out(&L->wk, 0, L->wk.n_out, 0, dim, s->k),
+        weight_out(&L->wv, 0, L->wv.n_out, 0, dim, s->v),
     };
     if (matmul_fused(s->tp, &in, dim, n, qkv, 3, &s->ms, err, errlen)) return -1;
     float *kc = s->kv ? NULL : s->key_cache + (size_t)l * s->n_ctx * kv_dim;
@@ -320,24 +345,18 @@ int ffn_partial_layer(const struct llama_config *c, const struct llama_layer *L,
     /* gate and up rows of the shard, one product: [n, hidden] with columns [n0, n1) written */
     const struct matmul_in in = {xn, NULL, NULL};
     const struct matmul_out gu[2] = {
-        {.w = L->w_up.data, .wt = (enum hearth_type)L->w_up.type, .n_out = hidden, .r0 = n0, .r1 = n1, .y = fs->up},
-        {.w = L->w_gate.data, .wt = (enum hearth_type)L->w_gate.type, .n_out = hidden, .r0 = n0, .r1 = n1,
-         .y = fs->gate},
+        weight_out(&L->w_up, n0, n1, 0, c->dim, fs->up),
+        c->ffn_gated ? weight_out(&L->w_gate, n0, n1, 0, c->dim, fs->gate) : (struct matmul_out){0},
     };
     if (matmul_fused(tp, &in, c->dim, n, gu, c->ffn_gated ? 2 : 1, &fs->ms, err, errlen)) return -1;
     /* acc += down[:, n0:n1] h, each group of FFN_GROUP neurons rounded to
      * fixed point on its own (FFN_GROUP); h is made as it is quantized */
     struct swiglu a = {fs->gate, fs->up, hidden, n0, c->ffn_gated, c->ffn_act};
     const struct matmul_in hin = {NULL, swiglu_fill, &a};
-    const struct matmul_out down = {.w = (const char *)L->w_down.data + hearth_row_size(L->w_down.type, n0),
-                                    .wt = (enum hearth_type)L->w_down.type,
-                                    .w_stride = hearth_row_size(L->w_down.type, hidden),
-                                    .n_out = c->dim,
-                                    .r0 = 0,
-                                    .r1 = c->dim,
-                                    .acc = acc,
-                                    .group = FFN_GROUP,
-                                    .acc_add = ffn_acc_add_fixed};
+    struct matmul_out down = weight_out(&L->w_down, 0, c->dim, n0, n1 - n0, NULL);
+    down.acc = acc;
+    down.group = FFN_GROUP;
+    down.acc_add = ffn_acc_add_fixed;
     return matmul_fused(tp, &hin, n1 - n0, n, &down, 1, &fs->ms, err, errlen);
 }
 

@@ -631,6 +631,8 @@ void gguf_close(gguf_ctx_t *ctx) {
     free(ctx);
 }
 
+int gguf_is_mapped(const gguf_ctx_t *ctx) { return ctx && ctx->mapped; }
+
 const char *gguf_path(const gguf_ctx_t *ctx) { return ctx->path; }
 uint32_t gguf_version(const gguf_ctx_t *ctx) { return ctx->version; }
 size_t gguf_file_size(const gguf_ctx_t *ctx) { return ctx->size; }

@@ -91,6 +91,9 @@ gguf_ctx_t *gguf_open_mem(const void *data, size_t size, char *err, size_t errle
 void gguf_close(gguf_ctx_t *ctx); /* NULL is fine */
 
 const char *gguf_path(const gguf_ctx_t *ctx); /* as given, or "<memory>" */
+/* 1 when the data is a read-only file mapping (gguf_open), whose pages may
+ * be dropped and are re-read on demand; 0 for a caller's buffer. */
+int gguf_is_mapped(const gguf_ctx_t *ctx);
 uint32_t gguf_version(const gguf_ctx_t *ctx);
 size_t gguf_file_size(const gguf_ctx_t *ctx);
 size_t gguf_data_offset(const gguf_ctx_t *ctx); /* file offset of the data section */

@@ -31,6 +31,9 @@ struct mm_part {
     const struct quant_traits *wtr;
     const uint8_t *w;
     size_t w_row; /* bytes from one weight row to the next */
+    const uint8_t *w8; /* rows [r0, r0 + n8) interleaved by 8, or NULL */
+    size_t w8_stride;
+    int64_t n8;
     float *y;
     int64_t *acc;
     int64_t group;
@@ -71,51 +74,57 @@ static void spin_wait_all(atomic_int *arrived, int nth) {
     }
 }
 
-/* rows [ra, rb) of part p for tokens [ta, tb) into y */
-static void tile_y(const struct mm_task *t, const struct mm_part *p, int64_t ra, int64_t rb, int64_t ta,
-                   int64_t tb) {
+/* Rows [ra, rb) of part p for tokens [ta, tb): the part's own dot products
+ * with the input columns from byte xoff of each activation row, n elements
+ * (the whole row, or one group of tile_acc), into out[tok * ld + r - ra0]
+ * (a row-tile's buffer: out's row ra0 is W's row ra0). */
+static void tile_dots(const struct mm_task *t, const struct mm_part *p, int64_t ra, int64_t rb, int64_t ta,
+                      int64_t tb, size_t w_off, size_t w8_off, size_t xoff, int64_t n, float *out, int64_t ld,
+                      int64_t ra0) {
     const quant_vec_dot_fn dot = p->wtr->vec_dot;
     const quant_vec_dot4_fn dot4 = p->wtr->vec_dot4;
+    const quant_vec_dot8_fn dot8 = p->wtr->vec_dot8;
+    int64_t r = ra;
+    if (p->w8) /* whole groups of 8 interleaved rows, up to four tokens per call */
+        for (; r + 8 <= rb && r + 8 <= p->r0 + p->n8; r += 8) {
+            const uint8_t *wg = p->w8 + (size_t)((r - p->r0) / 8) * p->w8_stride + w8_off;
+            for (int64_t tok = ta; tok < tb; tok += 4)
+                dot8(n, out + tok * ld + (r - ra0), (size_t)ld, wg, t->xq + (size_t)tok * t->xq_row + xoff,
+                     t->xq_row, tb - tok < 4 ? (int)(tb - tok) : 4);
+        }
+    if (r == rb)
+        return;
     int64_t tok = ta;
     if (dot4) /* four tokens per weight row: the row is unpacked once for them */
         for (; tok + 4 <= tb; tok += 4) {
-            const void *xr = t->xq + (size_t)tok * t->xq_row;
-            float *yr = p->y + tok * p->n_out;
-            for (int64_t r = ra; r < rb; r++)
-                dot4(t->n_in, &yr[r], (size_t)p->n_out, p->w + (size_t)r * p->w_row, xr, t->xq_row);
+            const uint8_t *xr = t->xq + (size_t)tok * t->xq_row + xoff;
+            for (int64_t q = r; q < rb; q++)
+                dot4(n, out + tok * ld + (q - ra0), (size_t)ld, p->w + (size_t)q * p->w_row + w_off, xr, t->xq_row);
         }
     for (; tok < tb; tok++) {
-        const void *xr = t->xq + (size_t)tok * t->xq_row;
-        float *yr = p->y + tok * p->n_out;
-        for (int64_t r = ra; r < rb; r++)
-            dot(t->n_in, &yr[r], p->w + (size_t)r * p->w_row, xr);
+        const uint8_t *xr = t->xq + (size_t)tok * t->xq_row + xoff;
+        for (int64_t q = r; q < rb; q++) dot(n, out + tok * ld + (q - ra0), p->w + (size_t)q * p->w_row + w_off, xr);
     }
+}
+
+/* rows [ra, rb) of part p for tokens [ta, tb) into y */
+static void tile_y(const struct mm_task *t, const struct mm_part *p, int64_t ra, int64_t rb, int64_t ta,
+                   int64_t tb) {
+    tile_dots(t, p, ra, rb, ta, tb, 0, 0, 0, t->n_in, p->y, p->n_out, 0);
 }
 
 /* the same per group of inputs, each group's sums handed to acc_add */
 static void tile_acc(const struct mm_task *t, const struct mm_part *p, int64_t ra, int64_t rb, int64_t ta,
                      int64_t tb) {
-    const quant_vec_dot_fn dot = p->wtr->vec_dot;
-    const quant_vec_dot4_fn dot4 = p->wtr->vec_dot4;
-    float v[4][MM_TILE_ROWS_MAX];
+    float v[MM_TILE_TOKENS][MM_TILE_ROWS_MAX];
     const size_t nr = (size_t)(rb - ra);
     for (int64_t g0 = 0; g0 < t->n_in; g0 += p->group) {
         const int64_t gw = g0 + p->group < t->n_in ? p->group : t->n_in - g0;
-        const uint8_t *w = p->w + hearth_row_size(p->wtr->type, g0);
+        const size_t w_off = hearth_row_size(p->wtr->type, g0), w8_off = 8 * w_off;
         const size_t xoff = (size_t)(g0 / t->xtr->blck) * t->xtr->size;
-        int64_t tok = ta;
-        if (dot4)
-            for (; tok + 4 <= tb; tok += 4) {
-                const uint8_t *xr = t->xq + (size_t)tok * t->xq_row + xoff;
-                for (int64_t r = ra; r < rb; r++)
-                    dot4(gw, &v[0][r - ra], MM_TILE_ROWS_MAX, w + (size_t)r * p->w_row, xr, t->xq_row);
-                for (int j = 0; j < 4; j++) p->acc_add(p->acc + (tok + j) * p->n_out + ra, v[j], nr);
-            }
-        for (; tok < tb; tok++) {
-            const uint8_t *xr = t->xq + (size_t)tok * t->xq_row + xoff;
-            for (int64_t r = ra; r < rb; r++) dot(gw, &v[0][r - ra], w + (size_t)r * p->w_row, xr);
-            p->acc_add(p->acc + tok * p->n_out + ra, v[0], nr);
-        }
+        tile_dots(t, p, ra, rb, 0, tb - ta, w_off, w8_off, xoff + (size_t)ta * t->xq_row, gw, &v[0][0],
+                  MM_TILE_ROWS_MAX, ra);
+        for (int64_t tok = ta; tok < tb; tok++) p->acc_add(p->acc + tok * p->n_out + ra, v[tok - ta], nr);
     }
 }
 
@@ -226,6 +235,16 @@ static int part_init(struct mm_part *p, const struct matmul_out *o, int64_t n_in
     p->wtr = wtr;
     p->w = o->w;
     p->w_row = stride;
+    if (o->w8 && wtr->vec_dot8) {
+        if (o->n8 < 0 || o->n8 % 8 || o->n8 > o->r1 - o->r0) {
+            snprintf(err, errlen, "matmul: %lld interleaved rows of [%lld, %lld) are not whole groups of 8",
+                     (long long)o->n8, (long long)o->r0, (long long)o->r1);
+            return -1;
+        }
+        p->w8 = o->w8;
+        p->w8_stride = o->w8_stride;
+        p->n8 = o->n8;
+    }
     p->y = o->y;
     p->acc = o->acc;
     p->group = o->group;
@@ -287,6 +306,8 @@ static int fused_run(struct tpool *tp, const struct matmul_in *in, int64_t n_in,
             int64_t tr = (int64_t)(MM_TILE_W_BYTES / hearth_row_size(p->wtr->type, n_in));
             p->tile_rows = tr < 4 ? 4 : tr > MM_TILE_ROWS_MAX ? MM_TILE_ROWS_MAX : tr;
         }
+        if (p->w8) /* tiles of whole interleaved groups */
+            p->tile_rows = p->tile_rows < 8 ? 8 : p->tile_rows / 8 * 8;
         p->n_row_tiles = (p->r1 - p->r0 + p->tile_rows - 1) / p->tile_rows;
         p->first_tile = t.n_tiles;
         p->n_part_tiles = p->n_row_tiles * n_tok_tiles;

@@ -71,6 +71,13 @@ struct matmul_out {
     size_t w_stride;      /* 0: hearth_row_size(wt, n_in) */
     int64_t n_out;        /* rows of W: y and acc rows are [n_tok, n_out] */
     int64_t r0, r1;       /* rows computed, 0 <= r0 <= r1 <= n_out */
+    /* optional: rows [r0, r0 + n8) also as 8-row groups (quant.h, repack8),
+     * group k (rows r0 + 8k ..) at (const char *)w8 + k * w8_stride, each
+     * starting at the block of the column w starts at. These rows then run
+     * the 8-row kernel (same bits as the rows of w, see vec_dot8). */
+    const void *w8;
+    size_t w8_stride;
+    int64_t n8;           /* a multiple of 8, r0 + n8 <= r1 */
     /* exactly one of: */
     float *y;             /* y[t * n_out + r] = W[r, :] . x[t, :] */
     /* acc_add(&acc[t * n_out + ra], v, rb - ra) for each group g of `group`

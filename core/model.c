@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "quant.h"
 #include "types.h"
@@ -228,10 +230,90 @@ int model_load(struct llama_model *m, const char *path, char *err, size_t errlen
     return 0;
 }
 
+void weight_repack_free(struct weight *w) {
+    free(w->x8);
+    w->x8 = NULL;
+    w->x8_r0 = w->x8_r1 = w->x8_c0 = w->x8_c1 = 0;
+    w->x8_stride = 0;
+}
+
+int weight_repack(struct weight *w, int64_t r0, int64_t r1, int64_t c0, int64_t c1, int drop_source, char *err,
+                  size_t errlen) {
+    const struct quant_traits *tr = quant_traits((enum hearth_type)w->type);
+    if (!w->data || !tr || !tr->repack8) return 0;
+    r1 = r0 + (r1 - r0) / 8 * 8;
+    if (r0 < 0 || r0 % 8 || r1 > w->n_out || c0 < 0 || c0 > c1 || c1 > w->n_in || c0 % tr->blck || c1 % tr->blck ||
+        hearth_row_size(w->type, c1 - c0) > QUANT_ROW8_MAX_BYTES) {
+        snprintf(err, errlen, "repack: rows [%lld, %lld) columns [%lld, %lld) of a %lld x %lld %s matrix",
+                 (long long)r0, (long long)r1, (long long)c0, (long long)c1, (long long)w->n_out, (long long)w->n_in,
+                 tr->name);
+        return -1;
+    }
+    weight_repack_free(w);
+    if (r1 <= r0 || c1 <= c0) return 0;
+    const size_t row = hearth_row_size(w->type, w->n_in), off = hearth_row_size(w->type, c0);
+    const size_t stride = 8 * hearth_row_size(w->type, c1 - c0), groups = (size_t)(r1 - r0) / 8;
+    void *x8 = NULL;
+    if (posix_memalign(&x8, 64, groups * stride) != 0) {
+        snprintf(err, errlen, "repack: out of memory for %zu bytes of %s weights", groups * stride, tr->name);
+        return -1;
+    }
+    const char *src = (const char *)w->data + (size_t)r0 * row;
+    for (size_t g = 0; g < groups; g++) tr->repack8(src + g * 8 * row + off, row, (char *)x8 + g * stride, c1 - c0);
+    w->x8 = x8;
+    w->x8_r0 = r0;
+    w->x8_r1 = r1;
+    w->x8_c0 = c0;
+    w->x8_c1 = c1;
+    w->x8_stride = stride;
+    if (drop_source) { /* the whole pages inside the rows just read */
+        const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+        uintptr_t a = ((uintptr_t)src + page - 1) & ~(page - 1), b = ((uintptr_t)src + groups * 8 * row) & ~(page - 1);
+        if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+    }
+    return 0;
+}
+
+static size_t repacked_bytes(const struct weight *w) {
+    return w->x8 ? (size_t)(w->x8_r1 - w->x8_r0) / 8 * w->x8_stride : 0;
+}
+
+int model_repack_layer(struct llama_layer *L, int attn, int64_t n0, int64_t n1, int drop_source, size_t *bytes,
+                       char *err, size_t errlen) {
+    struct weight *a[4] = {&L->wq, &L->wk, &L->wv, &L->wo};
+    for (int k = 0; attn && k < 4; k++) {
+        if (weight_repack(a[k], 0, a[k]->n_out, 0, a[k]->n_in, drop_source, err, errlen) != 0) return -1;
+        *bytes += repacked_bytes(a[k]);
+    }
+    if (n1 <= n0) return 0;
+    struct weight *gu[2] = {&L->w_gate, &L->w_up};
+    for (int k = 0; k < 2; k++) {
+        if (weight_repack(gu[k], n0, n1, 0, gu[k]->n_in, drop_source, err, errlen) != 0) return -1;
+        *bytes += repacked_bytes(gu[k]);
+    }
+    if (weight_repack(&L->w_down, 0, L->w_down.n_out, n0, n1, drop_source, err, errlen) != 0) return -1;
+    *bytes += repacked_bytes(&L->w_down);
+    return 0;
+}
+
+int model_repack(struct llama_model *m, int attn, const int64_t *ffn_n0, const int64_t *ffn_n1, size_t *bytes,
+                 char *err, size_t errlen) {
+    size_t total = 0;
+    const int drop = gguf_is_mapped(m->gguf); /* never for a caller's buffer: dropping would zero it */
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        if (model_repack_layer(&m->layers[l], attn, ffn_n0 ? ffn_n0[l] : 0, ffn_n0 ? ffn_n1[l] : 0, drop, &total,
+                               err, errlen) != 0)
+            return -1;
+    if (bytes) *bytes = total;
+    return 0;
+}
+
 void model_free(struct llama_model *m) {
     if (m->layers) {
         for (int l = 0; l < m->cfg.n_layers; l++) {
             struct llama_layer *L = &m->layers[l];
+            struct weight *all[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+            for (int k = 0; k < 7; k++) weight_repack_free(all[k]);
             free(L->attn_norm);
             free(L->ffn_norm);
             free(L->bq);

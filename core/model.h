@@ -51,6 +51,14 @@ struct weight {
     uint32_t type;    /* enum hearth_type */
     int64_t n_in;     /* row length (ne[0]) */
     int64_t n_out;    /* rows (ne[1]) */
+    /* Optional: rows [x8_r0, x8_r1) and columns [x8_c0, x8_c1) repacked into
+     * 8-row groups (quant.h, repack8) for the GEMV/GEMM kernels, in this
+     * process's memory; group k (rows x8_r0 + 8k ..) at x8 + k * x8_stride.
+     * Same results as data (vec_dot8 is bit-identical to vec_dot), so a
+     * process repacks only the rows and columns it computes. NULL: none. */
+    void *x8;
+    int64_t x8_r0, x8_r1, x8_c0, x8_c1;
+    size_t x8_stride;
 };
 
 struct llama_layer {
@@ -82,6 +90,27 @@ void model_free(struct llama_model *m);
 /* Reads config and weights from an already open GGUF (the caller keeps
  * ownership of g; model_free will not close it when loaded this way). */
 int model_load_gguf(struct llama_model *m, gguf_ctx_t *g, char *err, size_t errlen);
+
+/* Repacks rows [r0, r1) (r0 a multiple of 8; r1 is rounded down to one) and
+ * columns [c0, c1) (whole blocks) of w into w->x8, replacing an earlier
+ * copy. A type without an interleaved layout is left as it is (0). With
+ * drop_source the source pages are handed back to the kernel afterwards
+ * (madvise): for file mappings only, where they are re-read on demand. */
+int weight_repack(struct weight *w, int64_t r0, int64_t r1, int64_t c0, int64_t c1, int drop_source, char *err,
+                  size_t errlen);
+void weight_repack_free(struct weight *w);
+
+/* What one process computes, for model_repack: attention (wq, wk, wv, wo of
+ * every layer), and the FFN neurons [ffn_n0[l], ffn_n1[l]) of each layer
+ * (gate and up rows, down columns; ffn_n0 NULL: none). Returns 0 or a
+ * negative value with err filled; *bytes (may be NULL) gets the bytes of
+ * the repacked copies. model_free frees them. */
+int model_repack(struct llama_model *m, int attn, const int64_t *ffn_n0, const int64_t *ffn_n1, size_t *bytes,
+                 char *err, size_t errlen);
+/* The same for one layer (neurons [n0, n1)), adding the copies' bytes to
+ * *bytes: e.g. a CPU worker's NUMA-local copy of its shard (drop_source 0). */
+int model_repack_layer(struct llama_layer *L, int attn, int64_t n0, int64_t n1, int drop_source, size_t *bytes,
+                       char *err, size_t errlen);
 
 /* Bytes of one weight matrix (0 when absent, e.g. an ungated FFN's gate). */
 size_t model_weight_size(const struct weight *w);

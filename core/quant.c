@@ -631,6 +631,51 @@ static void vec_dot_q6_K_q8_K_ref(int64_t n, float *s, const void *w, const void
     *s = sum;
 }
 
+/* ---- 8-row interleaved layouts ---------------------------------------------*/
+
+static struct quant_traits table[HEARTH_TYPE_COUNT]; /* defined below */
+
+static void q4_1_repack8(const void *src, size_t src_stride, void *dst, int64_t n) {
+    block_q4_1x8 *o = dst;
+    for (int r = 0; r < 8; r++) {
+        const block_q4_1 *a = (const block_q4_1 *)((const char *)src + (size_t)r * src_stride);
+        const int slot = 2 * (r % 4) + r / 4;
+        for (int64_t i = 0; i < n / QK4_1; i++) {
+            o[i].d[r] = a[i].d;
+            o[i].m[r] = a[i].m;
+            memcpy(o[i].qs[slot], a[i].qs, sizeof a[i].qs);
+        }
+    }
+}
+
+static void q4_1_unpack8(const void *w8, int r, void *dst, int64_t n) {
+    const block_q4_1x8 *g = w8;
+    block_q4_1 *a = dst;
+    const int slot = 2 * (r % 4) + r / 4;
+    for (int64_t i = 0; i < n / QK4_1; i++) {
+        a[i].d = g[i].d[r];
+        a[i].m = g[i].m[r];
+        memcpy(a[i].qs, g[i].qs[slot], sizeof a[i].qs);
+    }
+}
+
+/* Without SIMD (or as the reference of the SIMD kernel): each row unpacked
+ * and dotted by the table's vec_dot, so equal to it by construction. */
+static void vec_dot8_generic(enum hearth_type type, int64_t n, float *s, size_t s_stride, const void *w8,
+                             const void *x, size_t x_stride, int ntok) {
+    const struct quant_traits *t = &table[type];
+    _Alignas(64) uint8_t row[QUANT_ROW8_MAX_BYTES];
+    for (int r = 0; r < 8; r++) {
+        t->unpack8(w8, r, row, n);
+        for (int j = 0; j < ntok; j++) t->vec_dot(n, &s[(size_t)j * s_stride + (size_t)r], row, (const char *)x + (size_t)j * x_stride);
+    }
+}
+
+static void vec_dot8_q4_1_generic(int64_t n, float *s, size_t s_stride, const void *w8, const void *x,
+                                  size_t x_stride, int ntok) {
+    vec_dot8_generic(HEARTH_TYPE_Q4_1, n, s, s_stride, w8, x, x_stride, ntok);
+}
+
 /* ---- the table ------------------------------------------------------------*/
 
 #define ENTRY(T, NAME, BLCK, SIZE, TOF, FROMF, VDT, VD)                                          \
@@ -644,8 +689,11 @@ static struct quant_traits table[HEARTH_TYPE_COUNT] = {
     ENTRY(BF16, "BF16", 1, 2, bf16_to_float, bf16_from_float, F32, vec_dot_bf16_ref),
     ENTRY(Q4_0, "Q4_0", QK4_0, sizeof(block_q4_0), q4_0_to_float, q4_0_from_float, Q8_0,
           vec_dot_q4_0_q8_0_ref),
-    ENTRY(Q4_1, "Q4_1", QK4_1, sizeof(block_q4_1), q4_1_to_float, q4_1_from_float, Q8_1,
-          vec_dot_q4_1_q8_1_ref),
+    [HEARTH_TYPE_Q4_1] = {.type = HEARTH_TYPE_Q4_1, .name = "Q4_1", .blck = QK4_1, .size = sizeof(block_q4_1),
+                          .to_float = q4_1_to_float, .from_float = q4_1_from_float,
+                          .from_float_ref = q4_1_from_float, .vec_dot_type = HEARTH_TYPE_Q8_1,
+                          .vec_dot = vec_dot_q4_1_q8_1_ref, .vec_dot_ref = vec_dot_q4_1_q8_1_ref,
+                          .repack8 = q4_1_repack8, .unpack8 = q4_1_unpack8, .vec_dot8 = vec_dot8_q4_1_generic},
     ENTRY(Q5_0, "Q5_0", QK5_0, sizeof(block_q5_0), q5_0_to_float, q5_0_from_float, Q8_0,
           vec_dot_q5_0_q8_0_ref),
     ENTRY(Q5_1, "Q5_1", QK5_1, sizeof(block_q5_1), q5_1_to_float, q5_1_from_float, Q8_1,

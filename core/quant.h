@@ -126,6 +126,18 @@ typedef struct {
 } block_q8_K;
 _Static_assert(sizeof(block_q8_K) == 292, "block_q8_K is 292 bytes");
 
+/* Q4_1, 8 rows interleaved (the decode GEMV's layout, see repack8 below):
+ * block i of rows R..R+7, so that one 256-bit load serves two rows and the
+ * 8 scales convert in one instruction. Row r's nibbles are in slot
+ * 2 (r % 4) + r / 4: slots 2k and 2k+1 (one 32-byte load) are rows k and k+4,
+ * so that the sums come out in row order after two rounds of hadd. */
+typedef struct {
+    uint16_t d[8];
+    uint16_t m[8];
+    uint8_t qs[8][QK4_1 / 2];
+} block_q4_1x8;
+_Static_assert(sizeof(block_q4_1x8) == 8 * sizeof(block_q4_1), "block_q4_1x8 is 8 Q4_1 blocks");
+
 /* n counts weights (elements), never bytes; n is a multiple of blck. */
 typedef void (*quant_to_float_fn)(const void *src, float *dst, int64_t n);
 typedef void (*quant_from_float_fn)(const float *src, void *dst, int64_t n);
@@ -139,6 +151,20 @@ typedef void (*quant_vec_dot_fn)(int64_t n, float *s, const void *w, const void 
 typedef void (*quant_vec_dot4_fn)(int64_t n, float *s, size_t s_stride, const void *w, const void *x,
                                   size_t x_stride);
 
+/* 8-row interleaved layout: a row group of 8 rows of n elements is
+ * n / blck interleaved blocks of 8 * size bytes (block i of all 8 rows).
+ * repack8 builds one group from 8 rows (row r at src + r * src_stride);
+ * unpack8 gives back row r (0..7) of a group. vec_dot8 computes
+ * s[j * s_stride + r] = row r . (x + j * x_stride bytes) for r = 0..7 and
+ * j < ntok (1..4), bit-identical to vec_dot on the unpacked rows: the kernels
+ * of a type with vec_dot8 define their sums so that one row and eight rows
+ * round alike (Q4_1: quant_avx2.c), so which rows a process repacks never
+ * changes a result. */
+typedef void (*quant_repack8_fn)(const void *src, size_t src_stride, void *dst, int64_t n);
+typedef void (*quant_unpack8_fn)(const void *w8, int r, void *dst, int64_t n);
+typedef void (*quant_vec_dot8_fn)(int64_t n, float *s, size_t s_stride, const void *w8, const void *x,
+                                  size_t x_stride, int ntok);
+
 struct quant_traits {
     enum hearth_type type;
     const char *name;
@@ -151,7 +177,13 @@ struct quant_traits {
     quant_vec_dot_fn vec_dot;           /* fastest, NULL when not a weight type */
     quant_vec_dot_fn vec_dot_ref;       /* scalar reference */
     quant_vec_dot4_fn vec_dot4;         /* NULL when the type has no 4-token kernel */
+    quant_repack8_fn repack8;           /* NULL when the type has no interleaved layout */
+    quant_unpack8_fn unpack8;
+    quant_vec_dot8_fn vec_dot8;         /* fastest; without SIMD: unpack8 + vec_dot */
 };
+
+/* Largest row, in bytes, that the generic vec_dot8 unpacks (on the stack). */
+#define QUANT_ROW8_MAX_BYTES (64 * 1024)
 
 /* The entry for a type; NULL when hearth has no kernels for it (Q2_K, Q3_K,
  * unknown ids). Thread-safe; the table is built on first use. */

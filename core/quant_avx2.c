@@ -158,75 +158,92 @@ static void vec_dot_q4_0_q8_0(int64_t n, float *s, const void *w, const void *x)
     *s = hsum_f32x8(_mm256_add_ps(acc0, acc1));
 }
 
+/* Q4_1 x Q8_1, in the one order that the 1-row, 4-token and 8-row kernels
+ * share, so that all three give the same bits whatever layout a row is read
+ * from (quant.h, vec_dot8): per row, over blocks i in order,
+ *     acc  = fma(d_w[i] * d_x[i], (float) isum[i], acc)    isum: exact int32
+ *     accm = fma(m_w[i], s_x[i], accm)
+ *     result = acc + accm
+ * The 8-row kernel runs the same chains in 8 lanes, one row each. */
+static inline int q4_1_isum(const block_q4_1 *a, const block_q8_1 *b) {
+    const __m256i p = _mm256_maddubs_epi16(nibbles_32(a->qs), _mm256_loadu_si256((const __m256i *)b->qs));
+    return hsum_i32x8(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+}
+
 static void vec_dot_q4_1_q8_1(int64_t n, float *s, const void *w, const void *x) {
     const block_q4_1 *a = w;
     const block_q8_1 *b = x;
-    const int64_t nb = n / QK4_1;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    float summs = 0; /* sum of m * s: the blocks' offsets times the activation sums */
-    int64_t i = 0;
-    for (; i + 1 < nb; i += 2) {
-        _mm_prefetch((const char *)(a + i + 8), _MM_HINT_T0);
-        __m256 d0 = _mm256_set1_ps(fp16_to_f32(a[i].d) * fp16_to_f32(b[i].d));
-        __m256 d1 = _mm256_set1_ps(fp16_to_f32(a[i + 1].d) * fp16_to_f32(b[i + 1].d));
-        summs += fp16_to_f32(a[i].m) * fp16_to_f32(b[i].s) +
-                 fp16_to_f32(a[i + 1].m) * fp16_to_f32(b[i + 1].s);
-        __m256i q0 = nibbles_32(a[i].qs), q1 = nibbles_32(a[i + 1].qs);
-        __m256i y0 = _mm256_loadu_si256((const __m256i *)b[i].qs);
-        __m256i y1 = _mm256_loadu_si256((const __m256i *)b[i + 1].qs);
-        acc0 = _mm256_fmadd_ps(d0, dot_us8(q0, y0), acc0);
-        acc1 = _mm256_fmadd_ps(d1, dot_us8(q1, y1), acc1);
+    float acc = 0, accm = 0;
+    for (int64_t i = 0; i < n / QK4_1; i++) {
+        acc = fmaf(fp16_to_f32(a[i].d) * fp16_to_f32(b[i].d), (float)q4_1_isum(&a[i], &b[i]), acc);
+        accm = fmaf(fp16_to_f32(a[i].m), fp16_to_f32(b[i].s), accm);
     }
-    for (; i < nb; i++) {
-        __m256 d0 = _mm256_set1_ps(fp16_to_f32(a[i].d) * fp16_to_f32(b[i].d));
-        summs += fp16_to_f32(a[i].m) * fp16_to_f32(b[i].s);
-        acc0 = _mm256_fmadd_ps(d0, dot_us8(nibbles_32(a[i].qs), _mm256_loadu_si256((const __m256i *)b[i].qs)),
-                               acc0);
-    }
-    *s = hsum_f32x8(_mm256_add_ps(acc0, acc1)) + summs;
+    *s = acc + accm;
 }
 
 /* vec_dot_q4_1_q8_1 for four activation rows: each block's nibbles are
- * unpacked once for the four tokens (prefill). Every token's sums follow
- * vec_dot_q4_1_q8_1's order exactly (even/odd block accumulators, pairwise
- * offset sums, the tail), so the results are bit-identical to it. */
+ * unpacked once for the four tokens (prefill); each token's chains as above. */
 static void vec_dot4_q4_1_q8_1(int64_t n, float *s, size_t s_stride, const void *w, const void *x,
                                size_t x_stride) {
     const block_q4_1 *a = w;
     const block_q8_1 *b[4];
     for (int j = 0; j < 4; j++) b[j] = (const block_q8_1 *)((const char *)x + (size_t)j * x_stride);
-    const int64_t nb = n / QK4_1;
-    __m256 acc0[4], acc1[4];
-    float summs[4];
-    for (int j = 0; j < 4; j++) {
-        acc0[j] = acc1[j] = _mm256_setzero_ps();
-        summs[j] = 0;
-    }
-    int64_t i = 0;
-    for (; i + 1 < nb; i += 2) {
-        _mm_prefetch((const char *)(a + i + 8), _MM_HINT_T0);
-        const float da0 = fp16_to_f32(a[i].d), da1 = fp16_to_f32(a[i + 1].d);
-        const float ma0 = fp16_to_f32(a[i].m), ma1 = fp16_to_f32(a[i + 1].m);
-        const __m256i q0 = nibbles_32(a[i].qs), q1 = nibbles_32(a[i + 1].qs);
-        for (int j = 0; j < 4; j++) {
-            const block_q8_1 *bj = b[j];
-            __m256 d0 = _mm256_set1_ps(da0 * fp16_to_f32(bj[i].d));
-            __m256 d1 = _mm256_set1_ps(da1 * fp16_to_f32(bj[i + 1].d));
-            summs[j] += ma0 * fp16_to_f32(bj[i].s) + ma1 * fp16_to_f32(bj[i + 1].s);
-            acc0[j] = _mm256_fmadd_ps(d0, dot_us8(q0, _mm256_loadu_si256((const __m256i *)bj[i].qs)), acc0[j]);
-            acc1[j] = _mm256_fmadd_ps(d1, dot_us8(q1, _mm256_loadu_si256((const __m256i *)bj[i + 1].qs)), acc1[j]);
-        }
-    }
-    for (; i < nb; i++) {
+    float acc[4] = {0}, accm[4] = {0};
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int64_t i = 0; i < n / QK4_1; i++) {
         const float da = fp16_to_f32(a[i].d), ma = fp16_to_f32(a[i].m);
         const __m256i q = nibbles_32(a[i].qs);
         for (int j = 0; j < 4; j++) {
-            __m256 d0 = _mm256_set1_ps(da * fp16_to_f32(b[j][i].d));
-            summs[j] += ma * fp16_to_f32(b[j][i].s);
-            acc0[j] = _mm256_fmadd_ps(d0, dot_us8(q, _mm256_loadu_si256((const __m256i *)b[j][i].qs)), acc0[j]);
+            const __m256i p = _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)b[j][i].qs));
+            const int isum = hsum_i32x8(_mm256_madd_epi16(p, ones));
+            acc[j] = fmaf(da * fp16_to_f32(b[j][i].d), (float)isum, acc[j]);
+            accm[j] = fmaf(ma, fp16_to_f32(b[j][i].s), accm[j]);
         }
     }
-    for (int j = 0; j < 4; j++) s[(size_t)j * s_stride] = hsum_f32x8(_mm256_add_ps(acc0[j], acc1[j])) + summs[j];
+    for (int j = 0; j < 4; j++) s[(size_t)j * s_stride] = acc[j] + accm[j];
+}
+
+/* 8 rows (block_q4_1x8) x ntok tokens. Per block: four 32-byte loads hold
+ * the 8 rows' nibbles (slots k, k+4 of a pair), unpacked once for all
+ * tokens; per token, maddubs/madd give 4 partial sums per row, two rounds of
+ * hadd turn the four pairs into the 8 rows' exact sums in row order, and the
+ * 8 scales and 8 offsets are one F16C conversion each. No horizontal sum per
+ * row, no scalar scale conversion per row. */
+static void vec_dot8_q4_1_q8_1(int64_t n, float *s, size_t s_stride, const void *w8, const void *x,
+                               size_t x_stride, int ntok) {
+    const block_q4_1x8 *a = w8;
+    const block_q8_1 *b[4];
+    __m256 acc[4], accm[4];
+    for (int j = 0; j < ntok; j++) {
+        b[j] = (const block_q8_1 *)((const char *)x + (size_t)j * x_stride);
+        acc[j] = accm[j] = _mm256_setzero_ps();
+    }
+    const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    for (int64_t i = 0; i < n / QK4_1; i++) {
+        _mm_prefetch((const char *)(a + i + 4), _MM_HINT_T0);
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)a[i].d));
+        const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)a[i].m));
+        __m256i lo[4], hi[4];
+        for (int k = 0; k < 4; k++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)a[i].qs[2 * k]);
+            lo[k] = _mm256_and_si256(q, m4);
+            hi[k] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+        }
+        for (int j = 0; j < ntok; j++) {
+            const block_q8_1 *bj = &b[j][i];
+            const __m256i xlo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)bj->qs));
+            const __m256i xhi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(bj->qs + 16)));
+            __m256i v[4];
+            for (int k = 0; k < 4; k++) /* [row k: 4 partials | row k+4: 4 partials] */
+                v[k] = _mm256_madd_epi16(
+                    _mm256_add_epi16(_mm256_maddubs_epi16(lo[k], xlo), _mm256_maddubs_epi16(hi[k], xhi)), ones);
+            const __m256i isum = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+            acc[j] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(fp16_to_f32(bj->d))), _mm256_cvtepi32_ps(isum),
+                                     acc[j]);
+            accm[j] = _mm256_fmadd_ps(m, _mm256_set1_ps(fp16_to_f32(bj->s)), accm[j]);
+        }
+    }
+    for (int j = 0; j < ntok; j++) _mm256_storeu_ps(s + (size_t)j * s_stride, _mm256_add_ps(acc[j], accm[j]));
 }
 
 /* q - 16 as signed bytes: where the fifth bit is clear, or-ing 0xf0 into the
@@ -576,6 +593,7 @@ void quant_avx2_install(struct quant_traits *t, int count) {
     t[HEARTH_TYPE_Q4_0].vec_dot = vec_dot_q4_0_q8_0;
     t[HEARTH_TYPE_Q4_1].vec_dot = vec_dot_q4_1_q8_1;
     t[HEARTH_TYPE_Q4_1].vec_dot4 = vec_dot4_q4_1_q8_1;
+    t[HEARTH_TYPE_Q4_1].vec_dot8 = vec_dot8_q4_1_q8_1;
     t[HEARTH_TYPE_Q5_0].vec_dot = vec_dot_q5_0_q8_0;
     t[HEARTH_TYPE_Q5_1].vec_dot = vec_dot_q5_1_q8_1;
     t[HEARTH_TYPE_Q8_0].vec_dot = vec_dot_q8_0_q8_0;

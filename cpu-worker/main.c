@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "forward.h"
@@ -107,12 +108,12 @@ static int make_local_copy(struct cpu_worker *c, char *err, size_t errlen) {
         }
         char *p = ll->buf;
         if (gate_b) {
-            ll->L.w_gate = (struct weight){p, L->w_gate.type, L->w_gate.n_in, width};
+            ll->L.w_gate = (struct weight){.data = p, .type = L->w_gate.type, .n_in = L->w_gate.n_in, .n_out = width};
             p += copy_rows(p, &L->w_gate, n0, n1);
         }
-        ll->L.w_up = (struct weight){p, L->w_up.type, L->w_up.n_in, width};
+        ll->L.w_up = (struct weight){.data = p, .type = L->w_up.type, .n_in = L->w_up.n_in, .n_out = width};
         p += copy_rows(p, &L->w_up, n0, n1);
-        ll->L.w_down = (struct weight){p, L->w_down.type, width, L->w_down.n_out};
+        ll->L.w_down = (struct weight){.data = p, .type = L->w_down.type, .n_in = width, .n_out = L->w_down.n_out};
         copy_cols(p, &L->w_down, n0, n1);
         total += ll->bytes;
     }
@@ -122,10 +123,34 @@ static int make_local_copy(struct cpu_worker *c, char *err, size_t errlen) {
 
 static void free_local_copy(struct cpu_worker *c) {
     if (c->local)
-        for (int l = 0; l < c->model.cfg.n_layers; l++)
+        for (int l = 0; l < c->model.cfg.n_layers; l++) {
+            struct llama_layer *L = &c->local[l].L;
+            weight_repack_free(&L->w_gate);
+            weight_repack_free(&L->w_up);
+            weight_repack_free(&L->w_down);
             if (c->local[l].buf) topo_free_on_node(c->topo, c->local[l].buf, c->local[l].bytes);
+        }
     free(c->local);
     if (c->topo) topo_free(c->topo);
+}
+
+/* The shard's rows in the 8-row layout of the GEMV kernels (model.h, x8),
+ * in this process's memory: from the NUMA-local copy where there is one, else
+ * from the mapped file (whose pages are then dropped: the copy replaces them). */
+static int repack_shard(struct cpu_worker *c, char *err, size_t errlen) {
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    size_t bytes = 0;
+    if (!c->local) {
+        if (model_repack(&c->model, 0, c->n0, c->n1, &bytes, err, errlen) != 0) return -1;
+    } else {
+        for (int l = 0; l < c->model.cfg.n_layers; l++)
+            if (model_repack_layer(&c->local[l].L, 0, 0, c->n1[l] - c->n0[l], 0, &bytes, err, errlen) != 0) return -1;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    log_info("repacked %.1f MiB of shard weights into 8-row groups in %.0f ms", (double)bytes / (1 << 20),
+             (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-6);
+    return 0;
 }
 
 static int setup(struct cpu_worker *c, char *err, size_t errlen) {
@@ -158,7 +183,7 @@ static int setup(struct cpu_worker *c, char *err, size_t errlen) {
             hotcold_create(&c->hc, &c->sc, &c->model, c->n0, c->n1, (int)a->max_batch, err, errlen) != 0)
             return -1;
         c->sparse = 1;
-    } else if (make_local_copy(c, err, errlen) != 0) {
+    } else if (make_local_copy(c, err, errlen) != 0 || repack_shard(c, err, errlen) != 0) {
         return -1;
     }
     char name[32], ep[IPC_PATH_MAX + 32];

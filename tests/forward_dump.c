@@ -8,7 +8,11 @@
  * rows 0..n_prompt-1 are the logits after each prompt position, from one
  * batched prefill; generated token g0 is argmax of row n_prompt-1 (ties: the
  * lowest id); row n_prompt+k holds the logits after feeding g_k, and g_{k+1}
- * is its argmax. Prints g_0 .. g_{N_GEN-1} on stdout, space-separated. */
+ * is its argmax. Prints g_0 .. g_{N_GEN-1} on stdout, space-separated.
+ * The weights are repacked as `hearth run --single-process` repacks them
+ * (every matrix in the 8-row layout where its type has one), so the oracle
+ * checks the kernels users run; --no-repack keeps the file's row layout
+ * (the two must agree bit for bit, see test_forward_ref.py). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +30,7 @@ static int32_t argmax(const float *v, int n) {
 
 int main(int argc, char **argv) {
     const char *model_path = NULL, *out_path = NULL;
-    int n_gen = 0, n_threads = 2;
+    int n_gen = 0, n_threads = 2, repack = 1;
     int32_t *prompt = calloc((size_t)argc, sizeof *prompt);
     int n_prompt = 0;
     for (int i = 1; i < argc; i++) {
@@ -34,10 +38,11 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-o") && i + 1 < argc) out_path = argv[++i];
         else if (!strcmp(argv[i], "-n") && i + 1 < argc) n_gen = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-t") && i + 1 < argc) n_threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--no-repack")) repack = 0;
         else prompt[n_prompt++] = (int32_t)atoi(argv[i]);
     }
     if (!model_path || !out_path || n_prompt < 1 || n_gen < 0 || n_threads < 1) {
-        fprintf(stderr, "usage: forward_dump -m MODEL -n N_GEN -o LOGITS.f32 [-t THREADS] ID [ID ...]\n");
+        fprintf(stderr, "usage: forward_dump -m MODEL -n N_GEN -o LOGITS.f32 [-t THREADS] [--no-repack] ID [ID ...]\n");
         return 2;
     }
     char err[1024];
@@ -46,6 +51,14 @@ int main(int argc, char **argv) {
         fprintf(stderr, "forward_dump: %s\n", err);
         return 1;
     }
+    int64_t *n0 = calloc((size_t)m.cfg.n_layers, sizeof *n0), *n1 = calloc((size_t)m.cfg.n_layers, sizeof *n1);
+    for (int l = 0; n1 && l < m.cfg.n_layers; l++) n1[l] = m.cfg.hidden_dim;
+    if (!n0 || !n1 || (repack && model_repack(&m, 1, n0, n1, NULL, err, sizeof err) != 0)) {
+        fprintf(stderr, "forward_dump: repack: %s\n", n0 && n1 ? err : "out of memory");
+        return 1;
+    }
+    free(n0);
+    free(n1);
     const int n_vocab = m.cfg.n_vocab, n_rows = n_prompt + n_gen;
     struct llama_state st;
     if (state_create(&st, &m, n_rows, n_prompt, n_threads, err, sizeof err) != 0) {

@@ -308,6 +308,60 @@ static void check_fused(struct tpool *tp, struct matmul_scratch *s, enum hearth_
     free(base), free(x), free(wg), free(xg), free(xs), free(yg), free(acc_a), free(acc_b);
 }
 
+/* Rows interleaved by 8 (quant.h, repack8) give the row layout's results
+ * bit for bit: a matrix of 61 rows with groups over rows [8, 56) computes
+ * rows [8, 61) (48 interleaved, 5 plain), on a column slice [c0, c0 + n_in)
+ * of a wider matrix whose interleaved copy covers more columns [c0 - blck,
+ * c0 + n_in + blck); as y, and as per-group sums into a sink. */
+static void check_repacked(struct tpool *tp, struct matmul_scratch *s, enum hearth_type wt, int64_t n_tok) {
+    const struct quant_traits *tr = quant_traits(wt);
+    const int64_t blck = tr->blck, wide = 9 * blck, c0 = 2 * blck, n_in = 5 * blck, n_out = 61, r0 = 8, r1 = 61;
+    uint8_t *w = make_weights(wt, n_out, wide);
+    const size_t row = hearth_row_size((uint32_t)wt, wide), off = hearth_row_size((uint32_t)wt, c0);
+    const int64_t xc0 = c0 - blck, xc1 = c0 + n_in + blck; /* the copy's columns */
+    const size_t gstride = 8 * hearth_row_size((uint32_t)wt, xc1 - xc0);
+    uint8_t *x8 = xmalloc(6 * gstride);
+    for (int g = 0; g < 6; g++)
+        tr->repack8(w + (size_t)(r0 + 8 * g) * row + hearth_row_size((uint32_t)wt, xc0), row, x8 + (size_t)g * gstride,
+                    xc1 - xc0);
+    float *x = xmalloc((size_t)(n_in * n_tok) * sizeof(float));
+    for (int64_t i = 0; i < n_in * n_tok; i++) x[i] = rng_normal();
+    float *ya = xmalloc((size_t)(n_out * n_tok) * sizeof(float)), *yb = xmalloc((size_t)(n_out * n_tok) * sizeof(float));
+    for (int64_t i = 0; i < n_out * n_tok; i++) ya[i] = yb[i] = -3.0f;
+    char err[256] = "";
+    const struct matmul_in in = {x, NULL, NULL};
+    struct matmul_out o = {.w = w + off, .wt = wt, .w_stride = row, .n_out = n_out, .r0 = r0, .r1 = r1, .y = ya};
+    CHECK(matmul_fused(tp, &in, n_in, n_tok, &o, 1, s, err, sizeof err) == 0, "rows: %s", err);
+    o.y = yb;
+    o.w8 = x8 + 8 * hearth_row_size((uint32_t)wt, c0 - xc0);
+    o.w8_stride = gstride;
+    o.n8 = 48;
+    CHECK(matmul_fused(tp, &in, n_in, n_tok, &o, 1, s, err, sizeof err) == 0, "interleaved: %s", err);
+    CHECK(memcmp(ya, yb, (size_t)(n_out * n_tok) * sizeof(float)) == 0,
+          "%s n_tok=%lld: interleaved rows differ from the row layout", tr->name, (long long)n_tok);
+    /* per-group sums, groups of 2 blocks (2 + 2 + 1) */
+    int64_t *aa = calloc((size_t)(n_out * n_tok), sizeof(int64_t)), *ab = calloc((size_t)(n_out * n_tok), sizeof(int64_t));
+    struct matmul_out g = o;
+    g.y = NULL;
+    g.acc = aa;
+    g.group = 2 * blck;
+    g.acc_add = sink_fixed20;
+    g.w8 = NULL;
+    g.n8 = 0;
+    CHECK(matmul_fused(tp, &in, n_in, n_tok, &g, 1, s, err, sizeof err) == 0, "grouped rows: %s", err);
+    g.acc = ab;
+    g.w8 = o.w8;
+    g.n8 = 48;
+    CHECK(matmul_fused(tp, &in, n_in, n_tok, &g, 1, s, err, sizeof err) == 0, "grouped interleaved: %s", err);
+    CHECK(memcmp(aa, ab, (size_t)(n_out * n_tok) * sizeof(int64_t)) == 0,
+          "%s n_tok=%lld: interleaved group sums differ from the row layout", tr->name, (long long)n_tok);
+    g.n8 = 44;
+    err[0] = 0;
+    CHECK(matmul_fused(tp, &in, n_in, n_tok, &g, 1, s, err, sizeof err) < 0 && strstr(err, "groups of 8"),
+          "n8 not a multiple of 8 must fail: '%s'", err);
+    free(w), free(x8), free(x), free(ya), free(yb), free(aa), free(ab);
+}
+
 static const enum hearth_type types[] = {
     HEARTH_TYPE_Q4_1, HEARTH_TYPE_Q8_0, HEARTH_TYPE_Q4_0, HEARTH_TYPE_Q5_0, HEARTH_TYPE_Q5_1, HEARTH_TYPE_Q4_K,
     HEARTH_TYPE_Q5_K, HEARTH_TYPE_Q6_K, HEARTH_TYPE_F32,  HEARTH_TYPE_F16,  HEARTH_TYPE_BF16,
@@ -367,6 +421,10 @@ int main(void) {
     for (size_t k = 0; k < sizeof fused_pairs / sizeof fused_pairs[0]; k++)
         for (size_t b = 0; b < 4; b++)
             check_fused(pools[(k + b) % 3], &s, fused_pairs[k][0], fused_pairs[k][1], fused_toks[b]);
+
+    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++)
+        if (quant_traits(types[k])->repack8)
+            for (size_t b = 0; b < 4; b++) check_repacked(pools[(k + b) % 3], &s, types[k], fused_toks[b]);
 
     /* errors */
     float x[64] = {0}, y[8];

@@ -649,6 +649,62 @@ static void test_vec_dot_extremes(void) {
     }
 }
 
+/* The 8-row interleaved layout: unpack8(repack8(rows)) gives the rows back
+ * byte for byte; vec_dot8 over 1..4 tokens equals vec_dot on each row and
+ * token bit for bit (the property that lets any process repack any rows),
+ * and vec_dot4 equals vec_dot too; both within the reference's tolerance
+ * through test_vec_dot. Awkward sizes: 1, 3, 7, 18 and 49 blocks. */
+static void test_interleaved(void) {
+    static const int64_t blocks[] = {1, 3, 7, 18, 49};
+    for (size_t k = 0; k < sizeof weight_types / sizeof weight_types[0]; k++) {
+        enum hearth_type wt = weight_types[k];
+        const struct quant_traits *tr = quant_traits(wt);
+        const struct quant_traits *xt = quant_traits(tr->vec_dot_type);
+        if (!tr->repack8)
+            continue;
+        CHECK(tr->unpack8 && tr->vec_dot8, "%s: repack8 without unpack8/vec_dot8", tr->name);
+        for (size_t b = 0; b < sizeof blocks / sizeof blocks[0]; b++) {
+            const int64_t n = blocks[b] * tr->blck;
+            const size_t row = hearth_row_size((uint32_t)wt, n), xrow = hearth_row_size((uint32_t)xt->type, n);
+            uint8_t *w = random_rows(wt, 8, n), *w8 = xmalloc(8 * row), *back = xmalloc(row);
+            tr->repack8(w, row, w8, n);
+            for (int r = 0; r < 8; r++) {
+                tr->unpack8(w8, r, back, n);
+                CHECK(memcmp(back, w + (size_t)r * row, row) == 0, "%s n=%lld: row %d does not survive repack8/unpack8",
+                      tr->name, (long long)n, r);
+            }
+            uint8_t *xq = xmalloc(4 * xrow);
+            float *x = xmalloc((size_t)n * 4);
+            for (int j = 0; j < 4; j++) {
+                random_floats(x, n);
+                xt->from_float(x, xq + (size_t)j * xrow, n);
+            }
+            float one[4][8], eight[4][8], four[8][4];
+            for (int r = 0; r < 8; r++)
+                for (int j = 0; j < 4; j++) tr->vec_dot(n, &one[j][r], w + (size_t)r * row, xq + (size_t)j * xrow);
+            for (int ntok = 1; ntok <= 4; ntok++) {
+                for (int j = 0; j < 4; j++)
+                    for (int r = 0; r < 8; r++) eight[j][r] = NAN;
+                tr->vec_dot8(n, &eight[0][0], 8, w8, xq, xrow, ntok);
+                for (int j = 0; j < 4; j++)
+                    for (int r = 0; r < 8; r++)
+                        CHECK(j < ntok ? memcmp(&eight[j][r], &one[j][r], sizeof(float)) == 0 : isnan(eight[j][r]),
+                              "%s n=%lld ntok=%d: vec_dot8 row %d token %d = %.9g, vec_dot %.9g", tr->name,
+                              (long long)n, ntok, r, j, (double)eight[j][r], (double)one[j][r]);
+            }
+            if (tr->vec_dot4)
+                for (int r = 0; r < 8; r++) {
+                    tr->vec_dot4(n, four[r], 1, w + (size_t)r * row, xq, xrow);
+                    for (int j = 0; j < 4; j++)
+                        CHECK(memcmp(&four[r][j], &one[j][r], sizeof(float)) == 0,
+                              "%s n=%lld: vec_dot4 row %d token %d = %.9g, vec_dot %.9g", tr->name, (long long)n, r,
+                              j, (double)four[r][j], (double)one[j][r]);
+                }
+            free(w), free(w8), free(back), free(xq), free(x);
+        }
+    }
+}
+
 static void test_row_helpers(void) {
     char err[256] = "";
     float x[64] = {0}, y[64];
@@ -678,6 +734,7 @@ int main(void) {
     test_quantizer_agreement();
     test_vec_dot();
     test_vec_dot_extremes();
+    test_interleaved();
     test_row_helpers();
     if (failures) {
         printf("test_quant: %d FAILED (seed %llu)\n", failures, seed);

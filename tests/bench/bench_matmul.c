@@ -68,21 +68,26 @@ static void *make_weights(enum hearth_type wt, int64_t n_in, int64_t n_out) {
     return w;
 }
 
-/* median seconds of `reps` matmul calls */
-static double time_matmul(struct tpool *tp, enum hearth_type wt, const void *w, const float *x, float *y, int64_t n_in,
-                          int64_t n_out, int64_t n_tok, int reps, struct matmul_scratch *s) {
+/* median seconds of `reps` matmul calls; w8: the same rows interleaved by 8
+ * (quant.h, repack8), or NULL */
+static double time_matmul(struct tpool *tp, enum hearth_type wt, const void *w, const void *w8, const float *x,
+                          float *y, int64_t n_in, int64_t n_out, int64_t n_tok, int reps, struct matmul_scratch *s) {
     char err[256];
     double t[64];
     if (reps > 64)
         reps = 64;
+    const struct matmul_in in = {x, NULL, NULL};
+    const size_t row = hearth_row_size((uint32_t)wt, n_in);
+    const struct matmul_out o = {.w = w, .wt = wt, .n_out = n_out, .r1 = n_out, .y = y, .w8 = w8,
+                                 .w8_stride = 8 * row, .n8 = w8 ? n_out / 8 * 8 : 0};
     /* one warm-up call: scratch allocation, page faults, caches */
-    if (matmul(tp, y, w, wt, x, n_in, n_out, n_tok, s, err, sizeof err) != 0) {
+    if (matmul_fused(tp, &in, n_in, n_tok, &o, 1, s, err, sizeof err) != 0) {
         fprintf(stderr, "bench_matmul: %s\n", err);
         exit(1);
     }
     for (int r = 0; r < reps; r++) {
         double t0 = now_s();
-        matmul(tp, y, w, wt, x, n_in, n_out, n_tok, s, err, sizeof err);
+        matmul_fused(tp, &in, n_in, n_tok, &o, 1, s, err, sizeof err);
         t[r] = now_s() - t0;
     }
     qsort(t, (size_t)reps, sizeof t[0], cmp_double);
@@ -159,7 +164,7 @@ int main(int argc, char **argv) {
 
     printf("bench_matmul: kernels %s, median of %d (prefill %d)\n", scalar ? "scalar reference" : "avx2", reps,
            pp_reps);
-    printf("%-5s %-12s %3s %9s %9s %9s\n", "type", "shape", "thr", "GEMV us", "GB/s", "GFLOP/s");
+    printf("%-7s %-12s %3s %9s %9s %9s\n", "type", "shape", "thr", "GEMV us", "GB/s", "GFLOP/s");
     for (int k = 0; k < n_types; k++) {
         enum hearth_type wt = types[k];
         for (int sh = 0; sh < 2; sh++) {
@@ -167,25 +172,34 @@ int main(int argc, char **argv) {
             int64_t blck = quant_traits(wt)->blck;
             int64_t n_in = (shapes[sh].n_in + blck - 1) / blck * blck, n_out = shapes[sh].n_out;
             void *w = make_weights(wt, n_in, n_out);
+            const struct quant_traits *tr = quant_traits(wt);
+            const size_t row = hearth_row_size((uint32_t)wt, n_in);
+            uint8_t *w8 = tr->repack8 ? malloc(row * (size_t)n_out) : NULL;
+            for (int64_t g = 0; w8 && g < n_out / 8; g++)
+                tr->repack8((const uint8_t *)w + (size_t)g * 8 * row, row, w8 + (size_t)g * 8 * row, n_in);
             double bytes = (double)hearth_row_size((uint32_t)wt, n_in) * (double)n_out;
             double flops = 2.0 * (double)n_in * (double)n_out;
             char shape[32];
             snprintf(shape, sizeof shape, "%lldx%lld", (long long)n_out, (long long)n_in);
-            for (int p = 0; p < 2; p++) {
-                double t = time_matmul(pools[p], wt, w, x, y, n_in, n_out, 1, reps, &s);
-                printf("%-5s %-12s %3d %9.1f %9.2f %9.2f\n", hearth_type_name((uint32_t)wt), shape, p + 1, t * 1e6,
-                       bytes / t * 1e-9, flops / t * 1e-9);
+            for (int v = 0; v < (w8 ? 4 : 2); v++) {
+                const int p = v % 2;
+                const void *wv = v >= 2 ? w8 : NULL; /* rows, then interleaved by 8 */
+                char name[16];
+                snprintf(name, sizeof name, "%s%s", hearth_type_name((uint32_t)wt), wv ? "x8" : "");
+                double t = time_matmul(pools[p], wt, w, wv, x, y, n_in, n_out, 1, reps, &s);
+                printf("%-7s %-12s %3d %9.1f %9.2f %9.2f\n", name, shape, p + 1, t * 1e6, bytes / t * 1e-9,
+                       flops / t * 1e-9);
                 /* prefill: 512 tokens on the FFN shape, 64 on the LM head
                  * (whose 49152 outputs per token make y large) */
                 int nt = sh == 0 ? pp_tok : (tiny ? pp_tok : 64);
                 if (!scalar || sh == 0) {
-                    double tp = time_matmul(pools[p], wt, w, x, y, n_in, n_out, nt, pp_reps, &s);
-                    printf("%-5s %-12s %3d prefill n_tok=%d: %.1f ms, %.2f GFLOP/s, %.1fx the GEMV rate\n",
-                           hearth_type_name((uint32_t)wt), shape, p + 1, nt, tp * 1e3, flops * nt / tp * 1e-9,
-                           t * nt / tp);
+                    double tp = time_matmul(pools[p], wt, w, wv, x, y, n_in, n_out, nt, pp_reps, &s);
+                    printf("%-7s %-12s %3d prefill n_tok=%d: %.1f ms, %.2f GFLOP/s, %.1fx the GEMV rate\n", name,
+                           shape, p + 1, nt, tp * 1e3, flops * nt / tp * 1e-9, t * nt / tp);
                 }
             }
             free(w);
+            free(w8);
         }
         fflush(stdout);
     }
