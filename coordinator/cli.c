@@ -95,7 +95,7 @@ int cli_parse(struct cli_opts *o, int argc, char **argv, int first, unsigned all
     engine_opts_default(&o->eng);
     sampler_params_default(&o->sp);
     o->n_predict = 128;
-    o->eng.hot_fraction = 0.5f;
+    o->eng.hot_fraction = -1.0f; /* the runtime chooses (runtime.c, auto_hot_fraction) */
     o->bench_pp = 512;
     o->bench_tg = 128;
     o->bench_reps = 3;

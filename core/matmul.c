@@ -75,19 +75,19 @@ static void spin_wait_all(atomic_int *arrived, int nth) {
 }
 
 /* Rows [ra, rb) of part p for tokens [ta, tb): the part's own dot products
- * with the input columns from byte xoff of each activation row, n elements
- * (the whole row, or one group of tile_acc), into out[tok * ld + r - ra0]
- * (a row-tile's buffer: out's row ra0 is W's row ra0). */
+ * with the input columns from byte xoff of each activation row and from
+ * byte w_off of each weight row (8 w_off into an interleaved group), n
+ * elements (the whole row, or one group of tile_acc), into
+ * out[tok * ld + r - ra0] (a row-tile's buffer: out's row ra0 is W's row ra0). */
 static void tile_dots(const struct mm_task *t, const struct mm_part *p, int64_t ra, int64_t rb, int64_t ta,
-                      int64_t tb, size_t w_off, size_t w8_off, size_t xoff, int64_t n, float *out, int64_t ld,
-                      int64_t ra0) {
+                      int64_t tb, size_t w_off, size_t xoff, int64_t n, float *out, int64_t ld, int64_t ra0) {
     const quant_vec_dot_fn dot = p->wtr->vec_dot;
     const quant_vec_dot4_fn dot4 = p->wtr->vec_dot4;
     const quant_vec_dot8_fn dot8 = p->wtr->vec_dot8;
     int64_t r = ra;
     if (p->w8) /* whole groups of 8 interleaved rows, up to four tokens per call */
         for (; r + 8 <= rb && r + 8 <= p->r0 + p->n8; r += 8) {
-            const uint8_t *wg = p->w8 + (size_t)((r - p->r0) / 8) * p->w8_stride + w8_off;
+            const uint8_t *wg = p->w8 + (size_t)((r - p->r0) / 8) * p->w8_stride + 8 * w_off;
             for (int64_t tok = ta; tok < tb; tok += 4)
                 dot8(n, out + tok * ld + (r - ra0), (size_t)ld, wg, t->xq + (size_t)tok * t->xq_row + xoff,
                      t->xq_row, tb - tok < 4 ? (int)(tb - tok) : 4);
@@ -110,21 +110,45 @@ static void tile_dots(const struct mm_task *t, const struct mm_part *p, int64_t 
 /* rows [ra, rb) of part p for tokens [ta, tb) into y */
 static void tile_y(const struct mm_task *t, const struct mm_part *p, int64_t ra, int64_t rb, int64_t ta,
                    int64_t tb) {
-    tile_dots(t, p, ra, rb, ta, tb, 0, 0, 0, t->n_in, p->y, p->n_out, 0);
+    tile_dots(t, p, ra, rb, ta, tb, 0, 0, t->n_in, p->y, p->n_out, 0);
 }
 
-/* the same per group of inputs, each group's sums handed to acc_add */
+/* the same per group of inputs, each group's sums handed to acc_add. The
+ * interleaved rows go group of 8 rows by group of 8 rows, each row group's
+ * column groups in order, so that the weights stream through memory once in
+ * address order (the prefetchers' pattern); the other rows go column group
+ * by column group. The order changes no value: each (row, group) sum is one
+ * dot product, and acc_add's sums commute. */
 static void tile_acc(const struct mm_task *t, const struct mm_part *p, int64_t ra, int64_t rb, int64_t ta,
                      int64_t tb) {
     float v[MM_TILE_TOKENS][MM_TILE_ROWS_MAX];
-    const size_t nr = (size_t)(rb - ra);
+    int64_t r = ra;
+    for (; p->w8 && r + 8 <= rb && r + 8 <= p->r0 + p->n8; r += 8) {
+        const uint8_t *wg = p->w8 + (size_t)((r - p->r0) / 8) * p->w8_stride;
+        for (int64_t g0 = 0; g0 < t->n_in; g0 += p->group) {
+            const int64_t gw = g0 + p->group < t->n_in ? p->group : t->n_in - g0;
+            const size_t w8_off = 8 * hearth_row_size(p->wtr->type, g0);
+            const size_t xoff = (size_t)(g0 / t->xtr->blck) * t->xtr->size;
+            for (int64_t tok = ta; tok < tb; tok += 4) {
+                const int cnt = tb - tok < 4 ? (int)(tb - tok) : 4;
+                p->wtr->vec_dot8(gw, &v[0][0], MM_TILE_ROWS_MAX, wg + w8_off, t->xq + (size_t)tok * t->xq_row + xoff,
+                                 t->xq_row, cnt);
+                for (int j = 0; j < cnt; j++) p->acc_add(p->acc + (tok + j) * p->n_out + r, v[j], 8);
+            }
+        }
+    }
+    if (r == rb)
+        return;
+    const size_t nr = (size_t)(rb - r);
+    struct mm_part rows = *p; /* the rows left, in the row layout */
+    rows.w8 = NULL;
     for (int64_t g0 = 0; g0 < t->n_in; g0 += p->group) {
         const int64_t gw = g0 + p->group < t->n_in ? p->group : t->n_in - g0;
-        const size_t w_off = hearth_row_size(p->wtr->type, g0), w8_off = 8 * w_off;
+        const size_t w_off = hearth_row_size(p->wtr->type, g0);
         const size_t xoff = (size_t)(g0 / t->xtr->blck) * t->xtr->size;
-        tile_dots(t, p, ra, rb, 0, tb - ta, w_off, w8_off, xoff + (size_t)ta * t->xq_row, gw, &v[0][0],
-                  MM_TILE_ROWS_MAX, ra);
-        for (int64_t tok = ta; tok < tb; tok++) p->acc_add(p->acc + tok * p->n_out + ra, v[tok - ta], nr);
+        tile_dots(t, &rows, r, rb, 0, tb - ta, w_off, xoff + (size_t)ta * t->xq_row, gw, &v[0][0],
+                  MM_TILE_ROWS_MAX, r);
+        for (int64_t tok = ta; tok < tb; tok++) p->acc_add(p->acc + tok * p->n_out + r, v[tok - ta], nr);
     }
 }
 
@@ -291,7 +315,7 @@ static int fused_run(struct tpool *tp, const struct matmul_in *in, int64_t n_in,
     if (n_tok == 1) {
         /* enough chunks for the dynamic split to even out, but not so small
          * that the shared counter becomes the cost */
-        int64_t per = (total_rows + 8 * nth - 1) / (8 * nth);
+        int64_t per = (total_rows + 2 * nth - 1) / (2 * nth);
         decode_rows = per < MM_ROWS_DECODE ? (per < 1 ? 1 : per) : MM_ROWS_DECODE;
         t.tile_toks = 1;
     } else {

@@ -209,8 +209,8 @@ static void vec_dot4_q4_1_q8_1(int64_t n, float *s, size_t s_stride, const void 
  * hadd turn the four pairs into the 8 rows' exact sums in row order, and the
  * 8 scales and 8 offsets are one F16C conversion each. No horizontal sum per
  * row, no scalar scale conversion per row. */
-static void vec_dot8_q4_1_q8_1(int64_t n, float *s, size_t s_stride, const void *w8, const void *x,
-                               size_t x_stride, int ntok) {
+static inline __attribute__((always_inline)) void q4_1x8_dot(int64_t n, float *s, size_t s_stride, const void *w8,
+                                                              const void *x, size_t x_stride, const int ntok) {
     const block_q4_1x8 *a = w8;
     const block_q8_1 *b[4];
     __m256 acc[4], accm[4];
@@ -220,7 +220,7 @@ static void vec_dot8_q4_1_q8_1(int64_t n, float *s, size_t s_stride, const void 
     }
     const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
     for (int64_t i = 0; i < n / QK4_1; i++) {
-        _mm_prefetch((const char *)(a + i + 4), _MM_HINT_T0);
+        _mm_prefetch((const char *)(a + i + 16), _MM_HINT_T0);
         const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)a[i].d));
         const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)a[i].m));
         __m256i lo[4], hi[4];
@@ -244,6 +244,17 @@ static void vec_dot8_q4_1_q8_1(int64_t n, float *s, size_t s_stride, const void 
         }
     }
     for (int j = 0; j < ntok; j++) _mm256_storeu_ps(s + (size_t)j * s_stride, _mm256_add_ps(acc[j], accm[j]));
+}
+
+/* one copy per token count, so that the accumulators stay in registers */
+static void vec_dot8_q4_1_q8_1(int64_t n, float *s, size_t s_stride, const void *w8, const void *x,
+                               size_t x_stride, int ntok) {
+    switch (ntok) {
+    case 1: q4_1x8_dot(n, s, s_stride, w8, x, x_stride, 1); break;
+    case 2: q4_1x8_dot(n, s, s_stride, w8, x, x_stride, 2); break;
+    case 3: q4_1x8_dot(n, s, s_stride, w8, x, x_stride, 3); break;
+    default: q4_1x8_dot(n, s, s_stride, w8, x, x_stride, 4); break;
+    }
 }
 
 /* q - 16 as signed bytes: where the fifth bit is clear, or-ing 0xf0 into the

@@ -214,10 +214,13 @@ static int run_step(struct gpu_worker *g, const Hearth__Step *s, char *err, size
         const uint64_t t0 = idle_now_ns();
         if (g->be.attention(&g->be, l, n, (int)s->pos0, err, errlen) != 0) return -1;
         const float *xn = g->be.ffn_input(&g->be, l, n);
-        int rc = send_ffn_input(g, s->step_id, l, n, xn);
+        /* every neuron hot: no CPU worker has any of this layer, so none is
+         * woken (a handoff per layer costs more than nothing) */
+        const int cold = !(g->hot0[l] == 0 && g->hot1[l] == c->hidden_dim);
+        int rc = cold ? send_ffn_input(g, s->step_id, l, n, xn) : 0;
         if (rc) return rc;
         if (g->be.ffn_hot(&g->be, l, n, g->hot0[l], g->hot1[l], err, errlen) != 0) return -1;
-        rc = gather_partials(g, s->step_id, l, n, err, errlen);
+        rc = cold ? gather_partials(g, s->step_id, l, n, err, errlen) : 0;
         if (rc) return rc;
         g->be.ffn_finish(&g->be, n);
         g->layer_ns[l] = idle_now_ns() - t0;
