@@ -137,18 +137,18 @@ static void tile_acc(const struct mm_task *t, const struct mm_part *p, int64_t r
             }
         }
     }
-    if (r == rb)
-        return;
-    const size_t nr = (size_t)(rb - r);
-    struct mm_part rows = *p; /* the rows left, in the row layout */
+    struct mm_part rows = *p; /* the rows left, in the row layout, up to MM_TILE_ROWS_MAX at a time */
     rows.w8 = NULL;
-    for (int64_t g0 = 0; g0 < t->n_in; g0 += p->group) {
-        const int64_t gw = g0 + p->group < t->n_in ? p->group : t->n_in - g0;
-        const size_t w_off = hearth_row_size(p->wtr->type, g0);
-        const size_t xoff = (size_t)(g0 / t->xtr->blck) * t->xtr->size;
-        tile_dots(t, &rows, r, rb, 0, tb - ta, w_off, xoff + (size_t)ta * t->xq_row, gw, &v[0][0],
-                  MM_TILE_ROWS_MAX, r);
-        for (int64_t tok = ta; tok < tb; tok++) p->acc_add(p->acc + tok * p->n_out + r, v[tok - ta], nr);
+    for (; r < rb; r += MM_TILE_ROWS_MAX) {
+        const int64_t re = rb - r < MM_TILE_ROWS_MAX ? rb : r + MM_TILE_ROWS_MAX;
+        for (int64_t g0 = 0; g0 < t->n_in; g0 += p->group) {
+            const int64_t gw = g0 + p->group < t->n_in ? p->group : t->n_in - g0;
+            const size_t w_off = hearth_row_size(p->wtr->type, g0);
+            const size_t xoff = (size_t)(g0 / t->xtr->blck) * t->xtr->size;
+            tile_dots(t, &rows, r, re, 0, tb - ta, w_off, xoff + (size_t)ta * t->xq_row, gw, &v[0][0],
+                      MM_TILE_ROWS_MAX, r);
+            for (int64_t tok = ta; tok < tb; tok++) p->acc_add(p->acc + tok * p->n_out + r, v[tok - ta], (size_t)(re - r));
+        }
     }
 }
 

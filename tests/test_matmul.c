@@ -362,6 +362,34 @@ static void check_repacked(struct tpool *tp, struct matmul_scratch *s, enum hear
     free(w), free(x8), free(x), free(ya), free(yb), free(aa), free(ab);
 }
 
+/* A tall matrix decoded by one thread: a tile of thousands of rows (more
+ * than the per-tile buffer of group sums holds) must still give the
+ * per-group references' sums, for a type without an interleaved layout. */
+static void check_grouped_tall(struct tpool *tp, struct matmul_scratch *s) {
+    const enum hearth_type wt = HEARTH_TYPE_Q8_0;
+    const int64_t n_out = 5003, n_in = 96, group = 64; /* groups of 2 + 1 blocks */
+    uint8_t *w = make_weights(wt, n_out, n_in);
+    const size_t row = hearth_row_size((uint32_t)wt, n_in);
+    float *x = xmalloc((size_t)n_in * sizeof(float)), *xs = xmalloc((size_t)group * sizeof(float));
+    float *y = xmalloc((size_t)n_out * sizeof(float));
+    int64_t *aa = calloc((size_t)n_out, sizeof(int64_t)), *ab = calloc((size_t)n_out, sizeof(int64_t));
+    for (int64_t i = 0; i < n_in; i++) x[i] = rng_normal();
+    char err[256] = "";
+    for (int64_t g0 = 0; g0 < n_in; g0 += group) {
+        const int64_t gw = g0 + group < n_in ? group : n_in - g0;
+        CHECK(matmul_strided(tp, y, w + hearth_row_size((uint32_t)wt, g0), wt, row, x + g0, gw, n_out, 1, s, err,
+                             sizeof err) == 0,
+              "tall reference: %s", err);
+        sink_fixed20(aa, y, (size_t)n_out);
+    }
+    const struct matmul_in in = {x, NULL, NULL};
+    const struct matmul_out o = {.w = w, .wt = wt, .n_out = n_out, .r1 = n_out, .acc = ab, .group = group,
+                                 .acc_add = sink_fixed20};
+    CHECK(matmul_fused(tp, &in, n_in, 1, &o, 1, s, err, sizeof err) == 0, "tall grouped: %s", err);
+    CHECK(memcmp(aa, ab, (size_t)n_out * sizeof(int64_t)) == 0, "tall grouped sums differ from the references");
+    free(w), free(x), free(xs), free(y), free(aa), free(ab);
+}
+
 static const enum hearth_type types[] = {
     HEARTH_TYPE_Q4_1, HEARTH_TYPE_Q8_0, HEARTH_TYPE_Q4_0, HEARTH_TYPE_Q5_0, HEARTH_TYPE_Q5_1, HEARTH_TYPE_Q4_K,
     HEARTH_TYPE_Q5_K, HEARTH_TYPE_Q6_K, HEARTH_TYPE_F32,  HEARTH_TYPE_F16,  HEARTH_TYPE_BF16,
@@ -425,6 +453,9 @@ int main(void) {
     for (size_t k = 0; k < sizeof types / sizeof types[0]; k++)
         if (quant_traits(types[k])->repack8)
             for (size_t b = 0; b < 4; b++) check_repacked(pools[(k + b) % 3], &s, types[k], fused_toks[b]);
+
+    check_grouped_tall(pools[0], &s);
+    check_grouped_tall(pools[1], &s);
 
     /* errors */
     float x[64] = {0}, y[8];
