@@ -224,16 +224,19 @@ static inline __attribute__((always_inline)) void q4_1x8_dot(int64_t n, float *s
         const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)a[i].d));
         const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)a[i].m));
         __m256i lo[4], hi[4];
+#pragma GCC unroll 4
         for (int k = 0; k < 4; k++) {
             const __m256i q = _mm256_loadu_si256((const __m256i *)a[i].qs[2 * k]);
             lo[k] = _mm256_and_si256(q, m4);
             hi[k] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
         }
+#pragma GCC unroll 4
         for (int j = 0; j < ntok; j++) {
             const block_q8_1 *bj = &b[j][i];
             const __m256i xlo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)bj->qs));
             const __m256i xhi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(bj->qs + 16)));
             __m256i v[4];
+#pragma GCC unroll 4
             for (int k = 0; k < 4; k++) /* [row k: 4 partials | row k+4: 4 partials] */
                 v[k] = _mm256_madd_epi16(
                     _mm256_add_epi16(_mm256_maddubs_epi16(lo[k], xlo), _mm256_maddubs_epi16(hi[k], xhi)), ones);
