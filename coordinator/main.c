@@ -103,9 +103,12 @@ static const char k_bench_help[] =
     "after an untimed prompt of D tokens (decoding at a long context), once per depth (up to 8).\n"
     "With --kv-budget the full cache (same --kv-type) runs beside the budget, and with --sidecar the dense FFN\n"
     "beside the sparse one, alternating rep by rep, so the two are compared in the same conditions.\n"
+    "The floor: the weight bytes a generated token reads, the bandwidth tg read them at, and the machine's read\n"
+    "bandwidth measured with the same threads (a STREAM-like probe), which caps tg.\n"
     "--json prints one JSON object with pp_tokens_per_s, tg_tokens_per_s, attn_ms_per_token, peak_rss_bytes,\n"
-    "kv_bytes (bytes allocated for the KV cache: budget-sized with --kv-budget), tg (one entry per depth) and\n"
-    "the reference's ref_* figures. Takes the runtime and KV cache options of `hearth run`.\n";
+    "kv_bytes (bytes allocated for the KV cache: budget-sized with --kv-budget), weight_bytes_per_token,\n"
+    "effective_bandwidth_bytes_per_s, read_bandwidth_bytes_per_s, tg (one entry per depth) and the\n"
+    "reference's ref_* figures. Takes the runtime and KV cache options of `hearth run`.\n";
 
 static const char k_ppl_help[] =
     "usage: hearth perplexity [-m FILE] -f TEXT [-c 512] [-t T] [--chunks N]\n"

@@ -119,8 +119,14 @@ def model():
     res = run(["bench"] + m + ["-p", "32", "-n", "8", "-r", "1", "--json", "-t", "2"])
     check(res[0] == 0, "bench --json runs", res)
     j = json.loads(res[1].strip().splitlines()[-1])
-    for key in ("pp_tokens_per_s", "tg_tokens_per_s", "peak_rss_bytes", "kv_bytes", "attn_ms_per_token"):
+    for key in ("pp_tokens_per_s", "tg_tokens_per_s", "peak_rss_bytes", "kv_bytes", "attn_ms_per_token",
+                "weight_bytes_per_token", "effective_bandwidth_bytes_per_s", "read_bandwidth_bytes_per_s"):
         check(key in j and j[key] > 0, "bench --json has %s > 0" % key, res)
+    # the floor: a token reads every weight once (dense), at tg's rate; the probe ran in a child process
+    check(j["weight_bytes_per_token"] == j["weight_bytes"]
+          and abs(j["effective_bandwidth_bytes_per_s"] - j["weight_bytes"] * j["tg_tokens_per_s"])
+          <= 1e-3 * j["effective_bandwidth_bytes_per_s"] + 1
+          and j["read_bandwidth_bytes_per_s"] > 1e8, "bench --json: the bandwidth floor's figures agree", res)
 
     # a KV budget: the full cache of the same type runs beside it, both measured at every depth
     res = run(["bench"] + m + ["-c", "256", "-p", "0", "-n", "4", "-d", "16,200", "-r", "1", "--json", "-t", "2",
