@@ -88,19 +88,9 @@ int engine_open(struct engine *s, const struct engine_opts *o, char *err, size_t
         }
         /* the weights this process computes, in the kernels' 8-row layout:
          * attention always, the FFN unless the sparse FFN reads it */
-        int64_t *n0 = calloc((size_t)c->n_layers, sizeof *n0), *n1 = malloc((size_t)c->n_layers * sizeof *n1);
         const double t0 = engine_now();
         size_t bytes = 0;
-        int rrc = -1;
-        if (n0 && n1) {
-            for (int l = 0; l < c->n_layers; l++) n1[l] = o->sidecar_path ? 0 : c->hidden_dim;
-            rrc = model_repack(&s->model, 1, n0, n1, &bytes, err, errlen);
-        } else {
-            snprintf(err, errlen, "out of memory");
-        }
-        free(n0);
-        free(n1);
-        if (rrc) {
+        if (model_repack_all(&s->model, !o->sidecar_path, &bytes, err, errlen) != 0) {
             engine_close(s);
             return -1;
         }

@@ -308,6 +308,16 @@ int model_repack(struct llama_model *m, int attn, const int64_t *ffn_n0, const i
     return 0;
 }
 
+int model_repack_all(struct llama_model *m, int ffn, size_t *bytes, char *err, size_t errlen) {
+    size_t total = 0;
+    const int drop = gguf_is_mapped(m->gguf);
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        if (model_repack_layer(&m->layers[l], 1, 0, ffn ? m->layers[l].w_up.n_out : 0, drop, &total, err, errlen) != 0)
+            return -1;
+    if (bytes) *bytes = total;
+    return 0;
+}
+
 void model_free(struct llama_model *m) {
     if (m->layers) {
         for (int l = 0; l < m->cfg.n_layers; l++) {

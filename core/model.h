@@ -107,6 +107,9 @@ void weight_repack_free(struct weight *w);
  * the repacked copies. model_free frees them. */
 int model_repack(struct llama_model *m, int attn, const int64_t *ffn_n0, const int64_t *ffn_n1, size_t *bytes,
                  char *err, size_t errlen);
+/* What one process that computes the whole model repacks: attention, and
+ * every FFN neuron when ffn (0: the sparse FFN reads the rows itself). */
+int model_repack_all(struct llama_model *m, int ffn, size_t *bytes, char *err, size_t errlen);
 /* The same for one layer (neurons [n0, n1)), adding the copies' bytes to
  * *bytes: e.g. a CPU worker's NUMA-local copy of its shard (drop_source 0). */
 int model_repack_layer(struct llama_layer *L, int attn, int64_t n0, int64_t n1, int drop_source, size_t *bytes,

@@ -51,14 +51,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "forward_dump: %s\n", err);
         return 1;
     }
-    int64_t *n0 = calloc((size_t)m.cfg.n_layers, sizeof *n0), *n1 = calloc((size_t)m.cfg.n_layers, sizeof *n1);
-    for (int l = 0; n1 && l < m.cfg.n_layers; l++) n1[l] = m.cfg.hidden_dim;
-    if (!n0 || !n1 || (repack && model_repack(&m, 1, n0, n1, NULL, err, sizeof err) != 0)) {
-        fprintf(stderr, "forward_dump: repack: %s\n", n0 && n1 ? err : "out of memory");
+    if (repack && model_repack_all(&m, 1, NULL, err, sizeof err) != 0) {
+        fprintf(stderr, "forward_dump: repack: %s\n", err);
         return 1;
     }
-    free(n0);
-    free(n1);
     const int n_vocab = m.cfg.n_vocab, n_rows = n_prompt + n_gen;
     struct llama_state st;
     if (state_create(&st, &m, n_rows, n_prompt, n_threads, err, sizeof err) != 0) {
