@@ -27,30 +27,37 @@ static int parse_int(const char *flag, const char *s, long lo, long hi, int *out
 }
 
 /* -d D[,D...]: up to CLI_MAX_DEPTHS depths in [0, 2^20]; bench_depth is the largest. */
-static int parse_depths(const char *flag, const char *s, struct cli_opts *o) {
+/* "512" or "512,2048": up to CLI_MAX_DEPTHS integers in [lo, hi]. */
+static int parse_list(const char *flag, const char *s, int lo, int hi, int *out, int *n, const char *what) {
     char buf[256];
     if (strlen(s) >= sizeof buf) {
         fprintf(stderr, "hearth: %s: list too long\n", flag);
         return -1;
     }
     strcpy(buf, s);
-    o->n_bench_depths = 0;
-    o->bench_depth = 0;
+    *n = 0;
     char *save = NULL;
     for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        if (o->n_bench_depths == CLI_MAX_DEPTHS) {
-            fprintf(stderr, "hearth: %s takes at most %d depths, got '%s'\n", flag, CLI_MAX_DEPTHS, s);
+        if (*n == CLI_MAX_DEPTHS) {
+            fprintf(stderr, "hearth: %s takes at most %d %s, got '%s'\n", flag, CLI_MAX_DEPTHS, what, s);
             return -1;
         }
-        int d;
-        if (parse_int(flag, t, 0, 1 << 20, &d)) return -1;
-        o->bench_depths[o->n_bench_depths++] = d;
-        if (d > o->bench_depth) o->bench_depth = d;
+        if (parse_int(flag, t, lo, hi, &out[*n])) return -1;
+        ++*n;
     }
-    if (o->n_bench_depths == 0 || s[0] == ',' || s[strlen(s) - 1] == ',' || strstr(s, ",,")) {
-        fprintf(stderr, "hearth: %s expects depths like 512 or 512,2048, got '%s'\n", flag, s);
+    if (*n == 0 || s[0] == ',' || s[strlen(s) - 1] == ',' || strstr(s, ",,")) {
+        fprintf(stderr, "hearth: %s expects %s like %d or %d,%d, got '%s'\n", flag, what, hi < 512 ? 1 : 512,
+                hi < 512 ? 1 : 512, hi < 512 ? 4 : 2048, s);
         return -1;
     }
+    return 0;
+}
+
+static int parse_depths(const char *flag, const char *s, struct cli_opts *o) {
+    if (parse_list(flag, s, 0, 1 << 20, o->bench_depths, &o->n_bench_depths, "depths") != 0) return -1;
+    o->bench_depth = 0;
+    for (int i = 0; i < o->n_bench_depths; i++)
+        if (o->bench_depths[i] > o->bench_depth) o->bench_depth = o->bench_depths[i];
     return 0;
 }
 
@@ -226,6 +233,15 @@ int cli_parse(struct cli_opts *o, int argc, char **argv, int first, unsigned all
         } else if ((allowed & CLI_BENCH) && (!strcmp(a, "-d") || !strcmp(a, "--depth"))) {
             NEED_VALUE();
             if (parse_depths(a, v, o) != 0) return -1;
+        } else if ((allowed & CLI_BENCH) && (!strcmp(a, "-np") || !strcmp(a, "--parallel"))) {
+            NEED_VALUE();
+            if (parse_list(a, v, 1, 256, o->bench_parallel, &o->n_bench_parallel, "sequence counts")) return -1;
+            o->eng.n_seq = 0;
+            for (int k = 0; k < o->n_bench_parallel; k++)
+                if (o->bench_parallel[k] > o->eng.n_seq) o->eng.n_seq = o->bench_parallel[k];
+        } else if ((allowed & CLI_RUNTIME) && (!strcmp(a, "-np") || !strcmp(a, "--parallel"))) {
+            NEED_VALUE();
+            if (parse_int(a, v, 1, 256, &o->eng.n_seq)) return -1;
         } else if ((allowed & CLI_BENCH) && (!strcmp(a, "-r") || !strcmp(a, "--repetitions"))) {
             NEED_VALUE();
             if (parse_int(a, v, 1, 1000, &o->bench_reps)) return -1;

@@ -13,7 +13,7 @@ enum cli_opt_set {
     CLI_MODEL = 1 << 0,   /* -m */
     CLI_PROMPT = 1 << 1,  /* -p TEXT, -f FILE */
     CLI_GEN = 1 << 2,     /* -n, --chat, --single-process, sampling */
-    CLI_RUNTIME = 1 << 3, /* -c -t -b */
+    CLI_RUNTIME = 1 << 3, /* -c -t -b -np */
     CLI_BENCH = 1 << 4,   /* -p N, -n N, -r, --json */
     CLI_PPL = 1 << 5,     /* -f FILE, --chunks */
     CLI_PROFILE = 1 << 6, /* -f FILE, -o SIDECAR, --sparsity, --tokens, --svg */
@@ -33,6 +33,8 @@ struct cli_opts {
     int bench_depths[CLI_MAX_DEPTHS];   /* bench -d D[,D...]: tokens in the cache before tg */
     int n_bench_depths;                 /* >= 1 (default one depth, 0) */
     int bench_depth;                    /* the largest of them */
+    int bench_parallel[CLI_MAX_DEPTHS]; /* bench --parallel N[,N...]: concurrent sequences */
+    int n_bench_parallel;               /* 0: not given (one sequence, the single-sequence benchmark) */
     int json;
     int max_chunks;          /* perplexity --chunks */
     const char *output;      /* profile -o */

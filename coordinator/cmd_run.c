@@ -160,7 +160,7 @@ int cmd_chat(int argc, char **argv) {
         }
         /* Reuse the KV cache for the conversation so far: only the new turn is evaluated. */
         int common = 0;
-        while (common < s.n_past && common < n_ids - 1 && s.past[common] == ids[common]) common++;
+        while (common < s.seqs[0].n_past && common < n_ids - 1 && s.seqs[0].past[common] == ids[common]) common++;
         engine_truncate(&s, common);
         int room = s.n_ctx - n_ids;
         if (room <= 0) {

@@ -51,6 +51,15 @@ int engine_open(struct engine *s, const struct engine_opts *o, char *err, size_t
     int n_threads = o->n_threads > 0 ? o->n_threads : engine_default_threads();
     int max_batch = o->max_batch > 0 ? o->max_batch : 512;
     if (max_batch > n_ctx) max_batch = n_ctx;
+    const int n_seq = o->n_seq > 0 ? o->n_seq : 1;
+    if (n_seq > max_batch) {
+        snprintf(err, errlen, "--parallel %d: more sequences than a step's batch of %d tokens (raise -b)", n_seq,
+                 max_batch);
+        engine_close(s);
+        return -1;
+    }
+    s->n_seq = n_seq;
+    s->chunk = max_batch - (n_seq - 1);
     s->n_ctx = n_ctx;
     s->max_batch = max_batch;
     s->n_threads = n_threads;
@@ -64,7 +73,7 @@ int engine_open(struct engine *s, const struct engine_opts *o, char *err, size_t
         return -1;
     }
     if (o->single_process) {
-        if (state_create(&s->st, &s->model, n_ctx, max_batch, n_threads, err, errlen) != 0 ||
+        if (state_create_seqs(&s->st, &s->model, n_ctx, n_seq, max_batch, n_threads, err, errlen) != 0 ||
             state_set_kv(&s->st, &s->kv, 0, err, errlen) != 0) {
             engine_close(s);
             return -1;
@@ -97,9 +106,19 @@ int engine_open(struct engine *s, const struct engine_opts *o, char *err, size_t
         log_info("repacked %.1f MiB of weights into 8-row groups in %.0f ms", (double)bytes / (1 << 20),
                  (engine_now() - t0) * 1e3);
     } else {
-        struct runtime_opts ro = {s->model_path, o->n_cpu_workers, o->pin, o->gpu_backend, o->hot_fraction,
-                                  n_ctx, max_batch, n_threads, log_get_level() >= LOG_INFO, s->kv,
-                                  o->sidecar_path, o->sidecar_path ? &s->sc : NULL};
+        struct runtime_opts ro = {.model_path = s->model_path,
+                                  .n_cpu_workers = o->n_cpu_workers,
+                                  .pin = o->pin,
+                                  .gpu_backend = o->gpu_backend,
+                                  .hot_fraction = o->hot_fraction,
+                                  .n_ctx = n_ctx,
+                                  .max_batch = max_batch,
+                                  .n_seq = n_seq,
+                                  .n_threads = n_threads,
+                                  .verbose = log_get_level() >= LOG_INFO,
+                                  .kv = s->kv,
+                                  .sidecar_path = o->sidecar_path,
+                                  .sidecar = o->sidecar_path ? &s->sc : NULL};
         s->rt = runtime_start(&ro, &s->model, err, errlen);
         if (!s->rt) {
             engine_close(s);
@@ -107,15 +126,24 @@ int engine_open(struct engine *s, const struct engine_opts *o, char *err, size_t
         }
     }
     s->logits = malloc((size_t)max_batch * c->n_vocab * sizeof(float));
-    s->past = malloc((size_t)n_ctx * sizeof *s->past);
-    if (!s->logits || !s->past) {
+    s->seqs = calloc((size_t)n_seq, sizeof *s->seqs);
+    int ok = s->logits && s->seqs;
+    for (int q = 0; ok && q < n_seq; q++) {
+        struct engine_seq *sq = &s->seqs[q];
+        sq->past = malloc((size_t)n_ctx * sizeof *sq->past);
+        sq->pending = malloc((size_t)n_ctx * sizeof *sq->pending);
+        sq->logits = malloc((size_t)c->n_vocab * sizeof *sq->logits);
+        ok = sq->past && sq->pending && sq->logits;
+    }
+    if (!ok) {
         snprintf(err, errlen, "out of memory for logits");
         engine_close(s);
         return -1;
     }
-    log_info("model %s: %s, %d layers, dim %d, ffn %d, heads %d/%d, vocab %d; context %d, %d threads, %s",
+    log_info("model %s: %s, %d layers, dim %d, ffn %d, heads %d/%d, vocab %d; context %d x %d sequences, %d threads, "
+             "%s",
              s->model_path, c->arch, c->n_layers, c->dim, c->hidden_dim, c->n_heads, c->n_kv_heads, c->n_vocab, n_ctx,
-             n_threads, s->rt ? "multi-process" : "single process");
+             n_seq, n_threads, s->rt ? "multi-process" : "single process");
     if (kv_config_active(&s->kv, n_ctx))
         log_info("KV cache: H2O, %s budget of %d tokens (%d sinks, %d recent%s), %s, %.1f MiB",
                  s->kv.window ? "sliding-window" : "heavy-hitter", s->kv.budget, s->kv.n_sinks, s->kv.n_recent,
@@ -126,7 +154,12 @@ int engine_open(struct engine *s, const struct engine_opts *o, char *err, size_t
 
 void engine_close(struct engine *s) {
     free(s->logits);
-    free(s->past);
+    for (int q = 0; s->seqs && q < s->n_seq; q++) {
+        free(s->seqs[q].past);
+        free(s->seqs[q].pending);
+        free(s->seqs[q].logits);
+    }
+    free(s->seqs);
     if (s->st.m) state_free(&s->st);
     if (s->hc.hot) hotcold_destroy(&s->hc);
     if (s->sc.layers) sidecar_free(&s->sc);
@@ -140,8 +173,9 @@ size_t engine_kv_bytes(const struct engine *s) {
     const struct llama_config *c = &s->model.cfg;
     if (s->st.m) return state_kv_bytes(&s->st);
     if (kv_config_active(&s->kv, s->n_ctx))
-        return kv_config_bytes(&s->kv, c->n_layers, c->n_kv_heads, c->head_dim, s->max_batch);
-    return 2 * (size_t)c->n_layers * (size_t)s->n_ctx * (size_t)c->n_kv_heads * c->head_dim * sizeof(float);
+        return (size_t)s->n_seq * kv_config_bytes(&s->kv, c->n_layers, c->n_kv_heads, c->head_dim, s->max_batch);
+    return 2 * (size_t)s->n_seq * c->n_layers * (size_t)s->n_ctx * (size_t)c->n_kv_heads * c->head_dim *
+           sizeof(float);
 }
 
 double engine_attn_seconds(const struct engine *s) {
@@ -157,21 +191,207 @@ void engine_ffn_bytes(const struct engine *s, double *weight_bytes, double *dens
     }
 }
 
+/* One batch in whichever engine computes it. */
+static int run_batch(struct engine *s, const int32_t *tokens, const struct seq_span *spans, int n_spans, float *logits,
+                     char *err, size_t errlen) {
+    return s->rt ? runtime_step(s->rt, tokens, spans, n_spans, logits, err, errlen)
+                 : forward_batch(&s->st, tokens, spans, n_spans, logits, err, errlen);
+}
+
+/* Sequence q now holds tokens[0..n) after what it held. */
+static void seq_advance(struct engine *s, struct engine_seq *sq, const int32_t *tokens, int n) {
+    memcpy(sq->past + sq->n_past, tokens, (size_t)n * sizeof *tokens);
+    sq->n_past += n;
+    /* the H2O cache evicts once a head holds more than the budget: from then
+     * on the cached prefix is no longer what a fresh evaluation would give */
+    if (kv_config_active(&s->kv, s->n_ctx) && sq->n_past > s->kv.budget) sq->evicted = 1;
+    sq->last_used = s->n_steps;
+}
+
 void engine_truncate(struct engine *s, int n) {
-    if (n < s->n_past) s->n_past = n < 0 ? 0 : n;
+    struct engine_seq *sq = &s->seqs[0];
+    if (n < sq->n_past) sq->n_past = n < 0 ? 0 : n;
 }
 
 int engine_eval(struct engine *s, const int32_t *tokens, int n, int all_logits, char *err, size_t errlen) {
+    struct engine_seq *sq = &s->seqs[0];
     if (all_logits && n > s->max_batch) {
         snprintf(err, errlen, "internal: %d tokens with all logits exceed the batch of %d", n, s->max_batch);
         return -1;
     }
-    int rc = s->rt ? runtime_eval(s->rt, tokens, n, s->n_past, s->past, s->logits, all_logits, err, errlen)
-                   : forward(&s->st, tokens, n, s->n_past, s->logits, all_logits, err, errlen);
-    if (rc != 0) return -1;
-    memcpy(s->past + s->n_past, tokens, (size_t)n * sizeof *tokens);
-    s->n_past += n;
+    if (n < 1 || n > s->n_ctx - sq->n_past) {
+        snprintf(err, errlen, "context full: positions %d..%d do not fit a context of %d tokens (raise -c)",
+                 sq->n_past, sq->n_past + n - 1, s->n_ctx);
+        return -1;
+    }
+    for (int done = 0; done < n;) {
+        const int chunk = n - done < s->max_batch ? n - done : s->max_batch;
+        const struct seq_span one = {0, sq->n_past, chunk,
+                                     all_logits           ? SPAN_LOGITS_ALL
+                                     : done + chunk == n ? SPAN_LOGITS_LAST
+                                                         : SPAN_LOGITS_NONE};
+        if (run_batch(s, tokens + done, &one, 1, s->logits, err, errlen) != 0) return -1;
+        s->n_steps++;
+        seq_advance(s, sq, tokens + done, chunk);
+        done += chunk;
+    }
+    sq->has_logits = 0; /* s->logits holds them, not the sequence's row */
     return 0;
+}
+
+/* ---- sequences ---- */
+
+static int check_tokens(const struct engine *s, const int32_t *tokens, int n, char *err, size_t errlen) {
+    for (int i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= s->model.cfg.n_vocab) {
+            snprintf(err, errlen, "token id %d at index %d is outside the vocabulary [0, %d)", tokens[i], i,
+                     s->model.cfg.n_vocab);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int engine_seq_open(struct engine *s, const int32_t *prompt, int n_prompt, int *n_cached, char *err, size_t errlen) {
+    if (n_prompt < 1 || n_prompt > s->n_ctx) {
+        snprintf(err, errlen, "a prompt of %d tokens does not fit a context of %d (1 to %d)", n_prompt, s->n_ctx,
+                 s->n_ctx);
+        return -1;
+    }
+    if (check_tokens(s, prompt, n_prompt, err, errlen) != 0) return -1;
+    int best = -1, best_common = -1;
+    for (int q = 0; q < s->n_seq; q++) {
+        const struct engine_seq *sq = &s->seqs[q];
+        if (sq->open) continue;
+        int common = 0;
+        if (!sq->evicted)
+            while (common < sq->n_past && common < n_prompt - 1 && sq->past[common] == prompt[common]) common++;
+        if (common > best_common || (common == best_common && sq->last_used < s->seqs[best].last_used)) {
+            best = q;
+            best_common = common;
+        }
+    }
+    if (best < 0) {
+        snprintf(err, errlen, "all %d sequences are busy", s->n_seq);
+        return -1;
+    }
+    struct engine_seq *sq = &s->seqs[best];
+    sq->open = 1;
+    atomic_store_explicit(&sq->cancel, 0, memory_order_relaxed);
+    sq->n_past = best_common;
+    if (best_common == 0) sq->evicted = 0;
+    memcpy(sq->pending, prompt + best_common, (size_t)(n_prompt - best_common) * sizeof *prompt);
+    sq->n_pending = n_prompt - best_common;
+    sq->has_logits = 0;
+    sq->last_used = s->n_steps;
+    if (n_cached) *n_cached = best_common;
+    return best;
+}
+
+static struct engine_seq *open_seq(const struct engine *s, int seq) {
+    return seq >= 0 && seq < s->n_seq && s->seqs[seq].open ? &s->seqs[seq] : NULL;
+}
+
+int engine_seq_submit(struct engine *s, int seq, const int32_t *tokens, int n, char *err, size_t errlen) {
+    struct engine_seq *sq = open_seq(s, seq);
+    if (!sq) {
+        snprintf(err, errlen, "sequence %d is not open", seq);
+        return -1;
+    }
+    if (n < 0 || n > s->n_ctx - sq->n_past - sq->n_pending) {
+        snprintf(err, errlen, "context full: sequence %d holds %d tokens, %d more do not fit a context of %d", seq,
+                 sq->n_past + sq->n_pending, n, s->n_ctx);
+        return -1;
+    }
+    if (check_tokens(s, tokens, n, err, errlen) != 0) return -1;
+    memcpy(sq->pending + sq->n_pending, tokens, (size_t)n * sizeof *tokens);
+    sq->n_pending += n;
+    if (n > 0) sq->has_logits = 0;
+    return 0;
+}
+
+void engine_seq_cancel(struct engine *s, int seq) {
+    if (seq >= 0 && seq < s->n_seq) atomic_store_explicit(&s->seqs[seq].cancel, 1, memory_order_release);
+}
+
+void engine_seq_close(struct engine *s, int seq) {
+    if (seq < 0 || seq >= s->n_seq) return;
+    struct engine_seq *sq = &s->seqs[seq];
+    sq->open = 0;
+    sq->n_pending = 0;
+    sq->has_logits = 0;
+    atomic_store_explicit(&sq->cancel, 0, memory_order_relaxed);
+}
+
+int engine_seq_is_open(const struct engine *s, int seq) { return open_seq(s, seq) != NULL; }
+
+int engine_seq_n_past(const struct engine *s, int seq) {
+    return seq >= 0 && seq < s->n_seq ? s->seqs[seq].n_past : 0;
+}
+
+int engine_n_open(const struct engine *s) {
+    int n = 0;
+    for (int q = 0; q < s->n_seq; q++) n += s->seqs[q].open;
+    return n;
+}
+
+const float *engine_seq_logits(const struct engine *s, int seq) {
+    const struct engine_seq *sq = open_seq(s, seq);
+    return sq && sq->has_logits && sq->n_pending == 0 ? sq->logits : NULL;
+}
+
+int32_t engine_seq_sample(struct engine *s, int seq, struct sampler *smp) {
+    const float *logits = engine_seq_logits(s, seq);
+    if (!logits) return -1;
+    const int32_t tok = sampler_sample(smp, logits);
+    if (tok >= 0) sampler_accept(smp, tok);
+    return tok;
+}
+
+int engine_step(struct engine *s, char *err, size_t errlen) {
+    for (int q = 0; q < s->n_seq; q++)
+        if (s->seqs[q].open && atomic_load_explicit(&s->seqs[q].cancel, memory_order_acquire))
+            engine_seq_close(s, q);
+    /* The batch: one token of every decoding sequence first (they wait on it
+     * to sample), then whole prompt chunks, the sequences taken round-robin
+     * from where the last step stopped. A chunk is min(pending, s->chunk),
+     * the same whatever else runs; s->chunk leaves room for one token of
+     * every other sequence, so a prompt chunk always fits beside them. */
+    struct seq_span spans[s->n_seq];
+    int order[s->n_seq], n_order = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < s->n_seq; i++) {
+            const int q = (int)((s->n_steps + (uint64_t)i) % (uint64_t)s->n_seq);
+            const struct engine_seq *sq = &s->seqs[q];
+            if (sq->open && sq->n_pending > 0 && (sq->n_pending == 1) == (pass == 0)) order[n_order++] = q;
+        }
+    int n_spans = 0, rows = 0;
+    for (int i = 0; i < n_order; i++) {
+        const struct engine_seq *sq = &s->seqs[order[i]];
+        const int take = sq->n_pending < s->chunk ? sq->n_pending : s->chunk;
+        if (take > s->max_batch - rows) continue;
+        spans[n_spans++] = (struct seq_span){order[i], sq->n_past, take,
+                                             take == sq->n_pending ? SPAN_LOGITS_LAST : SPAN_LOGITS_NONE};
+        rows += take;
+    }
+    if (n_spans == 0) return 0;
+    int32_t batch[rows];
+    for (int i = 0, r = 0; i < n_spans; r += spans[i++].n)
+        memcpy(batch + r, s->seqs[spans[i].seq].pending, (size_t)spans[i].n * sizeof *batch);
+    if (run_batch(s, batch, spans, n_spans, s->logits, err, errlen) != 0) return -1;
+    s->n_steps++;
+    const size_t n_vocab = (size_t)s->model.cfg.n_vocab;
+    for (int i = 0, r = 0, row = 0; i < n_spans; r += spans[i++].n) {
+        struct engine_seq *sq = &s->seqs[spans[i].seq];
+        seq_advance(s, sq, batch + r, spans[i].n);
+        sq->n_pending -= spans[i].n;
+        memmove(sq->pending, sq->pending + spans[i].n, (size_t)sq->n_pending * sizeof *sq->pending);
+        if (spans[i].logits == SPAN_LOGITS_LAST) {
+            memcpy(sq->logits, s->logits + (size_t)row++ * n_vocab, n_vocab * sizeof *sq->logits);
+            sq->has_logits = 1;
+        }
+    }
+    return rows;
 }
 
 int engine_generate(struct engine *s, const int32_t *prompt, int n_prompt, int n_predict, struct sampler *smp,

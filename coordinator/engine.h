@@ -92,9 +92,6 @@ struct engine {
     struct engine_seq *seqs; /* [n_seq] */
     int chunk;     /* prompt tokens of one sequence per step: max_batch - (n_seq - 1) */
     uint64_t n_steps;
-    /* the single-sequence view of sequence 0 (engine_eval and friends) */
-    int n_past;    /* = seqs[0].n_past */
-    int32_t *past; /* = seqs[0].past */
 };
 
 struct gen_stats {
@@ -106,12 +103,16 @@ void engine_opts_default(struct engine_opts *o);
 int engine_open(struct engine *s, const struct engine_opts *o, char *err, size_t errlen);
 void engine_close(struct engine *s);
 
+/* The single-sequence calls, on sequence 0 (not to be mixed with
+ * engine_seq_* calls on it). */
+
 /* Keeps the first n tokens of the KV cache (a shared prefix) and drops the rest.
  * With the H2O cache, prefix tokens evicted earlier stay evicted. */
 void engine_truncate(struct engine *s, int n);
 
-/* Evaluates tokens at positions n_past.. and advances n_past. Logits of the
- * last token (or of all, when all_logits) land in s->logits. */
+/* Evaluates tokens at positions n_past.. of sequence 0 and advances its
+ * n_past. Logits of the last token (or of all, when all_logits) land in
+ * s->logits. */
 int engine_eval(struct engine *s, const int32_t *tokens, int n, int all_logits, char *err, size_t errlen);
 
 /* Evaluates the prompt (after any cached prefix the caller left in place),

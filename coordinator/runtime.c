@@ -43,8 +43,20 @@ struct rworker {
     int64_t *n0, *n1;        /* [n_layers] its neurons of each layer */
 };
 
+/* What the GPU worker's KV cache of one sequence holds, as the steps that
+ * built it since its last reset (a span at position 0): replaying them, in
+ * the same spans, rebuilds the cache bit for bit on a new GPU worker, H2O
+ * evictions included. */
+struct seq_log {
+    struct seq_span *ev; /* the spans applied, in order (logits NONE) */
+    int n_ev, cap_ev;
+    int32_t *tok;        /* their tokens, concatenated */
+    int n_tok, cap_tok;
+};
+
 struct runtime {
     struct runtime_opts o;
+    struct seq_log *logs; /* [n_seq] */
     const struct llama_model *m;
     struct ipc_session sess;
     void *zctx;
@@ -280,6 +292,7 @@ static int send_assign(struct runtime *rt, struct rworker *w) {
     }
     a->n_ctx = (uint32_t)rt->o.n_ctx;
     a->max_batch = (uint32_t)rt->o.max_batch;
+    a->n_seq = (uint32_t)rt->o.n_seq;
     if (kv_config_active(&rt->o.kv, rt->o.n_ctx)) {
         a->kv_budget_tokens = (uint32_t)rt->o.kv.budget;
         a->kv_sinks = (uint32_t)rt->o.kv.n_sinks;
@@ -442,15 +455,23 @@ enum { STEP_OK = 0, STEP_ERR = -1, STEP_GPU_LOST = -2 };
 
 /* One Step on the GPU worker; CPU workers that die meanwhile are revived
  * (the GPU worker waits for their output). */
-static int step_once(struct runtime *rt, const int32_t *tokens, int n, int pos0, uint32_t flags, char *err,
-                     size_t errlen) {
+static int step_once(struct runtime *rt, const int32_t *tokens, int n, const struct seq_span *spans, int n_spans,
+                     char *err, size_t errlen) {
     struct rworker *g = &rt->w[0];
     const uint64_t id = ++rt->next_step;
-    Hearth__Envelope *env = ctl_env_step(id, (uint32_t)n, (uint32_t)pos0, flags);
-    if (!env || ctl_env_step_tokens(env, tokens, (size_t)n) != 0) {
+    Hearth__Envelope *env = ctl_env_step(id, (uint32_t)n, (uint32_t)spans[0].pos0, 0);
+    if (!env || ctl_env_step_tokens(env, tokens, (size_t)n) != 0 ||
+        ctl_step_spans_new(env->step, (size_t)n_spans) != 0) {
         ctl_env_free(env);
         snprintf(err, errlen, "out of memory");
         return STEP_ERR;
+    }
+    for (int i = 0; i < n_spans; i++) {
+        Hearth__Span *p = env->step->spans[i];
+        p->seq = (uint32_t)spans[i].seq;
+        p->pos0 = (uint32_t)spans[i].pos0;
+        p->n_tokens = (uint32_t)spans[i].n;
+        p->logits = (uint32_t)spans[i].logits;
     }
     int rc = ctl_server_send(&rt->ctl, &g->peer, env);
     ctl_env_free(env);
@@ -487,32 +508,95 @@ static int step_once(struct runtime *rt, const int32_t *tokens, int n, int pos0,
     }
 }
 
-/* After the GPU worker was restarted: its KV cache is empty; evaluate the
- * sequence's tokens [0, pos) again (no logits). */
-static int rebuild_kv(struct runtime *rt, int pos, const int32_t *past, const int32_t *tokens, int pos0_call,
-                      char *err, size_t errlen) {
+static int grow(void **p, int *cap, int need, size_t size) {
+    if (need <= *cap) return 0;
+    int c = *cap ? *cap : 16;
+    while (c < need) c *= 2;
+    void *q = realloc(*p, (size_t)c * size);
+    if (!q) return -1;
+    *p = q;
+    *cap = c;
+    return 0;
+}
+
+/* Records a step that completed: each span's sequence now holds its tokens
+ * at pos0.. (a span at 0 starts the sequence's log over). */
+static int log_step(struct runtime *rt, const int32_t *tokens, const struct seq_span *spans, int n_spans, char *err,
+                    size_t errlen) {
+    for (int i = 0, r = 0; i < n_spans; r += spans[i++].n) {
+        struct seq_log *lg = &rt->logs[spans[i].seq];
+        if (spans[i].pos0 == 0) lg->n_ev = lg->n_tok = 0;
+        if (grow((void **)&lg->ev, &lg->cap_ev, lg->n_ev + 1, sizeof *lg->ev) != 0 ||
+            grow((void **)&lg->tok, &lg->cap_tok, lg->n_tok + spans[i].n, sizeof *lg->tok) != 0) {
+            snprintf(err, errlen, "out of memory for the sequences' step log");
+            return -1;
+        }
+        lg->ev[lg->n_ev] = spans[i];
+        lg->ev[lg->n_ev++].logits = SPAN_LOGITS_NONE;
+        memcpy(lg->tok + lg->n_tok, tokens + r, (size_t)spans[i].n * sizeof *tokens);
+        lg->n_tok += spans[i].n;
+    }
+    return 0;
+}
+
+/* After the GPU worker was restarted: its KV caches are empty; replay every
+ * sequence's logged steps, in order, batching the sequences' next steps
+ * together as far as they fit (each keeps its own spans). */
+static int rebuild_kv(struct runtime *rt, char *err, size_t errlen) {
+    const int n_seq = rt->o.n_seq;
+    int *next = calloc((size_t)n_seq, sizeof *next), *tok_at = calloc((size_t)n_seq, sizeof *tok_at);
     int32_t *buf = malloc((size_t)rt->o.max_batch * sizeof *buf);
-    if (!buf) {
+    struct seq_span *spans = malloc((size_t)n_seq * sizeof *spans);
+    int rc = STEP_OK, replayed = 0, seqs = 0;
+    if (!next || !tok_at || !buf || !spans) {
         snprintf(err, errlen, "out of memory");
-        return STEP_ERR;
+        rc = STEP_ERR;
     }
-    int rc = STEP_OK;
-    for (int p = 0; p < pos && rc == STEP_OK; p += rt->o.max_batch) {
-        int n = pos - p < rt->o.max_batch ? pos - p : rt->o.max_batch;
-        for (int i = 0; i < n; i++) buf[i] = p + i < pos0_call ? past[p + i] : tokens[p + i - pos0_call];
-        rc = step_once(rt, buf, n, p, 0, err, errlen);
+    for (int q = 0; q < n_seq && rc == STEP_OK; q++) seqs += rt->logs[q].n_ev > 0;
+    while (rc == STEP_OK) {
+        int n_spans = 0, rows = 0;
+        for (int q = 0; q < n_seq; q++) {
+            const struct seq_log *lg = &rt->logs[q];
+            if (next[q] == lg->n_ev || lg->ev[next[q]].n > rt->o.max_batch - rows) continue;
+            const struct seq_span *e = &lg->ev[next[q]++];
+            memcpy(buf + rows, lg->tok + tok_at[q], (size_t)e->n * sizeof *buf);
+            tok_at[q] += e->n;
+            rows += e->n;
+            spans[n_spans++] = *e;
+        }
+        if (n_spans == 0) break;
+        rc = step_once(rt, buf, rows, spans, n_spans, err, errlen);
+        replayed += rows;
     }
+    free(next);
+    free(tok_at);
     free(buf);
-    if (rc == STEP_OK && pos > 0) log_warn("rebuilt the KV cache of %d tokens on the new GPU worker", pos);
+    free(spans);
+    if (rc == STEP_OK && replayed > 0)
+        log_warn("rebuilt the KV caches of %d sequences on the new GPU worker (%d tokens replayed)", seqs, replayed);
     return rc;
 }
 
-int runtime_eval(struct runtime *rt, const int32_t *tokens, int n, int pos0, const int32_t *past, float *logits,
-                 int all_logits, char *err, size_t errlen) {
+int runtime_step(struct runtime *rt, const int32_t *tokens, const struct seq_span *spans, int n_spans, float *logits,
+                 char *err, size_t errlen) {
     const int n_vocab = rt->m->cfg.n_vocab;
-    if (n < 1 || pos0 < 0 || n > rt->o.n_ctx - pos0) {
-        snprintf(err, errlen, "context full: positions %d..%d do not fit a context of %d tokens (raise -c)", pos0,
-                 pos0 + n - 1, rt->o.n_ctx);
+    int n = 0;
+    if (n_spans < 1) {
+        snprintf(err, errlen, "a step without sequences");
+        return -1;
+    }
+    for (int i = 0; i < n_spans; i++) {
+        const struct seq_span *p = &spans[i];
+        if (p->seq < 0 || p->seq >= rt->o.n_seq || p->n < 1 || p->pos0 < 0 || p->n > rt->o.n_ctx - p->pos0) {
+            snprintf(err, errlen,
+                     "context full: sequence %d's positions %d..%d do not fit a context of %d tokens (raise -c)",
+                     p->seq, p->pos0, p->pos0 + p->n - 1, rt->o.n_ctx);
+            return -1;
+        }
+        n += p->n;
+    }
+    if (n > rt->o.max_batch) {
+        snprintf(err, errlen, "a step of %d tokens exceeds the batch of %d", n, rt->o.max_batch);
         return -1;
     }
     for (int t = 0; t < n; t++) {
@@ -521,30 +605,23 @@ int runtime_eval(struct runtime *rt, const int32_t *tokens, int n, int pos0, con
             return -1;
         }
     }
-    for (int done = 0; done < n;) {
-        const int chunk = n - done < rt->o.max_batch ? n - done : rt->o.max_batch;
-        const int last = done + chunk == n;
-        uint32_t flags = 0;
-        if (logits && (all_logits || last)) flags |= HEARTH__STEP_FLAG__STEP_FLAG_LOGITS;
-        if (all_logits) flags |= HEARTH__STEP_FLAG__STEP_FLAG_ALL_LOGITS;
-        int rc = step_once(rt, tokens + done, chunk, pos0 + done, flags, err, errlen);
+    for (;;) {
+        int rc = step_once(rt, tokens, n, spans, n_spans, err, errlen);
         if (rc == STEP_GPU_LOST) {
             log_warn("the GPU worker is gone: restarting it and replaying the step");
             if (revive(rt, &rt->w[0], err, errlen) != 0 || wait_ready(rt, RT_START_TIMEOUT_MS, err, errlen) != 0)
                 return -1;
-            rc = rebuild_kv(rt, pos0 + done, past, tokens, pos0, err, errlen);
+            rc = rebuild_kv(rt, err, errlen);
             if (rc == STEP_GPU_LOST) continue; /* lost again while rebuilding: start over */
             if (rc != STEP_OK) return -1;
-            continue; /* replay this chunk */
+            continue; /* replay this step */
         }
         if (rc != STEP_OK) return -1;
-        if (flags & HEARTH__STEP_FLAG__STEP_FLAG_LOGITS) {
-            const int rows = all_logits ? chunk : 1;
-            float *dst = all_logits ? logits + (size_t)done * n_vocab : logits;
-            memcpy(dst, rt->logits.base, (size_t)rows * n_vocab * sizeof(float));
-        }
-        done += chunk;
+        break;
     }
+    if (log_step(rt, tokens, spans, n_spans, err, errlen) != 0) return -1;
+    const int rows = spans_logit_rows(spans, n_spans);
+    if (logits && rows) memcpy(logits, rt->logits.base, (size_t)rows * n_vocab * sizeof(float));
     return 0;
 }
 
@@ -585,7 +662,14 @@ struct runtime *runtime_start(const struct runtime_opts *o, const struct llama_m
         return NULL;
     }
     rt->o = *o;
+    if (rt->o.n_seq < 1) rt->o.n_seq = 1;
     rt->m = m;
+    rt->logs = calloc((size_t)rt->o.n_seq, sizeof *rt->logs);
+    if (!rt->logs) {
+        snprintf(err, errlen, "out of memory");
+        free(rt);
+        return NULL;
+    }
     rt->sess.lock_fd = -1;
     rt->backend = o->gpu_backend ? o->gpu_backend : "host";
 #ifdef HEARTH_HAVE_CUDA
@@ -604,6 +688,7 @@ struct runtime *runtime_start(const struct runtime_opts *o, const struct llama_m
                      ""
 #endif
             );
+        free(rt->logs);
         free(rt);
         return NULL;
     }
@@ -679,5 +764,10 @@ void runtime_stop(struct runtime *rt) {
     if (rt->sess.id[0]) ipc_session_destroy(&rt->sess);
     placement_free(&rt->place);
     if (rt->topo) topo_free(rt->topo);
+    for (int q = 0; q < rt->o.n_seq; q++) {
+        free(rt->logs[q].ev);
+        free(rt->logs[q].tok);
+    }
+    free(rt->logs);
     free(rt);
 }

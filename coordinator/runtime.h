@@ -7,12 +7,14 @@
  * its neurons of every layer (the hot ones to the GPU worker, the cold ones
  * split into contiguous shards among the CPU workers), and its rings.
  *
- * runtime_eval sends a Step (tokens, positions) to the GPU worker and waits
- * for its StepDone; the per-layer traffic between the workers follows the
- * data through the rings without the coordinator. While it waits it
- * supervises: a worker that dies is restarted alone; if it was the GPU
- * worker, its KV cache is rebuilt by evaluating the sequence's tokens again
- * before the lost step is replayed; the caller sees the same logits.
+ * runtime_step sends a Step (a batch of sequences: tokens and their spans)
+ * to the GPU worker and waits for its StepDone; the per-layer traffic
+ * between the workers follows the data through the rings without the
+ * coordinator. While it waits it supervises: a worker that dies is
+ * restarted alone; if it was the GPU worker, the KV cache of every sequence
+ * is rebuilt by replaying that sequence's steps since its last reset, in
+ * the same spans (so an H2O cache evicts the same tokens), before the lost
+ * step is replayed; the caller sees the same logits.
  *
  * A developer can take one worker over by hand (`hearth workers stop ROLE`
  * leaves a marker; the coordinator then waits for that role to say Hello
@@ -23,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "forward.h"
 #include "kvcache.h"
 #include "model.h"
 #include "sidecar.h"
@@ -34,6 +37,7 @@ struct runtime_opts {
     const char *gpu_backend; /* "host" or "cuda"; NULL: cuda when built and a GPU is present, else host */
     float hot_fraction;      /* share of each layer's FFN neurons computed by the GPU worker */
     int n_ctx, max_batch;
+    int n_seq;               /* sequences, each with a KV cache of n_ctx in the GPU worker; 0: 1 */
     int n_threads;           /* all threads of all workers; 0: the machine's cores */
     int verbose;
     struct kv_config kv;     /* resolved (kv_config_resolve); budget 0: the dense cache */
@@ -45,12 +49,12 @@ struct runtime;
 
 struct runtime *runtime_start(const struct runtime_opts *o, const struct llama_model *m, char *err, size_t errlen);
 
-/* Evaluates tokens[0..n) at positions pos0.. (split into steps of at most
- * max_batch). past[0..pos0) are the tokens already in the KV cache, needed
- * to rebuild it if the GPU worker has to be restarted. logits: [n_vocab] of
- * the last token, or [n, n_vocab] with all_logits; NULL for none. */
-int runtime_eval(struct runtime *rt, const int32_t *tokens, int n, int pos0, const int32_t *past, float *logits,
-                 int all_logits, char *err, size_t errlen);
+/* Evaluates one batch, as forward_batch (core/forward.h): tokens are the
+ * spans' tokens in span order, at most max_batch in all; logits (NULL for
+ * none) receives the rows the spans ask for. A span at pos0 replaces its
+ * sequence's positions >= pos0 (pos0 = 0: a new sequence). */
+int runtime_step(struct runtime *rt, const int32_t *tokens, const struct seq_span *spans, int n_spans, float *logits,
+                 char *err, size_t errlen);
 
 /* Shuts the workers down and removes everything of the session. */
 void runtime_stop(struct runtime *rt);

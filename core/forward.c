@@ -14,20 +14,28 @@
 
 int state_create(struct llama_state *s, const struct llama_model *m, int n_ctx, int max_batch, int n_threads,
                  char *err, size_t errlen) {
+    return state_create_seqs(s, m, n_ctx, 1, max_batch, n_threads, err, errlen);
+}
+
+int state_create_seqs(struct llama_state *s, const struct llama_model *m, int n_ctx, int n_seq, int max_batch,
+                      int n_threads, char *err, size_t errlen) {
     const struct llama_config *c = &m->cfg;
     memset(s, 0, sizeof *s);
-    if (n_ctx < 1 || max_batch < 1 || n_threads < 1) {
-        snprintf(err, errlen, "context (%d), batch (%d) and threads (%d) must be positive", n_ctx, max_batch,
-                 n_threads);
+    if (n_ctx < 1 || max_batch < 1 || n_threads < 1 || n_seq < 1 || n_seq > max_batch) {
+        snprintf(err, errlen,
+                 "context (%d), batch (%d), threads (%d) and sequences (%d) must be positive, and no more sequences "
+                 "than the batch",
+                 n_ctx, max_batch, n_threads, n_seq);
         return -1;
     }
     s->m = m;
     s->n_ctx = n_ctx;
+    s->n_seq = n_seq;
     s->max_batch = max_batch;
     s->n_threads = n_threads;
     const size_t B = (size_t)max_batch, q_dim = (size_t)c->n_heads * c->head_dim,
                  kv_dim = (size_t)c->n_kv_heads * c->head_dim;
-    const size_t cache = (size_t)c->n_layers * (size_t)n_ctx * kv_dim;
+    const size_t cache = (size_t)n_seq * c->n_layers * (size_t)n_ctx * kv_dim;
     s->x = malloc(B * c->dim * sizeof(float));
     s->xb = malloc(B * c->dim * sizeof(float));
     s->xb2 = malloc(B * c->dim * sizeof(float));
@@ -40,10 +48,13 @@ int state_create(struct llama_state *s, const struct llama_model *m, int n_ctx, 
     s->inv_freq = malloc((size_t)(c->rope_dim / 2 + 1) * sizeof(float));
     s->key_cache = calloc(cache, sizeof(float));
     s->value_cache = calloc(cache, sizeof(float));
-    if (!s->x || !s->xb || !s->xb2 || !s->q || !s->k || !s->v || !s->att_out || !s->acc || !s->att ||
+    s->spans = malloc(B * sizeof *s->spans);
+    s->row_seq = malloc(B * sizeof *s->row_seq);
+    s->row_pos = malloc(B * sizeof *s->row_pos);
+    if (!s->spans || !s->row_seq || !s->row_pos || !s->x || !s->xb || !s->xb2 || !s->q || !s->k || !s->v || !s->att_out || !s->acc || !s->att ||
         !s->inv_freq || !s->key_cache || !s->value_cache) {
-        snprintf(err, errlen, "out of memory for the run state (KV cache of %d positions: %.1f MiB)", n_ctx,
-                 2.0 * (double)cache * sizeof(float) / (1 << 20));
+        snprintf(err, errlen, "out of memory for the run state (KV cache of %d sequences x %d positions: %.1f MiB)",
+                 n_seq, n_ctx, 2.0 * (double)cache * sizeof(float) / (1 << 20));
         state_free(s);
         return -1;
     }
@@ -70,7 +81,10 @@ void state_free(struct llama_state *s) {
     free(s->inv_freq);
     free(s->key_cache);
     free(s->value_cache);
-    if (s->kv) kvcache_destroy(s->kv);
+    free(s->spans);
+    free(s->row_seq);
+    free(s->row_pos);
+    for (int q = 0; s->kv && q < s->n_seq; q++) kvcache_destroy(&s->kv[q]);
     free(s->kv);
     if (s->tp) tpool_destroy(s->tp);
     matmul_scratch_free(&s->ms);
@@ -81,17 +95,20 @@ void state_free(struct llama_state *s) {
 int state_set_kv(struct llama_state *s, const struct kv_config *cfg, int force, char *err, size_t errlen) {
     const struct llama_config *c = &s->m->cfg;
     if (!force && !kv_config_active(cfg, s->n_ctx)) return 0;
-    struct kvcache *kv = calloc(1, sizeof *kv);
+    struct kvcache *kv = calloc((size_t)s->n_seq, sizeof *kv);
     if (!kv) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    if (kvcache_create(kv, cfg, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, s->max_batch, s->n_threads, err,
-                       errlen) != 0) {
-        free(kv);
-        return -1;
+    for (int q = 0; q < s->n_seq; q++) {
+        if (kvcache_create(&kv[q], cfg, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, s->max_batch,
+                           s->n_threads, err, errlen) != 0) {
+            while (q-- > 0) kvcache_destroy(&kv[q]);
+            free(kv);
+            return -1;
+        }
     }
-    if (s->kv) kvcache_destroy(s->kv);
+    for (int q = 0; s->kv && q < s->n_seq; q++) kvcache_destroy(&s->kv[q]);
     free(s->kv);
     s->kv = kv;
     free(s->key_cache);
@@ -102,8 +119,57 @@ int state_set_kv(struct llama_state *s, const struct kv_config *cfg, int force, 
 
 size_t state_kv_bytes(const struct llama_state *s) {
     const struct llama_config *c = &s->m->cfg;
-    if (s->kv) return kvcache_bytes(s->kv);
-    return 2 * (size_t)c->n_layers * (size_t)s->n_ctx * (size_t)c->n_kv_heads * c->head_dim * sizeof(float);
+    if (s->kv) return (size_t)s->n_seq * kvcache_bytes(&s->kv[0]);
+    return 2 * (size_t)s->n_seq * c->n_layers * (size_t)s->n_ctx * (size_t)c->n_kv_heads * c->head_dim *
+           sizeof(float);
+}
+
+int spans_logit_rows(const struct seq_span *spans, int n_spans) {
+    int rows = 0;
+    for (int i = 0; i < n_spans; i++)
+        rows += spans[i].logits == SPAN_LOGITS_ALL ? spans[i].n : spans[i].logits == SPAN_LOGITS_LAST;
+    return rows;
+}
+
+int state_begin_batch(struct llama_state *s, const struct seq_span *spans, int n_spans, char *err, size_t errlen) {
+    if (n_spans < 1 || n_spans > s->max_batch) {
+        snprintf(err, errlen, "a batch of %d sequences (1 to %d)", n_spans, s->max_batch);
+        return -1;
+    }
+    int rows = 0;
+    for (int i = 0; i < n_spans; i++) {
+        const struct seq_span *p = &spans[i];
+        if (p->seq < 0 || p->seq >= s->n_seq || p->n < 1 || p->logits < SPAN_LOGITS_NONE ||
+            p->logits > SPAN_LOGITS_ALL) {
+            snprintf(err, errlen, "batch span %d: sequence %d of %d, %d tokens, logits %d", i, p->seq, s->n_seq, p->n,
+                     p->logits);
+            return -1;
+        }
+        if (p->pos0 < 0 || p->n > s->n_ctx - p->pos0) {
+            snprintf(err, errlen,
+                     "context full: sequence %d's positions %d..%d do not fit a context of %d tokens (raise -c)",
+                     p->seq, p->pos0, p->pos0 + p->n - 1, s->n_ctx);
+            return -1;
+        }
+        for (int j = 0; j < i; j++)
+            if (spans[j].seq == p->seq) {
+                snprintf(err, errlen, "batch: sequence %d appears in two spans", p->seq);
+                return -1;
+            }
+        if (p->n > s->max_batch - rows) {
+            snprintf(err, errlen, "batch of more than %d tokens", s->max_batch);
+            return -1;
+        }
+        for (int t = 0; t < p->n; t++) {
+            s->row_seq[rows + t] = p->seq;
+            s->row_pos[rows + t] = p->pos0 + t;
+        }
+        rows += p->n;
+    }
+    memcpy(s->spans, spans, (size_t)n_spans * sizeof *spans);
+    s->n_spans = n_spans;
+    s->n_rows = rows;
+    return 0;
 }
 
 /* o[i] = w[i] * x[i] / sqrt(mean(x^2) + eps), for n_rows rows of dim */
@@ -165,10 +231,10 @@ static int mm(struct llama_state *s, float *y, const struct weight *w, const flo
     return matmul_fused(s->tp, &in, w->n_in, n_tok, &o, 1, &s->ms, err, errlen);
 }
 
-/* One query head of one token attends over the cached positions 0..pos. */
+/* One query head of one row attends over its sequence's cached positions 0..pos. */
 struct attn_job {
     struct llama_state *s;
-    int layer, n_tok, pos0;
+    int layer;
 };
 
 static void attn_worker(void *arg, int ith, int nth) {
@@ -178,13 +244,13 @@ static void attn_worker(void *arg, int ith, int nth) {
     const int hd = c->head_dim, kv_dim = c->n_kv_heads * hd, q_dim = c->n_heads * hd;
     const int group = c->n_heads / c->n_kv_heads; /* query heads per KV head */
     const float scale = 1.0f / sqrtf((float)hd);
-    const float *kc = s->key_cache + (size_t)job->layer * s->n_ctx * kv_dim;
-    const float *vc = s->value_cache + (size_t)job->layer * s->n_ctx * kv_dim;
     float *att = s->att + (size_t)ith * s->n_ctx;
 
-    for (int item = ith; item < job->n_tok * c->n_heads; item += nth) {
+    for (int item = ith; item < s->n_rows * c->n_heads; item += nth) {
         const int t = item / c->n_heads, h = item % c->n_heads, kvh = h / group;
-        const int pos = job->pos0 + t;
+        const int pos = s->row_pos[t];
+        const size_t cache0 = ((size_t)s->row_seq[t] * c->n_layers + (size_t)job->layer) * s->n_ctx * kv_dim;
+        const float *kc = s->key_cache + cache0, *vc = s->value_cache + cache0;
         const float *q = s->q + (size_t)t * q_dim + (size_t)h * hd;
         float maxv = -INFINITY;
         for (int p = 0; p <= pos; p++) {
@@ -213,10 +279,11 @@ void forward_embed(struct llama_state *s, const int32_t *tokens, int n) {
         et->to_float((const char *)m->tok_embd.data + (size_t)tokens[t] * erow, s->x + (size_t)t * dim, dim);
 }
 
-int forward_attention(struct llama_state *s, int l, int n, int pos0, char *err, size_t errlen) {
+int forward_attention_batch(struct llama_state *s, int l, char *err, size_t errlen) {
     const struct llama_config *c = &s->m->cfg;
     const struct llama_layer *L = &s->m->layers[l];
     const int dim = c->dim, hd = c->head_dim, q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
+    const int n = s->n_rows;
 
     rmsnorm(s->xb, s->x, L->attn_norm, dim, n, c->norm_eps);
     const struct matmul_in in = {s->xb, NULL, NULL};
@@ -226,8 +293,6 @@ int forward_attention(struct llama_state *s, int l, int n, int pos0, char *err, 
         weight_out(&L->wv, 0, L->wv.n_out, 0, dim, s->v),
     };
     if (matmul_fused(s->tp, &in, dim, n, qkv, 3, &s->ms, err, errlen)) return -1;
-    float *kc = s->kv ? NULL : s->key_cache + (size_t)l * s->n_ctx * kv_dim;
-    float *vc = s->kv ? NULL : s->value_cache + (size_t)l * s->n_ctx * kv_dim;
     for (int t = 0; t < n; t++) {
         float *q = s->q + (size_t)t * q_dim, *k = s->k + (size_t)t * kv_dim, *v = s->v + (size_t)t * kv_dim;
         if (L->bq)
@@ -236,20 +301,28 @@ int forward_attention(struct llama_state *s, int l, int n, int pos0, char *err, 
             for (int i = 0; i < kv_dim; i++) k[i] += L->bk[i];
         if (L->bv)
             for (int i = 0; i < kv_dim; i++) v[i] += L->bv[i];
-        rope(q, c->n_heads, hd, c->rope_dim, pos0 + t, s->inv_freq, c->rope_mode);
-        rope(k, c->n_kv_heads, hd, c->rope_dim, pos0 + t, s->inv_freq, c->rope_mode);
-        if (kc) {
-            memcpy(kc + (size_t)(pos0 + t) * kv_dim, k, (size_t)kv_dim * sizeof(float));
-            memcpy(vc + (size_t)(pos0 + t) * kv_dim, v, (size_t)kv_dim * sizeof(float));
+        rope(q, c->n_heads, hd, c->rope_dim, s->row_pos[t], s->inv_freq, c->rope_mode);
+        rope(k, c->n_kv_heads, hd, c->rope_dim, s->row_pos[t], s->inv_freq, c->rope_mode);
+        if (!s->kv) {
+            const size_t at = (((size_t)s->row_seq[t] * c->n_layers + (size_t)l) * s->n_ctx + (size_t)s->row_pos[t]) *
+                              kv_dim;
+            memcpy(s->key_cache + at, k, (size_t)kv_dim * sizeof(float));
+            memcpy(s->value_cache + at, v, (size_t)kv_dim * sizeof(float));
         }
     }
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (s->kv) {
-        /* attention over the kept slots only; scores, eviction (kvcache.h) */
-        if (kvcache_attend(s->kv, l, s->q, s->k, s->v, n, pos0, s->att_out, s->tp, err, errlen) != 0) return -1;
+        /* each span over its own sequence's kept slots; scores, eviction (kvcache.h) */
+        for (int i = 0, r = 0; i < s->n_spans; r += s->spans[i++].n) {
+            const struct seq_span *p = &s->spans[i];
+            if (kvcache_attend(&s->kv[p->seq], l, s->q + (size_t)r * q_dim, s->k + (size_t)r * kv_dim,
+                               s->v + (size_t)r * kv_dim, p->n, p->pos0, s->att_out + (size_t)r * q_dim, s->tp, err,
+                               errlen) != 0)
+                return -1;
+        }
     } else {
-        struct attn_job job = {s, l, n, pos0};
+        struct attn_job job = {s, l};
         tpool_run(s->tp, attn_worker, &job);
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -257,6 +330,12 @@ int forward_attention(struct llama_state *s, int l, int n, int pos0, char *err, 
     if (mm(s, s->xb2, &L->wo, s->att_out, n, err, errlen)) return -1;
     for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
     return 0;
+}
+
+int forward_attention(struct llama_state *s, int l, int n, int pos0, char *err, size_t errlen) {
+    const struct seq_span one = {0, pos0, n, SPAN_LOGITS_NONE};
+    if (state_begin_batch(s, &one, 1, err, errlen) != 0) return -1;
+    return forward_attention_batch(s, l, err, errlen);
 }
 
 void forward_ffn_norm(struct llama_state *s, int l, int n) {
@@ -360,10 +439,10 @@ int ffn_partial_layer(const struct llama_config *c, const struct llama_layer *L,
     return matmul_fused(tp, &hin, n1 - n0, n, &down, 1, &fs->ms, err, errlen);
 }
 
-/* x = x + Attn(RMSNorm(x)); x = x + FFN(RMSNorm(x)) for n tokens at pos0.. */
-static int layer_forward(struct llama_state *s, int l, int n, int pos0, char *err, size_t errlen) {
-    const int dim = s->m->cfg.dim;
-    if (forward_attention(s, l, n, pos0, err, errlen) != 0) return -1;
+/* x = x + Attn(RMSNorm(x)); x = x + FFN(RMSNorm(x)) for the batch's rows */
+static int layer_forward(struct llama_state *s, int l, char *err, size_t errlen) {
+    const int dim = s->m->cfg.dim, n = s->n_rows;
+    if (forward_attention_batch(s, l, err, errlen) != 0) return -1;
     forward_ffn_norm(s, l, n);
     memset(s->acc, 0, (size_t)n * dim * sizeof *s->acc);
     if (s->hc ? hotcold_ffn(s->hc, l, s->xb, n, s->acc, s->tp, err, errlen)
@@ -373,22 +452,36 @@ static int layer_forward(struct llama_state *s, int l, int n, int pos0, char *er
     return 0;
 }
 
-int forward_output(struct llama_state *s, int n, float *logits, int all_logits, char *err, size_t errlen) {
+int forward_output_batch(struct llama_state *s, float *logits, char *err, size_t errlen) {
     const struct llama_model *m = s->m;
-    const struct llama_config *c = &m->cfg;
-    const int first = all_logits ? 0 : n - 1;
-    const int n_out = n - first;
-    rmsnorm(s->xb, s->x + (size_t)first * c->dim, m->output_norm, c->dim, n_out, c->norm_eps);
-    return mm(s, logits, &m->output, s->xb, n_out, err, errlen);
+    const int dim = m->cfg.dim;
+    int n_out = 0;
+    for (int i = 0, r = 0; i < s->n_spans; r += s->spans[i++].n) {
+        const struct seq_span *p = &s->spans[i];
+        const int first = p->logits == SPAN_LOGITS_ALL ? 0 : p->n - 1;
+        if (p->logits == SPAN_LOGITS_NONE) continue;
+        for (int t = first; t < p->n; t++, n_out++)
+            rmsnorm(s->xb + (size_t)n_out * dim, s->x + (size_t)(r + t) * dim, m->output_norm, dim, 1,
+                    m->cfg.norm_eps);
+    }
+    return n_out ? mm(s, logits, &m->output, s->xb, n_out, err, errlen) : 0;
 }
 
-/* One chunk of at most max_batch tokens. */
-static int forward_chunk(struct llama_state *s, const int32_t *tokens, int n, int pos0, float *logits,
-                         int all_logits, char *err, size_t errlen) {
-    forward_embed(s, tokens, n);
-    for (int l = 0; l < s->m->cfg.n_layers; l++)
-        if (layer_forward(s, l, n, pos0, err, errlen) != 0) return -1;
-    return logits ? forward_output(s, n, logits, all_logits, err, errlen) : 0;
+int forward_batch(struct llama_state *s, const int32_t *tokens, const struct seq_span *spans, int n_spans,
+                  float *logits, char *err, size_t errlen) {
+    const struct llama_config *c = &s->m->cfg;
+    if (state_begin_batch(s, spans, n_spans, err, errlen) != 0) return -1;
+    for (int t = 0; t < s->n_rows; t++) {
+        if (tokens[t] < 0 || tokens[t] >= c->n_vocab) {
+            snprintf(err, errlen, "token id %d at index %d is outside the vocabulary [0, %d)", tokens[t], t,
+                     c->n_vocab);
+            return -1;
+        }
+    }
+    forward_embed(s, tokens, s->n_rows);
+    for (int l = 0; l < c->n_layers; l++)
+        if (layer_forward(s, l, err, errlen) != 0) return -1;
+    return logits ? forward_output_batch(s, logits, err, errlen) : 0;
 }
 
 int forward(struct llama_state *s, const int32_t *tokens, int n_tokens, int pos0, float *logits, int all_logits,
@@ -403,20 +496,19 @@ int forward(struct llama_state *s, const int32_t *tokens, int n_tokens, int pos0
                  pos0 + n_tokens - 1, s->n_ctx);
         return -1;
     }
-    for (int t = 0; t < n_tokens; t++) {
-        if (tokens[t] < 0 || tokens[t] >= c->n_vocab) {
-            snprintf(err, errlen, "token id %d at index %d is outside the vocabulary [0, %d)", tokens[t], t,
-                     c->n_vocab);
-            return -1;
-        }
-    }
     for (int done = 0; done < n_tokens; done += s->max_batch) {
         int n = n_tokens - done < s->max_batch ? n_tokens - done : s->max_batch;
         int last_chunk = done + n == n_tokens;
+        struct seq_span one = {0, pos0 + done, n, SPAN_LOGITS_NONE};
         float *out = NULL;
-        if (logits && all_logits) out = logits + (size_t)done * c->n_vocab;
-        else if (logits && last_chunk) out = logits;
-        if (forward_chunk(s, tokens + done, n, pos0 + done, out, all_logits, err, errlen) != 0) return -1;
+        if (logits && all_logits) {
+            out = logits + (size_t)done * c->n_vocab;
+            one.logits = SPAN_LOGITS_ALL;
+        } else if (logits && last_chunk) {
+            out = logits;
+            one.logits = SPAN_LOGITS_LAST;
+        }
+        if (forward_batch(s, tokens + done, &one, 1, out, err, errlen) != 0) return -1;
     }
     return 0;
 }

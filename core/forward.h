@@ -29,9 +29,22 @@ struct ffn_scratch {
     struct matmul_scratch ms;
 };
 
+/* A batch holds several independent sequences (continuous batching): one
+ * span per sequence, its n consecutive tokens at positions pos0.., the spans'
+ * rows in span order. Every per-layer matmul runs over all rows at once;
+ * attention runs per span, against its sequence's own KV cache. */
+enum span_logits { SPAN_LOGITS_NONE = 0, SPAN_LOGITS_LAST = 1, SPAN_LOGITS_ALL = 2 };
+struct seq_span {
+    int seq;  /* KV cache slot, [0, n_seq) */
+    int pos0; /* position of its first token; positions >= pos0 of the slot are replaced */
+    int n;    /* tokens, >= 1 */
+    int logits; /* enum span_logits: which rows' logits the batch outputs, in span order */
+};
+
 struct llama_state {
     const struct llama_model *m;
-    int n_ctx;     /* KV cache capacity in positions */
+    int n_ctx;     /* KV cache capacity in positions, per sequence */
+    int n_seq;     /* sequences, each with its own KV cache */
     int max_batch; /* tokens per internal chunk */
     int n_threads;
 
@@ -47,11 +60,17 @@ struct llama_state {
     float *att; /* attention scores scratch [n_threads, n_ctx] */
     float *inv_freq; /* RoPE frequencies [rope_dim / 2] */
 
-    /* KV cache, float32, [n_layers, n_ctx, kv_dim]; RoPE already applied to keys.
-     * NULL when kv is set: the budgeted H2O cache (core/kvcache.h) replaces it. */
+    /* KV cache, float32, [n_seq, n_layers, n_ctx, kv_dim]; RoPE already applied to keys.
+     * NULL when kv is set: the budgeted H2O caches (core/kvcache.h) replace it. */
     float *key_cache;
     float *value_cache;
-    struct kvcache *kv; /* NULL: the dense cache above */
+    struct kvcache *kv; /* [n_seq], one per sequence; NULL: the dense cache above */
+
+    /* the batch in progress (state_begin_batch): its spans, and each row's
+     * sequence and position */
+    struct seq_span *spans; /* [max_batch] */
+    int n_spans, n_rows;
+    int *row_seq, *row_pos; /* [max_batch] */
 
     struct tpool *tp;
     struct matmul_scratch ms;
@@ -67,6 +86,9 @@ struct llama_state {
 
 int state_create(struct llama_state *s, const struct llama_model *m, int n_ctx, int max_batch, int n_threads,
                  char *err, size_t errlen);
+/* The same with n_seq sequences (KV caches of n_ctx positions each). */
+int state_create_seqs(struct llama_state *s, const struct llama_model *m, int n_ctx, int n_seq, int max_batch,
+                      int n_threads, char *err, size_t errlen);
 void state_free(struct llama_state *s);
 /* Replaces the dense KV cache by the H2O cache of cfg (resolved, see
  * kv_config_resolve) when kv_config_active(cfg, n_ctx) or force; else keeps
@@ -81,18 +103,34 @@ int state_set_kv(struct llama_state *s, const struct kv_config *cfg, int force, 
 int forward(struct llama_state *s, const int32_t *tokens, int n_tokens, int pos0, float *logits, int all_logits,
             char *err, size_t errlen);
 
+/* One batch of several sequences: tokens[] are the spans' tokens in span
+ * order (at most max_batch in all; a sequence appears in one span at most).
+ * logits receives, in span order, the last row of each SPAN_LOGITS_LAST
+ * span and every row of each SPAN_LOGITS_ALL span ([rows, n_vocab]). Fails
+ * on a bad span (sequence, positions past the context) or token id. */
+int forward_batch(struct llama_state *s, const int32_t *tokens, const struct seq_span *spans, int n_spans,
+                  float *logits, char *err, size_t errlen);
+/* Checks and records a batch's spans (forward_batch's first step; the
+ * runtime's GPU worker calls it before the pieces below). */
+int state_begin_batch(struct llama_state *s, const struct seq_span *spans, int n_spans, char *err, size_t errlen);
+/* Rows of logits a batch outputs. */
+int spans_logit_rows(const struct seq_span *spans, int n_spans);
+
 /* The pieces of forward(), for the multi-process runtime: the GPU worker
  * runs embed, attention, FFN norm and output on a llama_state, and the FFN
  * of its hot neurons; CPU workers run ffn_partial on their shards. */
 
 /* x[0..n) = embeddings of tokens */
 void forward_embed(struct llama_state *s, const int32_t *tokens, int n);
-/* x += Attn_l(RMSNorm(x)) for n tokens at pos0.., writing their K/V to the cache */
+/* x += Attn_l(RMSNorm(x)) over the batch's rows (state_begin_batch), each
+ * span attending over its own sequence's cache, to which its K/V go */
+int forward_attention_batch(struct llama_state *s, int l, char *err, size_t errlen);
+/* the same for one span of sequence 0: n tokens at pos0.. */
 int forward_attention(struct llama_state *s, int l, int n, int pos0, char *err, size_t errlen);
 /* xb = RMSNorm_ffn_l(x): the FFN input [n, dim] */
 void forward_ffn_norm(struct llama_state *s, int l, int n);
-/* logits of the last token (or of all n) from x */
-int forward_output(struct llama_state *s, int n, float *logits, int all_logits, char *err, size_t errlen);
+/* the batch's logits rows (see forward_batch) from x */
+int forward_output_batch(struct llama_state *s, float *logits, char *err, size_t errlen);
 
 /* The FFN's down projection is a sum over neurons, and the runtime splits the
  * neurons among processes (hot ones on the GPU worker, cold shards on CPU
@@ -141,7 +179,7 @@ void ffn_acc_add_fixed(int64_t *acc, const float *y, size_t count);
 /* x[i] += acc[i] * 2^-FFN_FIXED_SHIFT for count elements */
 void ffn_acc_add_to(float *x, const int64_t *acc, size_t count);
 
-/* Bytes of the KV cache as allocated. */
+/* Bytes of the KV cache as allocated (all sequences). */
 size_t state_kv_bytes(const struct llama_state *s);
 
 #endif

@@ -3,8 +3,9 @@
  *   host  CPU threads, on the dense pass's own code (core/forward.h); runs
  *         everywhere, so the whole runtime is tested without a GPU;
  *   cuda  the CUDA kernels of cuda/ (its own issue).
- * The worker drives one step as: begin (embeddings), then per layer
- * attention, ffn_input (the normalized FFN input, in host memory, which goes
+ * The worker drives one step, a batch of sequences (core/forward.h's
+ * seq_span), as: begin (the spans, embeddings), then per layer attention
+ * (each span over its own sequence's KV cache), ffn_input (the normalized FFN input, in host memory, which goes
  * to the CPU workers), ffn_hot (the hot neurons), add_partial once per CPU
  * worker's partial sum, ffn_finish (the FFN output, exact whatever the
  * split: see FFN_GROUP in core/forward.h, added to the residual); then
@@ -15,13 +16,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "forward.h"
 #include "model.h"
 
 struct gpu_backend {
     const char *name;
     void *impl;
-    int (*begin)(struct gpu_backend *b, const int32_t *tokens, int n, char *err, size_t errlen);
-    int (*attention)(struct gpu_backend *b, int layer, int n, int pos0, char *err, size_t errlen);
+    /* tokens: the spans' tokens in span order (n of them in all) */
+    int (*begin)(struct gpu_backend *b, const int32_t *tokens, int n, const struct seq_span *spans, int n_spans,
+                 char *err, size_t errlen);
+    int (*attention)(struct gpu_backend *b, int layer, char *err, size_t errlen);
     /* [n, dim] float32, valid until the next call */
     const float *(*ffn_input)(struct gpu_backend *b, int layer, int n);
     /* the layer's FFN accumulator = FFN restricted to neurons [n0, n1) (0 when empty) */
@@ -30,16 +34,17 @@ struct gpu_backend {
     void (*add_partial)(struct gpu_backend *b, int n, const int64_t *acc);
     /* x += accumulator */
     void (*ffn_finish)(struct gpu_backend *b, int n);
-    /* logits of the last token (or all n) into host memory */
-    int (*output)(struct gpu_backend *b, int n, float *logits, int all_logits, char *err, size_t errlen);
+    /* the batch's logits rows (forward_batch's) into host memory */
+    int (*output)(struct gpu_backend *b, float *logits, char *err, size_t errlen);
     void (*destroy)(struct gpu_backend *b);
     /* nanoseconds spent in the attention core so far (forward.h's attn_ns);
      * NULL where the backend does not measure it */
     uint64_t (*attn_ns)(struct gpu_backend *b);
 };
 
-int backend_host_create(struct gpu_backend *b, const struct llama_model *m, int n_ctx, int max_batch, int n_threads,
-                        char *err, size_t errlen);
+/* n_seq sequences, each with a KV cache of n_ctx positions. */
+int backend_host_create(struct gpu_backend *b, const struct llama_model *m, int n_ctx, int n_seq, int max_batch,
+                        int n_threads, char *err, size_t errlen);
 
 /* Gives the host backend an H2O KV cache (core/kvcache.h) instead of the full one. */
 struct kv_config;

@@ -46,6 +46,7 @@ struct cuda_be {
     struct hcu_ctx *c;
     const struct llama_model *m;
     int n_ctx, max_batch;
+    struct seq_span span; /* the step's one span (one sequence: see cuda_begin) */
     struct cu_layer *L;
     struct dweight embd, output;
     float *output_norm, *inv_freq;
@@ -126,13 +127,22 @@ static int check_failed(struct cuda_be *cb, char *err, size_t errlen) {
     return -1;
 }
 
-static int cuda_begin(struct gpu_backend *b, const int32_t *tokens, int n, char *err, size_t errlen) {
+static int cuda_begin(struct gpu_backend *b, const int32_t *tokens, int n, const struct seq_span *spans, int n_spans,
+                      char *err, size_t errlen) {
     struct cuda_be *cb = CB(b);
     if (check_failed(cb, err, errlen)) return -1;
+    /* the device holds one sequence's KV cache (a pool of several is left
+     * to the CUDA issue, with the rest of this backend's first run) */
+    if (n_spans != 1 || spans[0].seq != 0 || spans[0].n != n) {
+        snprintf(err, errlen, "cuda backend: one sequence per step (a step of %d spans, first of sequence %d)",
+                 n_spans, n_spans > 0 ? spans[0].seq : -1);
+        return -1;
+    }
     if (n < 1 || n > cb->max_batch) {
         snprintf(err, errlen, "step of %d tokens outside [1, %d]", n, cb->max_batch);
         return -1;
     }
+    cb->span = spans[0];
     for (int t = 0; t < n; t++) {
         if (tokens[t] < 0 || tokens[t] >= cb->m->cfg.n_vocab) {
             snprintf(err, errlen, "token id %d outside the vocabulary", tokens[t]);
@@ -143,8 +153,9 @@ static int cuda_begin(struct gpu_backend *b, const int32_t *tokens, int n, char 
     return hcu_embed(cb->c, cb->x, cb->embd.d, cb->embd.type, cb->m->cfg.dim, cb->tokens, n, err, errlen);
 }
 
-static int cuda_attention(struct gpu_backend *b, int layer, int n, int pos0, char *err, size_t errlen) {
+static int cuda_attention(struct gpu_backend *b, int layer, char *err, size_t errlen) {
     struct cuda_be *cb = CB(b);
+    const int n = cb->span.n, pos0 = cb->span.pos0;
     const struct llama_config *c = &cb->m->cfg;
     struct cu_layer *L = &cb->L[layer];
     struct hcu_ctx *hc = cb->c;
@@ -248,11 +259,12 @@ static void cuda_ffn_finish(struct gpu_backend *b, int n) {
     }
 }
 
-static int cuda_output(struct gpu_backend *b, int n, float *logits, int all_logits, char *err, size_t errlen) {
+static int cuda_output(struct gpu_backend *b, float *logits, char *err, size_t errlen) {
     struct cuda_be *cb = CB(b);
     const struct llama_config *c = &cb->m->cfg;
     if (check_failed(cb, err, errlen)) return -1;
-    const int first = all_logits ? 0 : n - 1, n_out = n - first;
+    if (cb->span.logits == SPAN_LOGITS_NONE) return 0;
+    const int n = cb->span.n, first = cb->span.logits == SPAN_LOGITS_ALL ? 0 : n - 1, n_out = n - first;
     if (hcu_rmsnorm(cb->c, cb->xb, cb->x + (size_t)first * c->dim, cb->output_norm, c->dim, n_out, c->norm_eps, err,
                     errlen) ||
         mm(cb, cb->logits, &cb->output, cb->xb, n_out, err, errlen))

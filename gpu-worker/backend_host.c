@@ -15,10 +15,12 @@ struct host {
 
 static struct host *H(struct gpu_backend *b) { return b->impl; }
 
-static int host_begin(struct gpu_backend *b, const int32_t *tokens, int n, char *err, size_t errlen) {
+static int host_begin(struct gpu_backend *b, const int32_t *tokens, int n, const struct seq_span *spans, int n_spans,
+                      char *err, size_t errlen) {
     struct host *h = H(b);
-    if (n < 1 || n > h->st.max_batch) {
-        snprintf(err, errlen, "step of %d tokens outside [1, %d]", n, h->st.max_batch);
+    if (state_begin_batch(&h->st, spans, n_spans, err, errlen) != 0) return -1;
+    if (n != h->st.n_rows) {
+        snprintf(err, errlen, "step of %d tokens, its spans hold %d", n, h->st.n_rows);
         return -1;
     }
     for (int t = 0; t < n; t++) {
@@ -31,13 +33,8 @@ static int host_begin(struct gpu_backend *b, const int32_t *tokens, int n, char 
     return 0;
 }
 
-static int host_attention(struct gpu_backend *b, int layer, int n, int pos0, char *err, size_t errlen) {
-    struct host *h = H(b);
-    if (pos0 < 0 || n > h->st.n_ctx - pos0) {
-        snprintf(err, errlen, "positions %d..%d outside the context of %d", pos0, pos0 + n - 1, h->st.n_ctx);
-        return -1;
-    }
-    return forward_attention(&h->st, layer, n, pos0, err, errlen);
+static int host_attention(struct gpu_backend *b, int layer, char *err, size_t errlen) {
+    return forward_attention_batch(&H(b)->st, layer, err, errlen);
 }
 
 static uint64_t host_attn_ns(struct gpu_backend *b) { return H(b)->st.attn_ns; }
@@ -66,8 +63,8 @@ static void host_ffn_finish(struct gpu_backend *b, int n) {
     ffn_acc_add_to(h->st.x, h->st.acc, (size_t)n * h->st.m->cfg.dim);
 }
 
-static int host_output(struct gpu_backend *b, int n, float *logits, int all_logits, char *err, size_t errlen) {
-    return forward_output(&H(b)->st, n, logits, all_logits, err, errlen);
+static int host_output(struct gpu_backend *b, float *logits, char *err, size_t errlen) {
+    return forward_output_batch(&H(b)->st, logits, err, errlen);
 }
 
 static void host_destroy(struct gpu_backend *b) {
@@ -78,15 +75,15 @@ static void host_destroy(struct gpu_backend *b) {
     b->impl = NULL;
 }
 
-int backend_host_create(struct gpu_backend *b, const struct llama_model *m, int n_ctx, int max_batch, int n_threads,
-                        char *err, size_t errlen) {
+int backend_host_create(struct gpu_backend *b, const struct llama_model *m, int n_ctx, int n_seq, int max_batch,
+                        int n_threads, char *err, size_t errlen) {
     memset(b, 0, sizeof *b);
     struct host *h = calloc(1, sizeof *h);
     if (!h) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    if (state_create(&h->st, m, n_ctx, max_batch, n_threads, err, errlen) != 0) {
+    if (state_create_seqs(&h->st, m, n_ctx, n_seq, max_batch, n_threads, err, errlen) != 0) {
         free(h);
         return -1;
     }

@@ -6,6 +6,7 @@
  * they compute their cold shards, then adds their partial sums as they
  * arrive. Logits go to the session's logits region; StepDone (with per-layer
  * times) tells the coordinator they are there. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +38,8 @@ struct gpu_worker {
     struct doorbell in_bell[MAX_CPU_WORKERS], out_bell[MAX_CPU_WORKERS];
     struct shm_region logits;
     uint64_t *layer_ns;
-    int max_batch;
+    int max_batch, n_seq;
+    struct seq_span *spans; /* [max_batch] the step's, from its Span messages */
     struct sidecar sc; /* Assign.sidecar_path: hot positions of the plan */
     struct hotcold hc; /* host backend with a sidecar */
     double step_weight_bytes, step_dense_bytes; /* FFN bytes of this step, all workers */
@@ -48,10 +50,15 @@ static int setup(struct gpu_worker *g, char *err, size_t errlen) {
     if (model_load(&g->model, a->model_path, err, errlen) != 0) return -1;
     const struct llama_config *c = &g->model.cfg;
     g->max_batch = (int)a->max_batch;
+    g->n_seq = a->n_seq ? (int)a->n_seq : 1;
     const int n_threads = a->n_threads ? (int)a->n_threads : 1;
     const int is_cuda = strcmp(a->backend, "cuda") == 0;
 #ifdef HEARTH_HAVE_CUDA
     if (is_cuda) {
+        if (g->n_seq > 1) {
+            snprintf(err, errlen, "cuda backend: one sequence only for now (--parallel %d asks for more)", g->n_seq);
+            return -1;
+        }
         if (backend_cuda_create(&g->be, &g->model, (int)a->n_ctx, g->max_batch, n_threads, err, errlen) != 0)
             return -1;
         if (a->kv_budget_tokens > 0)
@@ -63,7 +70,8 @@ static int setup(struct gpu_worker *g, char *err, size_t errlen) {
         snprintf(err, errlen, "backend '%s' is not built into this worker (available: host%s)", a->backend,
                  is_cuda ? "; this build has no CUDA (nvcc not found at build time)" : "");
         return -1;
-    } else if (backend_host_create(&g->be, &g->model, (int)a->n_ctx, g->max_batch, n_threads, err, errlen) != 0)
+    } else if (backend_host_create(&g->be, &g->model, (int)a->n_ctx, g->n_seq, g->max_batch, n_threads, err,
+                                   errlen) != 0)
         return -1;
     if (!is_cuda && a->kv_budget_tokens > 0) { /* the H2O cache (core/kvcache.h), resolved by the coordinator */
         if (a->kv_type > KV_Q8) {
@@ -79,7 +87,8 @@ static int setup(struct gpu_worker *g, char *err, size_t errlen) {
     g->hot0 = calloc((size_t)c->n_layers, sizeof *g->hot0);
     g->hot1 = calloc((size_t)c->n_layers, sizeof *g->hot1);
     g->layer_ns = calloc((size_t)c->n_layers, sizeof *g->layer_ns);
-    if (!g->hot0 || !g->hot1 || !g->layer_ns) {
+    g->spans = calloc((size_t)g->max_batch, sizeof *g->spans);
+    if (!g->hot0 || !g->hot1 || !g->layer_ns || !g->spans) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -196,6 +205,43 @@ static int gather_partials(struct gpu_worker *g, uint64_t step_id, int layer, in
     return 0;
 }
 
+/* The Step's spans into g->spans (a Step without spans is one span of
+ * sequence 0); the backend checks them against its caches. Returns the
+ * count, or -1 with err. */
+static int step_spans(struct gpu_worker *g, const Hearth__Step *s, char *err, size_t errlen) {
+    if (s->n_spans == 0) {
+        const uint32_t f = s->flags;
+        g->spans[0] = (struct seq_span){0, (int)s->pos0, (int)s->n_tokens,
+                                        !(f & HEARTH__STEP_FLAG__STEP_FLAG_LOGITS)       ? SPAN_LOGITS_NONE
+                                        : (f & HEARTH__STEP_FLAG__STEP_FLAG_ALL_LOGITS) ? SPAN_LOGITS_ALL
+                                                                                         : SPAN_LOGITS_LAST};
+        return 1;
+    }
+    if (s->n_spans > (size_t)g->max_batch) {
+        snprintf(err, errlen, "step %llu: %zu spans, batch limit %d", (unsigned long long)s->step_id, s->n_spans,
+                 g->max_batch);
+        return -1;
+    }
+    uint64_t rows = 0;
+    for (size_t i = 0; i < s->n_spans; i++) {
+        const Hearth__Span *p = s->spans[i];
+        if (p->pos0 > INT32_MAX || p->n_tokens > (uint32_t)g->max_batch || p->logits > SPAN_LOGITS_ALL) {
+            snprintf(err, errlen, "step %llu: span %zu (sequence %u, pos0 %u, %u tokens, logits %u) is malformed",
+                     (unsigned long long)s->step_id, i, p->seq, p->pos0, p->n_tokens, p->logits);
+            return -1;
+        }
+        g->spans[i] = (struct seq_span){p->seq > INT32_MAX ? -1 : (int)p->seq, (int)p->pos0, (int)p->n_tokens,
+                                        (int)p->logits};
+        rows += p->n_tokens;
+    }
+    if (rows != s->n_tokens) {
+        snprintf(err, errlen, "step %llu: spans hold %llu tokens, the step announces %u", (unsigned long long)s->step_id,
+                 (unsigned long long)rows, s->n_tokens);
+        return -1;
+    }
+    return (int)s->n_spans;
+}
+
 /* Runs one Step. 0 done, 1 asked to exit, -1 error. */
 static int run_step(struct gpu_worker *g, const Hearth__Step *s, char *err, size_t errlen) {
     const struct llama_config *c = &g->model.cfg;
@@ -205,14 +251,16 @@ static int run_step(struct gpu_worker *g, const Hearth__Step *s, char *err, size
                  (unsigned long long)s->step_id, s->n_tokens, s->n_token_ids, g->max_batch);
         return -1;
     }
+    const int n_spans = step_spans(g, s, err, errlen);
+    if (n_spans < 0) return -1;
     const uint64_t t_step = idle_now_ns();
     const struct hotcold_stats before = g->hc.stats;
     const uint64_t attn0 = g->be.attn_ns ? g->be.attn_ns(&g->be) : 0;
     g->step_weight_bytes = g->step_dense_bytes = 0;
-    if (g->be.begin(&g->be, s->token_ids, n, err, errlen) != 0) return -1;
+    if (g->be.begin(&g->be, s->token_ids, n, g->spans, n_spans, err, errlen) != 0) return -1;
     for (int l = 0; l < c->n_layers; l++) {
         const uint64_t t0 = idle_now_ns();
-        if (g->be.attention(&g->be, l, n, (int)s->pos0, err, errlen) != 0) return -1;
+        if (g->be.attention(&g->be, l, err, errlen) != 0) return -1;
         const float *xn = g->be.ffn_input(&g->be, l, n);
         /* every neuron hot: no CPU worker has any of this layer, so none is
          * woken (a handoff per layer costs more than nothing) */
@@ -225,10 +273,7 @@ static int run_step(struct gpu_worker *g, const Hearth__Step *s, char *err, size
         g->be.ffn_finish(&g->be, n);
         g->layer_ns[l] = idle_now_ns() - t0;
     }
-    if (s->flags & HEARTH__STEP_FLAG__STEP_FLAG_LOGITS) {
-        int all = (s->flags & HEARTH__STEP_FLAG__STEP_FLAG_ALL_LOGITS) != 0;
-        if (g->be.output(&g->be, n, g->logits.base, all, err, errlen) != 0) return -1;
-    }
+    if (g->be.output(&g->be, g->logits.base, err, errlen) != 0) return -1;
     Hearth__Envelope *done =
         ctl_env_step_done(s->step_id, g->layer_ns, (size_t)c->n_layers, idle_now_ns() - t_step);
     if (done) {
@@ -281,6 +326,7 @@ int main(int argc, char **argv) {
     free(g.hot0);
     free(g.hot1);
     free(g.layer_ns);
+    free(g.spans);
     model_free(&g.model);
     worker_stop(&g.w);
     return rc;

@@ -212,6 +212,15 @@ static void msgs_free(void **v, size_t n) {
     free(v);
 }
 
+int ctl_step_spans_new(Hearth__Step *s, size_t n) {
+    void **v = msgs_new(n, sizeof(Hearth__Span), (void (*)(void *))hearth__span__init);
+    if (!v) return IPC_ERR;
+    msgs_free((void **)s->spans, s->n_spans);
+    s->spans = (Hearth__Span **)v;
+    s->n_spans = n;
+    return 0;
+}
+
 int ctl_shards_new(Hearth__Assign *a, size_t n) {
     void **v = msgs_new(n, sizeof(Hearth__Shard), (void (*)(void *))hearth__shard__init);
     if (!v) return IPC_ERR;

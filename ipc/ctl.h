@@ -86,6 +86,8 @@ Hearth__Envelope *ctl_env_assign(void);
 Hearth__Envelope *ctl_env_step(uint64_t step_id, uint32_t n_tokens, uint32_t pos0, uint32_t flags);
 /* Attaches a copy of the step's n token ids (Step.token_ids). */
 int ctl_env_step_tokens(Hearth__Envelope *env, const int32_t *tokens, size_t n);
+/* n empty Span messages in a Step (filled by the caller); 0 or IPC_ERR */
+int ctl_step_spans_new(Hearth__Step *s, size_t n);
 Hearth__Envelope *ctl_env_ready(const char *role);
 Hearth__Envelope *ctl_env_step_done(uint64_t step_id, const uint64_t *layer_ns, size_t n_layers,
                                     uint64_t total_ns);

@@ -427,9 +427,10 @@ static void test_attention(void) {
 static int step(struct gpu_backend *b, const struct llama_model *m, const int32_t *tok, int n, int pos0,
                 float *logits, int split, struct ffn_scratch *fs, struct tpool *tp, int64_t *part) {
     const struct llama_config *c = &m->cfg;
-    if (b->begin(b, tok, n, err, sizeof err)) return -1;
+    const struct seq_span one = {0, pos0, n, SPAN_LOGITS_LAST};
+    if (b->begin(b, tok, n, &one, 1, err, sizeof err)) return -1;
     for (int l = 0; l < c->n_layers; l++) {
-        if (b->attention(b, l, n, pos0, err, sizeof err)) return -1;
+        if (b->attention(b, l, err, sizeof err)) return -1;
         const float *xn = b->ffn_input(b, l, n);
         const int64_t hot1 = split == 0 ? c->hidden_dim : 0;
         if (b->ffn_hot(b, l, n, 0, hot1, err, sizeof err)) return -1;
@@ -442,7 +443,7 @@ static int step(struct gpu_backend *b, const struct llama_model *m, const int32_
         }
         b->ffn_finish(b, n);
     }
-    return b->output(b, n, logits, 0, err, sizeof err);
+    return b->output(b, logits, err, sizeof err);
 }
 
 static int argmax(const float *v, int n) {
@@ -461,7 +462,7 @@ static int test_backend(const char *path) {
     const struct llama_config *c = &m.cfg;
     const int n_ctx = 96, max_batch = 16, n_prompt = 12, n_gen = 20;
     struct gpu_backend host, cu;
-    OK(backend_host_create(&host, &m, n_ctx, max_batch, 2, err, sizeof err));
+    OK(backend_host_create(&host, &m, n_ctx, 1, max_batch, 2, err, sizeof err));
     OK(backend_cuda_create(&cu, &m, n_ctx, max_batch, 1, err, sizeof err));
     printf("cuda backend: %.1f MiB of device memory\n", (double)backend_cuda_device_bytes(&cu) / (1 << 20));
     struct ffn_scratch fs;
