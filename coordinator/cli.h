@@ -18,6 +18,7 @@ enum cli_opt_set {
     CLI_PPL = 1 << 5,     /* -f FILE, --chunks */
     CLI_PROFILE = 1 << 6, /* -f FILE, -o SIDECAR, --sparsity, --tokens, --svg */
     CLI_PLAN = 1 << 7,    /* --sidecar, --gpu-budget, --min-hot, --max-rank, --epochs, --retrain, --predictors */
+    CLI_SERVE = 1 << 8,   /* --host, --port, --api-key, --api-key-file, --alias, --queue, --timeout */
 };
 
 #define CLI_MAX_DEPTHS 8
@@ -47,6 +48,13 @@ struct cli_opts {
     int epochs;              /* plan --epochs */
     int retrain;             /* plan --retrain */
     int predictors;          /* plan --predictors: -1 auto, 0 off, 1 on */
+    const char *serve_host;  /* serve --host (default 127.0.0.1) */
+    int serve_port;          /* serve --port (default 8080) */
+    const char *api_key;     /* serve --api-key */
+    const char *api_key_file;/* serve --api-key-file */
+    const char *alias;       /* serve --alias */
+    int serve_queue;         /* serve --queue: requests waiting for a sequence slot (default 64) */
+    int serve_timeout;       /* serve --timeout: seconds per request (default 600) */
     int verbose;
 };
 
@@ -70,6 +78,7 @@ char *cli_prompt_text(const struct cli_opts *o, size_t *len, char *err, size_t e
 
 int cmd_run(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
+int cmd_batch(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
@@ -80,6 +89,7 @@ int cmd_fetch(int argc, char **argv);
 int cmd_topo(int argc, char **argv);
 int cmd_workers(int argc, char **argv);
 int cmd_clean(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 /* Prints "hearth: <msg>" to stderr and returns 1 (the exit status). */
 int cli_fail(const char *msg);
