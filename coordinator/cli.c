@@ -114,6 +114,10 @@ int cli_parse(struct cli_opts *o, int argc, char **argv, int first, unsigned all
     o->max_rank = 128;
     o->epochs = 0; /* the trainer's default */
     o->predictors = -1;
+    o->serve_host = "127.0.0.1";
+    o->serve_port = 8080;
+    o->serve_queue = 64;
+    o->serve_timeout = 600;
     for (int i = first; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -285,6 +289,27 @@ int cli_parse(struct cli_opts *o, int argc, char **argv, int first, unsigned all
                 fprintf(stderr, "hearth %s: --predictors expects auto, on or off, got '%s'\n", cmd, v);
                 return -1;
             }
+        } else if ((allowed & CLI_SERVE) && !strcmp(a, "--host")) {
+            NEED_VALUE();
+            o->serve_host = v;
+        } else if ((allowed & CLI_SERVE) && !strcmp(a, "--port")) {
+            NEED_VALUE();
+            if (parse_int(a, v, 0, 65535, &o->serve_port)) return -1;
+        } else if ((allowed & CLI_SERVE) && !strcmp(a, "--api-key")) {
+            NEED_VALUE();
+            o->api_key = v;
+        } else if ((allowed & CLI_SERVE) && !strcmp(a, "--api-key-file")) {
+            NEED_VALUE();
+            o->api_key_file = v;
+        } else if ((allowed & CLI_SERVE) && !strcmp(a, "--alias")) {
+            NEED_VALUE();
+            o->alias = v;
+        } else if ((allowed & CLI_SERVE) && !strcmp(a, "--queue")) {
+            NEED_VALUE();
+            if (parse_int(a, v, 0, 1 << 16, &o->serve_queue)) return -1;
+        } else if ((allowed & CLI_SERVE) && !strcmp(a, "--timeout")) {
+            NEED_VALUE();
+            if (parse_int(a, v, 1, 1 << 24, &o->serve_timeout)) return -1;
         } else if ((allowed & CLI_PPL) && !strcmp(a, "--chunks")) {
             NEED_VALUE();
             if (parse_int(a, v, 1, INT_MAX, &o->max_chunks)) return -1;

