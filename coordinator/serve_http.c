@@ -36,6 +36,7 @@ extern const unsigned char serve_page_html[]; /* generated from coordinator/serv
 extern const size_t serve_page_html_len;
 
 #define WAIT_SLICE_MS 50
+#define SERVE_DRAIN (8u << 20)
 
 enum route {
     R_NONE = 0,
@@ -77,6 +78,7 @@ struct req_ctx {
     char *body;
     size_t len, cap;
     int too_big;
+    size_t dropped; /* bytes of a too large body read and thrown away */
     int answered;
 };
 
@@ -446,8 +448,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             if (!ct || strncasecmp(ct, "application/json", 16) != 0)
                 return send_err(s, c, 415, "invalid_request_error",
                                 "the body must be JSON: send the header Content-Type: application/json");
+            /* A body over the limit is read and dropped up to SERVE_DRAIN bytes, so that a client that
+             * writes it all before reading (most do) gets the 413; beyond that the answer goes at once
+             * and the connection closes. */
             const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-            if (cl && strtoull(cl, NULL, 10) > SERVE_MAX_BODY)
+            if (cl && strtoull(cl, NULL, 10) > SERVE_DRAIN)
                 return send_err(s, c, 413, "invalid_request_error", "the request body is larger than 1 MiB");
         }
         rc->answered = 0;
@@ -462,6 +467,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *upload_data_size = 0;
         if (rc->too_big || rc->len + n > SERVE_MAX_BODY) {
             rc->too_big = 1;
+            rc->dropped += n;
+            if (rc->dropped > SERVE_DRAIN) {
+                rc->answered = 1;
+                return send_err(s, c, 413, "invalid_request_error", "the request body is larger than 1 MiB");
+            }
             return MHD_YES;
         }
         if (rc->len + n + 1 > rc->cap) {
