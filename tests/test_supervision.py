@@ -12,7 +12,15 @@ the text is out, kills that worker with SIGKILL, and checks that:
   - afterwards nothing of the session is left in /dev/shm or in the socket
     folder.
 Then the same with a worker stopped by `hearth workers stop` and started by
-hand, as a developer would. Exits 77 when the model is absent.
+hand, as a developer would.
+
+Then many sequences at once: `hearth batch` runs six prompts four at a time
+(continuous batching, an H2O budget below the sequences, sampling with
+per-sequence seeds); each worker role is killed while four sequences are in
+flight (right after the fifth prompt took a finished one's slot). Every
+sequence must give the text it gives alone (`hearth batch -np 1
+--single-process`), the GPU worker's rebuild replaying each sequence's steps,
+and nothing may be left behind. Exits 77 when the model is absent.
 """
 import os
 import signal
@@ -43,12 +51,23 @@ def fail(msg, out="", err=""):
     sys.exit(1)
 
 
-class Run:
-    """A `hearth run` whose stdout and stderr are read as they come."""
+BATCH_PROMPTS = [
+    "The capital of France is",
+    "Once upon a time, in a small village by the sea,",
+    "def fibonacci(n):\\n",
+    "Water boils at 100 degrees Celsius at sea level because",
+    "A haiku about winter:\\n",
+    "In 1969, the first humans landed on the Moon. The mission was called",
+]
+BATCH = ["-n", "72", "--temp", "0.8", "-s", "5", "-t", "2", "-c", "256", "-b", "32", "--kv-budget", "40"]
 
-    def __init__(self, extra):
-        self.p = subprocess.Popen([HEARTH, "run"] + BASE + ["-v"] + extra, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE)
+
+class Run:
+    """A `hearth run` (or another command) whose stdout and stderr are read as they come."""
+
+    def __init__(self, extra, args=None, cmd="run"):
+        self.p = subprocess.Popen([HEARTH, cmd] + (BASE if args is None else args) + ["-v"] + extra,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.out, self.err = b"", b""
         self.session = None
         self.t_out = threading.Thread(target=self._read, args=("out",), daemon=True)
@@ -67,6 +86,15 @@ class Run:
                     for line in self.err.decode("utf-8", "replace").splitlines():
                         if "] info: session " in line:
                             self.session = line.split("session ")[1].split(":")[0]
+
+    def wait_log(self, needle, timeout=120):
+        t0 = time.time()
+        while needle.encode() not in self.err:
+            if self.p.poll() is not None:
+                fail("the run ended before logging %r" % needle, self.text(), self.errtext())
+            if time.time() - t0 > timeout:
+                fail("no %r within %d s" % (needle, timeout), self.text(), self.errtext())
+            time.sleep(0.005)
 
     def wait_output(self, n_bytes, timeout=120):
         t0 = time.time()
@@ -156,6 +184,40 @@ def main():
     if leftovers(r.session):
         fail("session %s left %s behind" % (r.session, leftovers(r.session)))
     print("ok: cpu0 stopped with `hearth workers stop` and started by hand: same text, nothing left behind")
+
+    # many sequences at once: a kill while four are in flight
+    prompts = os.path.join(os.environ.get("TMPDIR", "/tmp"), "hearth-supervision-prompts-%d.txt" % os.getpid())
+    with open(prompts, "w") as f:
+        f.write("\n".join(BATCH_PROMPTS) + "\n")
+    try:
+        args = ["-m", MODEL, "-f", prompts] + BATCH
+        ref = subprocess.run([HEARTH, "batch", "--single-process", "-np", "1"] + args, capture_output=True,
+                             timeout=300)
+        if ref.returncode != 0:
+            fail("batch reference (alone, one process) failed", ref.stdout.decode(), ref.stderr.decode())
+        expected = ref.stdout.decode("utf-8", "replace")
+        if expected.count("--- [") != len(BATCH_PROMPTS):
+            fail("the batch reference does not hold every prompt", expected)
+        for role in ["gpu0", "cpu0", "cpu1"]:
+            r = Run(["--cpu-workers", "2", "--hot-fraction", "0.3", "-np", "4"], args, cmd="batch")
+            r.wait_log("prompt 4: sequence")
+            victim = r.pid_of(role)
+            os.kill(victim, signal.SIGKILL)
+            print("batch: killed %s (pid %d) as prompt 4 took a freed slot (%d of %d results out)" %
+                  (role, victim, r.text().count("--- ["), len(BATCH_PROMPTS)))
+            rc = r.finish()
+            if rc != 0:
+                fail("batch with %s killed exited with %d" % (role, rc), r.text(), r.errtext())
+            if sorted(r.text().split("--- [")) != sorted(expected.split("--- [")):
+                fail("batch after killing %s differs from each sequence alone" % role, r.text() + "\nEXPECTED:\n" +
+                     expected, r.errtext())
+            if role == "gpu0" and "rebuilt the KV caches of" not in r.errtext():
+                fail("no sign that the KV caches were rebuilt", "", r.errtext())
+            if leftovers(r.session):
+                fail("session %s left %s behind" % (r.session, leftovers(r.session)), "", r.errtext())
+            print("ok: batch, kill -9 %s: every sequence as alone, nothing left behind" % role)
+    finally:
+        os.unlink(prompts)
     print("all passed")
 
 
