@@ -275,6 +275,13 @@ static void *engine_main(void *arg) {
     const int32_t n_vocab = e->model.cfg.n_vocab;
     for (;;) {
         pthread_mutex_lock(&s->mu);
+        if (!s->q_head && s->m.running == 0 && !atomic_load(&s->stopping)) {
+            /* going idle: count the restarts of the last steps first */
+            pthread_mutex_unlock(&s->mu);
+            count_restarts(s, procs, &n_procs);
+            last_restart_check = engine_now();
+            pthread_mutex_lock(&s->mu);
+        }
         while (!atomic_load(&s->stopping) && !s->q_head && s->m.running == 0) pthread_cond_wait(&s->work, &s->mu);
         if (atomic_load(&s->stopping)) {
             pthread_mutex_unlock(&s->mu);
