@@ -130,6 +130,13 @@ static enum MHD_Result send_body(struct serve *s, struct MHD_Connection *c, int 
     MHD_add_response_header(r, "Content-Type", ctype);
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
     MHD_add_response_header(r, "Cache-Control", "no-store");
+    if (!strncmp(ctype, "text/html", 9)) {
+        /* the page: its own inline script and style, requests to this server only, never framed */
+        MHD_add_response_header(r, "Content-Security-Policy",
+                                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                                "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'");
+        MHD_add_response_header(r, "X-Frame-Options", "DENY");
+    }
     if (status == 401) MHD_add_response_header(r, "WWW-Authenticate", "Bearer");
     if (status == 503) MHD_add_response_header(r, "Retry-After", "1");
     enum MHD_Result rc = MHD_queue_response(c, (unsigned)status, r);
