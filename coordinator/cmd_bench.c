@@ -101,9 +101,151 @@ static double rate(double *sec, int reps, int n) {
 /* milliseconds per token of n tokens in the median of reps times */
 static double ms_per_token(double *sec, int reps, int n) { return n > 0 ? 1e3 * median(sec, reps) / n : 0.0; }
 
+/* ---- --parallel: many sequences at once ---- */
+
+/* One repetition for n sequences: their prompts of pp tokens evaluated
+ * together, then tg decode steps of one token each (greedy). Seconds of
+ * each phase in *t_pp, *t_tg. The prompts depend on rep, so no slot holds
+ * a prefix of the next repetition's prompt. */
+static int parallel_rep(struct engine *s, int n, int pp, int tg, int rep, double *t_pp, double *t_tg, char *err,
+                        size_t errlen) {
+    const int n_vocab = s->model.cfg.n_vocab;
+    int32_t *prompt = malloc((size_t)(pp > 0 ? pp : 1) * sizeof *prompt);
+    int seqs[256], rc = -1, opened = 0;
+    if (!prompt) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    uint64_t state = 0x9E3779B97F4A7C15ull ^ (uint64_t)(rep + 1) * 0xD1B54A32D192ED03ull;
+    for (int q = 0; q < n; q++) {
+        for (int i = 0; i < pp; i++) {
+            state = state * 6364136223846793005ull + 1442695040888963407ull;
+            prompt[i] = (int32_t)((state >> 33) % (uint64_t)n_vocab);
+        }
+        if ((seqs[q] = engine_seq_open(s, prompt, pp > 0 ? pp : 1, NULL, err, errlen)) < 0) goto out;
+        opened++;
+    }
+    double t0 = engine_now();
+    for (int ready = 0; ready < n;) {
+        if (engine_step(s, err, errlen) < 0) goto out;
+        ready = 0;
+        for (int q = 0; q < n; q++) ready += engine_seq_logits(s, seqs[q]) != NULL;
+    }
+    *t_pp = engine_now() - t0;
+    t0 = engine_now();
+    for (int k = 0; k < tg; k++) {
+        for (int q = 0; q < n; q++) {
+            const float *lg = engine_seq_logits(s, seqs[q]);
+            int32_t best = 0;
+            for (int i = 1; i < n_vocab; i++)
+                if (lg[i] > lg[best]) best = i;
+            if (engine_seq_submit(s, seqs[q], &best, 1, err, errlen) != 0) goto out;
+        }
+        if (engine_step(s, err, errlen) < 0) goto out;
+    }
+    *t_tg = engine_now() - t0;
+    rc = 0;
+out:
+    for (int q = 0; q < opened; q++) engine_seq_close(s, seqs[q]);
+    free(prompt);
+    return rc;
+}
+
+static int bench_parallel(struct cli_opts *o) {
+    const int pp = o->bench_pp, tg = o->bench_tg, reps = o->bench_reps, nn = o->n_bench_parallel;
+    const int n_modes = o->eng.single_process ? 1 : 2;
+    char err[1024];
+    struct par {
+        int n;
+        size_t kv_bytes[2];
+        double pp_tps[2], tg_tps[2];
+    } res[CLI_MAX_DEPTHS];
+    memset(res, 0, sizeof res);
+    int threads = 0;
+    const char *path = NULL;
+    char model_path[4096] = "";
+    for (int i = 0; i < nn; i++) {
+        const int n = o->bench_parallel[i];
+        struct engine e[2];
+        memset(e, 0, sizeof e);
+        double tpp[2][64], ttg[2][64];
+        int ok = 1, opened = 0;
+        res[i].n = n;
+        for (int m = 0; m < n_modes && ok; m++) {
+            struct engine_opts eo = o->eng;
+            eo.n_seq = n;
+            eo.single_process = m == 0;
+            if (path) eo.model_path = path;
+            if (eo.n_ctx == 0) eo.n_ctx = pp + tg + 1;
+            if (engine_open(&e[m], &eo, err, sizeof err) != 0) {
+                ok = 0;
+                break;
+            }
+            opened++;
+            snprintf(model_path, sizeof model_path, "%s", e[m].model_path);
+            path = model_path;
+            threads = e[m].n_threads;
+            res[i].kv_bytes[m] = engine_kv_bytes(&e[m]);
+            double a, b; /* warm-up: page in the weights and spin up the threads */
+            if (parallel_rep(&e[m], n, pp < 16 ? pp : 16, 2, 1000, &a, &b, err, sizeof err) != 0) ok = 0;
+        }
+        for (int r = 0; r < reps && r < 64 && ok; r++)
+            for (int m = 0; m < n_modes && ok; m++)
+                if (parallel_rep(&e[m], n, pp, tg, r, &tpp[m][r], &ttg[m][r], err, sizeof err) != 0) ok = 0;
+        for (int m = 0; m < opened; m++) engine_close(&e[m]);
+        if (!ok) return cli_fail(err);
+        for (int m = 0; m < n_modes; m++) {
+            res[i].pp_tps[m] = rate(tpp[m], reps < 64 ? reps : 64, n * pp);
+            res[i].tg_tps[m] = rate(ttg[m], reps < 64 ? reps : 64, n * tg);
+        }
+        log_info("--parallel %d done", n);
+    }
+    const struct par *one = NULL;
+    for (int i = 0; i < nn; i++)
+        if (res[i].n == 1) one = &res[i];
+    if (o->json) {
+        printf("{\"model\": \"%s\", \"threads\": %d, \"repetitions\": %d, \"pp_tokens\": %d, \"tg_tokens\": %d, "
+               "\"parallel\": [",
+               model_path, threads, reps, pp, tg);
+        for (int i = 0; i < nn; i++) {
+            printf("%s{\"n\": %d", i ? ", " : "", res[i].n);
+            for (int m = 0; m < n_modes; m++) {
+                printf(", \"%s\": {\"kv_bytes\": %zu, \"pp_tokens_per_s\": %.3f, \"tg_tokens_per_s\": %.3f",
+                       m ? "runtime" : "single_process", res[i].kv_bytes[m], res[i].pp_tps[m], res[i].tg_tps[m]);
+                if (one && one->tg_tps[m] > 0) printf(", \"tg_speedup_vs_1\": %.3f", res[i].tg_tps[m] / one->tg_tps[m]);
+                printf("}");
+            }
+            printf("}");
+        }
+        printf("]}\n");
+        return 0;
+    }
+    printf("model: %s, %d threads, prompt %d and generation %d tokens per sequence, median of %d\n", model_path,
+           threads, pp, tg, reps);
+    printf("aggregate tokens/s over all sequences (S_PP and S_TG of llama-batched-bench)\n");
+    printf("| %3s | %10s | %13s | %13s |%s\n", "N", "KV MiB", "pp 1 process", "tg 1 process",
+           n_modes > 1 ? "    pp runtime |    tg runtime |" : "");
+    printf("|-----|------------|---------------|---------------|%s\n",
+           n_modes > 1 ? "---------------|---------------|" : "");
+    for (int i = 0; i < nn; i++) {
+        printf("| %3d | %10.1f |", res[i].n, (double)res[i].kv_bytes[0] / (1 << 20));
+        for (int m = 0; m < n_modes; m++) {
+            char tgs[64];
+            if (one && one->tg_tps[m] > 0)
+                snprintf(tgs, sizeof tgs, "%.1f (%.2fx)", res[i].tg_tps[m], res[i].tg_tps[m] / one->tg_tps[m]);
+            else
+                snprintf(tgs, sizeof tgs, "%.1f", res[i].tg_tps[m]);
+            printf(" %13.1f | %13s |", res[i].pp_tps[m], tgs);
+        }
+        printf("\n");
+    }
+    return 0;
+}
+
 int cmd_bench(int argc, char **argv) {
     struct cli_opts o;
     if (cli_parse(&o, argc, argv, 2, CLI_MODEL | CLI_BENCH | CLI_RUNTIME, "bench") != 0) return 1;
+    if (o.n_bench_parallel > 0) return bench_parallel(&o); /* the KV and sidecar options apply to every sequence */
     const int need = o.bench_pp > o.bench_depth + o.bench_tg ? o.bench_pp : o.bench_depth + o.bench_tg;
     if (o.eng.n_ctx == 0) o.eng.n_ctx = need + 1;
     if (o.eng.n_ctx < need) return cli_fail("-c is smaller than -p or -d + -n");

@@ -346,6 +346,51 @@ static void vec_dot_q8_0_q8_0(int64_t n, float *s, const void *w, const void *x)
     *s = hsum_f32x8(_mm256_add_ps(acc0, acc1));
 }
 
+/* vec_dot_q8_0_q8_0 for four activation rows (the LM head of a batch of
+ * sequences): each weight block is loaded and its absolute value taken once
+ * for the four tokens; each token's sums are vec_dot_q8_0_q8_0's exactly
+ * (the same two accumulators by block parity, the same products and the
+ * same final sum), so a token's result does not depend on the kernel. */
+static void vec_dot4_q8_0_q8_0(int64_t n, float *s, size_t s_stride, const void *w, const void *x,
+                               size_t x_stride) {
+    const block_q8_0 *a = w;
+    const block_q8_0 *b[4];
+    __m256 acc0[4], acc1[4];
+    for (int j = 0; j < 4; j++) {
+        b[j] = (const block_q8_0 *)((const char *)x + (size_t)j * x_stride);
+        acc0[j] = acc1[j] = _mm256_setzero_ps();
+    }
+    const int64_t nb = n / QK8_0;
+    int64_t i = 0;
+    for (; i + 1 < nb; i += 2) {
+        _mm_prefetch((const char *)(a + i + 8), _MM_HINT_T0);
+        const float da0 = fp16_to_f32(a[i].d), da1 = fp16_to_f32(a[i + 1].d);
+        const __m256i q0 = _mm256_loadu_si256((const __m256i *)a[i].qs);
+        const __m256i q1 = _mm256_loadu_si256((const __m256i *)a[i + 1].qs);
+        const __m256i u0 = _mm256_sign_epi8(q0, q0), u1 = _mm256_sign_epi8(q1, q1);
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            const __m256 d0 = _mm256_set1_ps(da0 * fp16_to_f32(b[j][i].d));
+            const __m256 d1 = _mm256_set1_ps(da1 * fp16_to_f32(b[j][i + 1].d));
+            const __m256i y0 = _mm256_loadu_si256((const __m256i *)b[j][i].qs);
+            const __m256i y1 = _mm256_loadu_si256((const __m256i *)b[j][i + 1].qs);
+            acc0[j] = _mm256_fmadd_ps(d0, dot_us8(u0, _mm256_sign_epi8(y0, q0)), acc0[j]);
+            acc1[j] = _mm256_fmadd_ps(d1, dot_us8(u1, _mm256_sign_epi8(y1, q1)), acc1[j]);
+        }
+    }
+    for (; i < nb; i++) {
+        const float da0 = fp16_to_f32(a[i].d);
+        const __m256i q0 = _mm256_loadu_si256((const __m256i *)a[i].qs);
+        const __m256i u0 = _mm256_sign_epi8(q0, q0);
+        for (int j = 0; j < 4; j++) {
+            const __m256 d0 = _mm256_set1_ps(da0 * fp16_to_f32(b[j][i].d));
+            const __m256i y0 = _mm256_loadu_si256((const __m256i *)b[j][i].qs);
+            acc0[j] = _mm256_fmadd_ps(d0, dot_us8(u0, _mm256_sign_epi8(y0, q0)), acc0[j]);
+        }
+    }
+    for (int j = 0; j < 4; j++) s[(size_t)j * s_stride] = hsum_f32x8(_mm256_add_ps(acc0[j], acc1[j]));
+}
+
 /* ---- K types -------------------------------------------------------------- */
 
 /* Unpack the 12 bytes of 6-bit scales/mins into 16 bytes: sc0..sc7, m0..m7. */
@@ -611,6 +656,7 @@ void quant_avx2_install(struct quant_traits *t, int count) {
     t[HEARTH_TYPE_Q5_0].vec_dot = vec_dot_q5_0_q8_0;
     t[HEARTH_TYPE_Q5_1].vec_dot = vec_dot_q5_1_q8_1;
     t[HEARTH_TYPE_Q8_0].vec_dot = vec_dot_q8_0_q8_0;
+    t[HEARTH_TYPE_Q8_0].vec_dot4 = vec_dot4_q8_0_q8_0;
     t[HEARTH_TYPE_Q4_K].vec_dot = vec_dot_q4_K_q8_K;
     t[HEARTH_TYPE_Q5_K].vec_dot = vec_dot_q5_K_q8_K;
     t[HEARTH_TYPE_Q6_K].vec_dot = vec_dot_q6_K_q8_K;
