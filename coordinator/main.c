@@ -121,7 +121,13 @@ static const char k_bench_help[] =
     "--json prints one JSON object with pp_tokens_per_s, tg_tokens_per_s, attn_ms_per_token, peak_rss_bytes,\n"
     "kv_bytes (bytes allocated for the KV cache: budget-sized with --kv-budget), weight_bytes_per_token,\n"
     "effective_bandwidth_bytes_per_s, read_bandwidth_bytes_per_s, tg (one entry per depth) and the\n"
-    "reference's ref_* figures. Takes the runtime and KV cache options of `hearth run`.\n";
+    "reference's ref_* figures. Takes the runtime and KV cache options of `hearth run`.\n"
+    "\n"
+    "--parallel N[,N...] (-np): many sequences at once instead (llama-batched-bench's figures): for each N, N\n"
+    "sequences each evaluate their own -p prompt tokens together, then decode -n tokens each, one token of every\n"
+    "sequence per step; reported as aggregate tokens/s over all sequences (median of -r), in one process and\n"
+    "through the runtime alternated (one process only with --single-process), with the KV cache bytes of N\n"
+    "sequences (each of -c, default -p + -n) and the decode speed-up over N = 1 when the list holds 1.\n";
 
 static const char k_ppl_help[] =
     "usage: hearth perplexity [-m FILE] -f TEXT [-c 512] [-t T] [--chunks N]\n"
