@@ -46,7 +46,11 @@ struct rworker {
 /* What the GPU worker's KV cache of one sequence holds, as the steps that
  * built it since its last reset (a span at position 0): replaying them, in
  * the same spans, rebuilds the cache bit for bit on a new GPU worker, H2O
- * evictions included. */
+ * evictions included (an H2O cache's scores and evictions depend on every
+ * query it saw, a rewound branch's too, so its log is the whole history).
+ * A dense cache's content is a function of the tokens it holds alone,
+ * however they were cut into steps, so its log is trimmed to them at each
+ * rewind and never outgrows the context. */
 struct seq_log {
     struct seq_span *ev; /* the spans applied, in order (logits NONE) */
     int n_ev, cap_ev;
@@ -526,6 +530,15 @@ static int log_step(struct runtime *rt, const int32_t *tokens, const struct seq_
     for (int i = 0, r = 0; i < n_spans; r += spans[i++].n) {
         struct seq_log *lg = &rt->logs[spans[i].seq];
         if (spans[i].pos0 == 0) lg->n_ev = lg->n_tok = 0;
+        if (!kv_config_active(&rt->o.kv, rt->o.n_ctx)) /* dense: keep the positions before pos0 only */
+            while (lg->n_ev > 0 && lg->ev[lg->n_ev - 1].pos0 + lg->ev[lg->n_ev - 1].n > spans[i].pos0) {
+                struct seq_span *last = &lg->ev[lg->n_ev - 1];
+                const int keep = spans[i].pos0 > last->pos0 ? spans[i].pos0 - last->pos0 : 0;
+                lg->n_tok -= last->n - keep;
+                if (keep > 0) last->n = keep;
+                else lg->n_ev--;
+                if (keep > 0) break;
+            }
         if (grow((void **)&lg->ev, &lg->cap_ev, lg->n_ev + 1, sizeof *lg->ev) != 0 ||
             grow((void **)&lg->tok, &lg->cap_tok, lg->n_tok + spans[i].n, sizeof *lg->tok) != 0) {
             snprintf(err, errlen, "out of memory for the sequences' step log");

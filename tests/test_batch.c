@@ -18,9 +18,12 @@
  *    then more) reuses the cached tokens of the slot that holds them, and
  *    gives the logits of a fresh evaluation; with an H2O budget the
  *    reused cache must be one no eviction touched (else nothing is reused).
+ *    Through the runtime the GPU worker is killed (kill -9) between the
+ *    turns: the rebuilt caches must give the same logits.
  *
  * Needs HEARTH_TEST_MODEL (exits 77 without it). */
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -294,17 +297,31 @@ static void test_reuse(struct engine *e, const struct spec *s) {
         if (engine_step(e, err, sizeof err) < 0) goto fail;
     const int held = engine_seq_n_past(e, seq);
     engine_seq_close(e, seq);
-    /* turn 2: everything so far and the user's next message */
+    /* turn 2: the prompt, the first half of the answer (an edited turn: the
+     * slot rewinds past its second half) and the user's next message */
+    int32_t answer[12];
+    memcpy(answer, full + s->n_prompt, sizeof answer);
+    n = s->n_prompt + n_turn / 2;
     memcpy(full + n, more, sizeof more);
     n += n_more;
+    int want_cached = s->n_prompt + n_turn / 2; /* and any of more that happens to match the rest of the answer */
+    while (want_cached < held && want_cached < n - 1 && full[want_cached] == answer[want_cached - s->n_prompt])
+        want_cached++;
     const int evicted = kv_config_active(&e->kv, e->n_ctx) && held > e->kv.budget;
+    if (e->rt) { /* the caches are rebuilt from the runtime's log at the next step */
+        struct runtime_proc procs[8];
+        const int np = runtime_procs(e->rt, procs, 8);
+        for (int i = 0; i < np; i++)
+            if (!strcmp(procs[i].role, "gpu0")) CHECK(kill(procs[i].pid, SIGKILL) == 0, "reuse: kill gpu0");
+    }
     seq = engine_seq_open(e, full, n, &n_cached, err, sizeof err);
     CHECK(seq >= 0, "reuse: open turn 2: %s", err);
     if (seq < 0) goto out;
     if (evicted)
         CHECK(n_cached == 0, "reuse: a prefix an eviction touched was reused (%d tokens)", n_cached);
     else
-        CHECK(n_cached == held, "reuse: %d tokens reused, the slot held %d of the prompt", n_cached, held);
+        CHECK(n_cached == want_cached, "reuse: %d tokens reused, the slot held %d, %d of them the prompt's", n_cached,
+              held, want_cached);
     while (!engine_seq_logits(e, seq))
         if (engine_step(e, err, sizeof err) < 0) goto fail;
     memcpy(reused, engine_seq_logits(e, seq), (size_t)n_vocab * sizeof *reused);
@@ -317,8 +334,8 @@ static void test_reuse(struct engine *e, const struct spec *s) {
               "reuse: the logits after a reused prefix differ from a fresh evaluation");
         engine_truncate(e, 0);
     }
-    printf("reuse: turn 2 of %d tokens reused %d cached tokens%s\n", n, n_cached,
-           evicted ? " (none: an eviction touched them)" : "");
+    printf("reuse: turn 2 of %d tokens reused %d cached tokens%s%s\n", n, n_cached,
+           evicted ? " (none: an eviction touched them)" : "", e->rt ? ", after a kill -9 of gpu0" : "");
     goto out;
 fail:
     CHECK(0, "reuse: %s", err);

@@ -59,6 +59,9 @@ def errors():
                  "does not apply to --kv-score mean", "--kv-decay with the mean ranking")
     expect_error(["bench", "-d", "512,,1024"], "expects depths like", "empty depth in -d")
     expect_error(["bench", "-d", ",".join(["64"] * 9)], "at most 8 depths", "too many depths")
+    expect_error(["bench", "--parallel", "1,0"], "--parallel", "a zero sequence count")
+    expect_error(["run", "-np", "0", "-p", "x"], "-np", "-np 0")
+    expect_error(["batch", "-p", "x"], "-f FILE", "batch without a prompt file")
     expect_error(["profile", "-f", "x", "--sparsity", "1.5"], "--sparsity expects a number", "bad --sparsity")
     expect_error(["plan", "--gpu-budget", "-3M"], "expects a size", "negative --gpu-budget")
     with tempfile.TemporaryDirectory() as d:
@@ -127,6 +130,29 @@ def model():
           and abs(j["effective_bandwidth_bytes_per_s"] - j["weight_bytes"] * j["tg_tokens_per_s"])
           <= 1e-3 * j["effective_bandwidth_bytes_per_s"] + 1
           and j["read_bandwidth_bytes_per_s"] > 1e8, "bench --json: the bandwidth floor's figures agree", res)
+
+    # many sequences at once: one process and runtime, the KV cache of N sequences each
+    res = run(["bench"] + m + ["--parallel", "1,3", "-p", "16", "-n", "4", "-r", "1", "--json", "-t", "2"])
+    check(res[0] == 0, "bench --parallel runs", res)
+    j = json.loads(res[1].strip().splitlines()[-1]) if res[0] == 0 else {}
+    par = j.get("parallel", [])
+    check([p["n"] for p in par] == [1, 3]
+          and all(p[mode]["pp_tokens_per_s"] > 0 and p[mode]["tg_tokens_per_s"] > 0
+                  for p in par for mode in ("single_process", "runtime"))
+          and par[1]["single_process"]["kv_bytes"] == 3 * par[0]["single_process"]["kv_bytes"]
+          and par[1]["runtime"]["kv_bytes"] == par[1]["single_process"]["kv_bytes"]
+          and par[0]["runtime"]["tg_speedup_vs_1"] == 1.0, "bench --parallel: both modes, KV bytes x N", res)
+    res = run(["batch"] + m + ["-f", "/nonexistent/prompts.txt"])
+    check(res[0] != 0 and "prompts.txt" in res[2], "batch names a missing prompt file", res)
+    with tempfile.TemporaryDirectory() as d:
+        pf = os.path.join(d, "p.txt")
+        with open(pf, "w") as f:
+            f.write("The capital of France is\n\nOnce upon a time\n1, 2, 3,\n")
+        one = run(["batch"] + m + ["-f", pf, "-n", "12", "--temp", "0", "-np", "1", "--single-process"])
+        three = run(["batch"] + m + ["-f", pf, "-n", "12", "--temp", "0", "-np", "3"])
+        check(one[0] == 0 and one[1].count("--- [") == 3 and "Paris" in one[1], "batch: one result per prompt", one)
+        check(three[0] == 0 and sorted(three[1].split("--- [")) == sorted(one[1].split("--- [")),
+              "batch -np 3 through the runtime gives each prompt's text alone", three)
 
     # a KV budget: the full cache of the same type runs beside it, both measured at every depth
     res = run(["bench"] + m + ["-c", "256", "-p", "0", "-n", "4", "-d", "16,200", "-r", "1", "--json", "-t", "2",
