@@ -158,10 +158,7 @@ int cmd_chat(int argc, char **argv) {
             rc = cli_fail(err);
             break;
         }
-        /* Reuse the KV cache for the conversation so far: only the new turn is evaluated. */
-        int common = 0;
-        while (common < s.seqs[0].n_past && common < n_ids - 1 && s.seqs[0].past[common] == ids[common]) common++;
-        engine_truncate(&s, common);
+        /* the engine reuses the KV cache of the conversation so far: only the new turn is evaluated */
         int room = s.n_ctx - n_ids;
         if (room <= 0) {
             free(text);
@@ -170,8 +167,7 @@ int cmd_chat(int argc, char **argv) {
             break;
         }
         int n_predict = o.n_predict < 0 || o.n_predict > room ? room : o.n_predict;
-        int grc = engine_generate(&s, ids + common, n_ids - common, n_predict, smp, stdout, &gen, &n_gen, NULL, err,
-                                   sizeof err);
+        int grc = engine_generate(&s, ids, n_ids, n_predict, smp, stdout, &gen, &n_gen, NULL, err, sizeof err);
         fputc('\n', stdout);
         fflush(stdout);
         char *reply = NULL;

@@ -285,6 +285,7 @@ int engine_seq_open(struct engine *s, const int32_t *prompt, int n_prompt, int *
     sq->has_logits = 0;
     sq->last_used = s->n_steps;
     if (n_cached) *n_cached = best_common;
+    log_debug("sequence %d: a prompt of %d tokens, %d of them cached", best, n_prompt, best_common);
     return best;
 }
 
@@ -402,19 +403,25 @@ int engine_generate(struct engine *s, const int32_t *prompt, int n_prompt, int n
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    int rc = -1;
+    int rc = -1, n_cached = 0;
     double t0 = engine_now();
-    if (n_prompt > 0 && engine_eval(s, prompt, n_prompt, 0, err, errlen) != 0) goto done;
-    for (int i = 0; i < n_prompt; i++) sampler_accept(smp, prompt[i]);
-    local.n_prompt = n_prompt;
+    const int seq = engine_seq_open(s, prompt, n_prompt, &n_cached, err, errlen);
+    if (seq < 0) goto done;
+    while (!engine_seq_logits(s, seq))
+        if (engine_step(s, err, errlen) < 0) goto done;
+    for (int i = n_cached; i < n_prompt; i++) sampler_accept(smp, prompt[i]);
+    local.n_prompt = n_prompt - n_cached;
     local.prompt_s = engine_now() - t0;
 
     double t1 = engine_now();
     const char *piece;
     size_t len;
     for (int i = 0; i < n_predict; i++) {
-        int32_t next = sampler_sample(smp, s->logits);
-        sampler_accept(smp, next);
+        int32_t next = engine_seq_sample(s, seq, smp);
+        if (next < 0) {
+            snprintf(err, errlen, "no token to sample: every logit is -inf or NaN");
+            goto done;
+        }
         if (gen) {
             int32_t *grown = realloc(*gen, (size_t)(*n_gen + 1) * sizeof **gen);
             if (!grown) {
@@ -435,7 +442,9 @@ int engine_generate(struct engine *s, const int32_t *prompt, int n_prompt, int n
             fflush(out);
         }
         if (i + 1 == n_predict) break; /* the last token needs no evaluation */
-        if (engine_eval(s, &next, 1, 0, err, errlen) != 0) goto done;
+        if (engine_seq_submit(s, seq, &next, 1, err, errlen) != 0) goto done;
+        while (!engine_seq_logits(s, seq))
+            if (engine_step(s, err, errlen) < 0) goto done;
     }
     if (out && tok_decoder_flush(dec, &piece, &len) == 0) {
         fwrite(piece, 1, len, out);
@@ -444,6 +453,7 @@ int engine_generate(struct engine *s, const int32_t *prompt, int n_prompt, int n
     local.gen_s = engine_now() - t1;
     rc = 0;
 done:
+    if (seq >= 0) engine_seq_close(s, seq);
     tok_decoder_free(dec);
     if (stats) *stats = local;
     return rc;

@@ -103,8 +103,8 @@ void engine_opts_default(struct engine_opts *o);
 int engine_open(struct engine *s, const struct engine_opts *o, char *err, size_t errlen);
 void engine_close(struct engine *s);
 
-/* The single-sequence calls, on sequence 0 (not to be mixed with
- * engine_seq_* calls on it). */
+/* The single-sequence calls of bench and perplexity, on sequence 0 (not
+ * to be mixed with engine_seq_* calls on it). */
 
 /* Keeps the first n tokens of the KV cache (a shared prefix) and drops the rest.
  * With the H2O cache, prefix tokens evicted earlier stay evicted. */
@@ -115,10 +115,13 @@ void engine_truncate(struct engine *s, int n);
  * s->logits. */
 int engine_eval(struct engine *s, const int32_t *tokens, int n, int all_logits, char *err, size_t errlen);
 
-/* Evaluates the prompt (after any cached prefix the caller left in place),
- * then samples up to n_predict tokens, streaming their text to `out` (may be
- * NULL). Stops at an end-of-generation token. Generated ids are appended to
- * *gen / *n_gen when gen is non-NULL (caller frees). */
+/* One generation on the sequences interface: opens a sequence for the
+ * prompt (reusing a free slot's cached prefix: a chat's earlier turns are
+ * not evaluated again), then samples up to n_predict tokens, streaming
+ * their text to `out` (may be NULL), and closes it. Stops at an
+ * end-of-generation token. The sampler accepts the prompt tokens it did not
+ * see (those after the cached prefix). Generated ids are appended to *gen /
+ * *n_gen when gen is non-NULL (caller frees). */
 int engine_generate(struct engine *s, const int32_t *prompt, int n_prompt, int n_predict, struct sampler *smp,
                      FILE *out, int32_t **gen, int *n_gen, struct gen_stats *stats, char *err, size_t errlen);
 

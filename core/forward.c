@@ -51,8 +51,8 @@ int state_create_seqs(struct llama_state *s, const struct llama_model *m, int n_
     s->spans = malloc(B * sizeof *s->spans);
     s->row_seq = malloc(B * sizeof *s->row_seq);
     s->row_pos = malloc(B * sizeof *s->row_pos);
-    if (!s->spans || !s->row_seq || !s->row_pos || !s->x || !s->xb || !s->xb2 || !s->q || !s->k || !s->v || !s->att_out || !s->acc || !s->att ||
-        !s->inv_freq || !s->key_cache || !s->value_cache) {
+    if (!s->spans || !s->row_seq || !s->row_pos || !s->x || !s->xb || !s->xb2 || !s->q || !s->k || !s->v ||
+        !s->att_out || !s->acc || !s->att || !s->inv_freq || !s->key_cache || !s->value_cache) {
         snprintf(err, errlen, "out of memory for the run state (KV cache of %d sequences x %d positions: %.1f MiB)",
                  n_seq, n_ctx, 2.0 * (double)cache * sizeof(float) / (1 << 20));
         state_free(s);
