@@ -10,6 +10,7 @@
 #include "cli.h"
 #include "log.h"
 #include "membw.h"
+#include "quant.h"
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -204,9 +205,9 @@ static int bench_parallel(struct cli_opts *o) {
     for (int i = 0; i < nn; i++)
         if (res[i].n == 1) one = &res[i];
     if (o->json) {
-        printf("{\"model\": \"%s\", \"threads\": %d, \"repetitions\": %d, \"pp_tokens\": %d, \"tg_tokens\": %d, "
-               "\"parallel\": [",
-               model_path, threads, reps, pp, tg);
+        printf("{\"model\": \"%s\", \"threads\": %d, \"kernels\": \"%s\", \"repetitions\": %d, \"pp_tokens\": %d, "
+               "\"tg_tokens\": %d, \"parallel\": [",
+               model_path, threads, quant_isa(), reps, pp, tg);
         for (int i = 0; i < nn; i++) {
             printf("%s{\"n\": %d", i ? ", " : "", res[i].n);
             for (int m = 0; m < n_modes; m++) {
@@ -220,8 +221,8 @@ static int bench_parallel(struct cli_opts *o) {
         printf("]}\n");
         return 0;
     }
-    printf("model: %s, %d threads, prompt %d and generation %d tokens per sequence, median of %d\n", model_path,
-           threads, pp, tg, reps);
+    printf("model: %s, %d threads (%s kernels), prompt %d and generation %d tokens per sequence, median of %d\n",
+           model_path, threads, quant_isa(), pp, tg, reps);
     printf("aggregate tokens/s over all sequences (S_PP and S_TG of llama-batched-bench)\n");
     printf("| %3s | %10s | %13s | %13s |%s\n", "N", "KV MiB", "pp 1 process", "tg 1 process",
            n_modes > 1 ? "    pp runtime |    tg runtime |" : "");
@@ -339,13 +340,13 @@ int cmd_bench(int argc, char **argv) {
     const char *mode = s.rt ? "multi-process" : "single-process";
     const int kv_active = kv_config_active(&s.kv, s.n_ctx);
     if (o.json) {
-        printf("{\"model\": \"%s\", \"mode\": \"%s\", \"threads\": %d, \"n_ctx\": %d, "
+        printf("{\"model\": \"%s\", \"mode\": \"%s\", \"kernels\": \"%s\", \"threads\": %d, \"n_ctx\": %d, "
                "\"repetitions\": %d, \"pp_tokens\": %d, \"tg_tokens\": %d, \"pp_tokens_per_s\": %.3f, "
                "\"tg_tokens_per_s\": %.3f, \"attn_ms_per_token\": %.4f, \"peak_rss_bytes\": %zu, "
                "\"kv_bytes\": %zu, \"weight_bytes\": %zu, \"weight_bytes_per_token\": %.0f, "
                "\"effective_bandwidth_bytes_per_s\": %.0f, \"read_bandwidth_bytes_per_s\": %.0f, "
                "\"tg_depth\": %d, \"kv_budget\": %d, \"kv_type\": \"%s\", \"kv_window\": %d, \"processes\": [",
-               s.model_path, mode, s.n_threads, s.n_ctx, reps, o.bench_pp, o.bench_tg, pp_tps, tg_tps[0],
+               s.model_path, mode, quant_isa(), s.n_threads, s.n_ctx, reps, o.bench_pp, o.bench_tg, pp_tps, tg_tps[0],
                attn_ms[0], rss_max, bt.kv_bytes, wbytes, tok_bytes, eff_bw, read_bw, o.bench_depths[0],
                kv_active ? s.kv.budget : s.n_ctx, kv_type_name(s.kv.type), s.kv.window);
         for (int i = 0; i < n_procs; i++)
@@ -371,7 +372,7 @@ int cmd_bench(int argc, char **argv) {
         printf("}\n");
     } else {
         printf("model: %s (%.1f MiB of weights)\n", s.model_path, (double)wbytes / (1 << 20));
-        printf("mode: %s, %d threads, median of %d\n", mode, s.n_threads, reps);
+        printf("mode: %s, %d threads, %s kernels, median of %d\n", mode, s.n_threads, quant_isa(), reps);
         char test[32];
         if (compare) {
             printf("| %-12s | %14s | %14s | %7s | %12s | %12s |\n", "test", ref_name, name, "ratio", "attn ms/tok",

@@ -712,6 +712,7 @@ static struct quant_traits table[HEARTH_TYPE_COUNT] = {
 
 static pthread_once_t table_once = PTHREAD_ONCE_INIT;
 static int have_avx2;
+static const char *isa = "scalar";
 
 static void table_init(void) {
 #if defined(HEARTH_HAVE_AVX2_BUILD)
@@ -724,7 +725,16 @@ static void table_init(void) {
     unsigned eax, ebx, ecx = 0, edx;
     int f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & (1u << 29));
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c) {
-        quant_avx2_install(table, HEARTH_TYPE_COUNT);
+        /* libgcc's and compiler-rt's checks include the OS saving the AVX-512 state */
+        const char *no_vnni = getenv("HEARTH_NO_VNNI");
+        if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
+            !(no_vnni && no_vnni[0] && strcmp(no_vnni, "0") != 0)) {
+            quant_vnni_install(table, HEARTH_TYPE_COUNT);
+            isa = "avx512-vnni";
+        } else {
+            quant_avx2_install(table, HEARTH_TYPE_COUNT);
+            isa = "avx2";
+        }
         have_avx2 = 1;
     }
 #endif
@@ -735,6 +745,11 @@ const struct quant_traits *quant_traits(enum hearth_type type) {
         return NULL;
     pthread_once(&table_once, table_init);
     return table[type].name ? &table[type] : NULL;
+}
+
+const char *quant_isa(void) {
+    pthread_once(&table_once, table_init);
+    return isa;
 }
 
 int quant_have_avx2(void) {

@@ -199,7 +199,11 @@ int quant_dequantize_row(enum hearth_type type, const void *src, float *dst, int
 int quant_quantize_row(enum hearth_type type, const float *src, void *dst, int64_t n, char *err,
                        size_t errlen);
 
-/* Internal: quant_avx2.c overrides table entries with its kernels. */
+/* Internal: quant_avx2.c overrides table entries with its kernels;
+ * quant_vnni.c with the same kernels on AVX-512 VNNI. */
 void quant_avx2_install(struct quant_traits *table, int count);
+void quant_vnni_install(struct quant_traits *table, int count);
+/* "avx2", "avx512-vnni" or "scalar": the kernels in use (for logs and bench) */
+const char *quant_isa(void);
 
 #endif

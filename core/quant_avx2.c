@@ -9,7 +9,13 @@
  * unsigned bytes by signed bytes and adds adjacent pairs into int16, then
  * _mm256_madd_epi16 with ones (or with the sub-block scales) widens to int32.
  * The unsigned operand must be the weights (0..63) or |x| (sign trick); no
- * int16 pair sum can overflow: 63*128*2 < 32767, 127*127*2 < 32767. */
+ * int16 pair sum can overflow: 63*128*2 < 32767, 127*127*2 < 32767.
+ *
+ * quant_vnni.c compiles this file again with HEARTH_VNNI: there the Q4_0,
+ * Q4_1, Q5_*, Q8_0 dots take AVX-512 VNNI's vpdpbusd (on 256-bit
+ * registers), which adds the four u8 x s8 products of each 32-bit lane in
+ * one instruction. The integer sums are the same numbers (nothing
+ * overflows either way), so both builds give the same bits. */
 #include "quant.h"
 
 #include <immintrin.h>
@@ -51,11 +57,28 @@ static inline __m256i bits_32(const uint8_t *p) {
     return _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
 }
 
-/* unsigned bytes . signed bytes -> 8 float partial sums */
-static inline __m256 dot_us8(__m256i u, __m256i s) {
-    __m256i p16 = _mm256_maddubs_epi16(u, s);
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+/* unsigned bytes . signed bytes: each int32 lane the sum of its 4 products */
+static inline __m256i dot4_us8(__m256i u, __m256i s) {
+#ifdef HEARTH_VNNI
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+#else
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+#endif
 }
+
+/* the same for two pairs, u0 . s0 + u1 . s1 (lane by lane) */
+static inline __m256i dot4_us8_2(__m256i u0, __m256i s0, __m256i u1, __m256i s1) {
+#ifdef HEARTH_VNNI
+    return _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u0, s0), u1, s1);
+#else
+    /* int16 sums of at most 2 * 2 * 15 * 128 (Q4 nibbles): no overflow */
+    return _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(u0, s0), _mm256_maddubs_epi16(u1, s1)),
+                             _mm256_set1_epi16(1));
+#endif
+}
+
+/* unsigned bytes . signed bytes -> 8 float partial sums */
+static inline __m256 dot_us8(__m256i u, __m256i s) { return _mm256_cvtepi32_ps(dot4_us8(u, s)); }
 
 /* signed . signed via the sign trick: |a| . (b * sign(a)) */
 static inline __m256 dot_s8(__m256i a, __m256i b) {
@@ -166,8 +189,7 @@ static void vec_dot_q4_0_q8_0(int64_t n, float *s, const void *w, const void *x)
  *     result = acc + accm
  * The 8-row kernel runs the same chains in 8 lanes, one row each. */
 static inline int q4_1_isum(const block_q4_1 *a, const block_q8_1 *b) {
-    const __m256i p = _mm256_maddubs_epi16(nibbles_32(a->qs), _mm256_loadu_si256((const __m256i *)b->qs));
-    return hsum_i32x8(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+    return hsum_i32x8(dot4_us8(nibbles_32(a->qs), _mm256_loadu_si256((const __m256i *)b->qs)));
 }
 
 static void vec_dot_q4_1_q8_1(int64_t n, float *s, const void *w, const void *x) {
@@ -189,13 +211,11 @@ static void vec_dot4_q4_1_q8_1(int64_t n, float *s, size_t s_stride, const void 
     const block_q8_1 *b[4];
     for (int j = 0; j < 4; j++) b[j] = (const block_q8_1 *)((const char *)x + (size_t)j * x_stride);
     float acc[4] = {0}, accm[4] = {0};
-    const __m256i ones = _mm256_set1_epi16(1);
     for (int64_t i = 0; i < n / QK4_1; i++) {
         const float da = fp16_to_f32(a[i].d), ma = fp16_to_f32(a[i].m);
         const __m256i q = nibbles_32(a[i].qs);
         for (int j = 0; j < 4; j++) {
-            const __m256i p = _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)b[j][i].qs));
-            const int isum = hsum_i32x8(_mm256_madd_epi16(p, ones));
+            const int isum = hsum_i32x8(dot4_us8(q, _mm256_loadu_si256((const __m256i *)b[j][i].qs)));
             acc[j] = fmaf(da * fp16_to_f32(b[j][i].d), (float)isum, acc[j]);
             accm[j] = fmaf(ma, fp16_to_f32(b[j][i].s), accm[j]);
         }
@@ -218,7 +238,7 @@ static inline __attribute__((always_inline)) void q4_1x8_dot(int64_t n, float *s
         b[j] = (const block_q8_1 *)((const char *)x + (size_t)j * x_stride);
         acc[j] = accm[j] = _mm256_setzero_ps();
     }
-    const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
     for (int64_t i = 0; i < n / QK4_1; i++) {
         _mm_prefetch((const char *)(a + i + 16), _MM_HINT_T0);
         const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)a[i].d));
@@ -238,8 +258,7 @@ static inline __attribute__((always_inline)) void q4_1x8_dot(int64_t n, float *s
             __m256i v[4];
 #pragma GCC unroll 4
             for (int k = 0; k < 4; k++) /* [row k: 4 partials | row k+4: 4 partials] */
-                v[k] = _mm256_madd_epi16(
-                    _mm256_add_epi16(_mm256_maddubs_epi16(lo[k], xlo), _mm256_maddubs_epi16(hi[k], xhi)), ones);
+                v[k] = dot4_us8_2(lo[k], xlo, hi[k], xhi);
             const __m256i isum = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
             acc[j] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(fp16_to_f32(bj->d))), _mm256_cvtepi32_ps(isum),
                                      acc[j]);

@@ -186,12 +186,12 @@ def check_oracle(r, model):
     return fails
 
 
-def run_c(forward_dump, path, prompt, n_gen, n_vocab, tmpdir):
-    """Run forward_dump; returns (ids, logits [rows, n_vocab], seconds)."""
+def run_c(forward_dump, path, prompt, n_gen, n_vocab, tmpdir, env=None):
+    """Run forward_dump (with env's variables added); returns (ids, logits [rows, n_vocab], seconds)."""
     out = os.path.join(tmpdir, "logits.f32")
     cmd = [forward_dump, "-m", path, "-n", str(n_gen), "-o", out, "-t", "2"] + [str(t) for t in prompt]
     t0 = time.time()
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ, **(env or {})))
     dt = time.time() - t0
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:6])} ... exited {p.returncode}: {p.stderr.strip()[-2000:]}")
@@ -368,6 +368,14 @@ def main():
                     f, rel = compare(f"{name} [Q4_1]", prompt, a.n_gen, ref_ids, ref_logits,
                                      c_ids, c_logits, REL_TOL, REL_TOL)
                     worst_q = max(worst_q, rel)
+                    # the AVX2 kernels where the CPU has AVX-512 VNNI (quant_vnni.c): the same bits
+                    try:
+                        a_ids, a_logits, _ = run_c(a.forward_dump, path, prompt, a.n_gen, model.n_vocab, tmpdir,
+                                                   {"HEARTH_NO_VNNI": "1"})
+                        if a_ids != c_ids or not np.array_equal(a_logits, c_logits):
+                            f.append(f"{name} [Q4_1]: HEARTH_NO_VNNI=1 changes the logits")
+                    except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+                        f.append(f"{name} (Q4_1, HEARTH_NO_VNNI=1): {e}")
                 fails += f
     print(f"strict F32: worst relative logits error {worst_s:.3g} (tolerance {STRICT_TOL:g}; per prompt "
           + ", ".join(f"{k} {v:.3g}" for k, v in strict.items()) + f"; when set: {STRICT_MEASURED})")
