@@ -40,8 +40,8 @@ static const char *const k_prompts[N_SEQ] = {
     "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
     "<|im_start|>user\nWhat are the three primary colors?<|im_end|>\n<|im_start|>assistant\n",
     "1, 2, 3, 5, 8, 13,",
-    "Water boils at 100 degrees Celsius at sea level because the air pressure above the water is exactly one "
-    "atmosphere, and the molecules need enough energy to escape into the air. At higher altitudes",
+    ("Water boils at 100 degrees Celsius at sea level because the air pressure above the water is exactly one "
+     "atmosphere, and the molecules need enough energy to escape into the air. At higher altitudes"),
     "A haiku about winter:\n",
     "In 1969,",
 };
