@@ -1,0 +1,240 @@
+/* insparse: input-major matrices and the product over active inputs (see
+ * insparse.h for the definition of the sum). The selection of each token's
+ * active inputs is done once, by the caller's thread, before the pool runs:
+ * it is n_in comparisons per token, small beside the rows it saves. */
+#include "insparse.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "forward.h"
+#include "fp16.h"
+#include "sparse.h"
+
+void insparse_axpy_q4_1_avx2(float *y, const block_q4_1 *rows, int64_t row_blocks, const int32_t *idx,
+                             const float *h, int64_t cnt, int64_t b0, int64_t b1);
+
+typedef void (*axpy_q4_1_fn)(float *y, const block_q4_1 *rows, int64_t row_blocks, const int32_t *idx,
+                             const float *h, int64_t cnt, int64_t b0, int64_t b1);
+
+static axpy_q4_1_fn g_axpy_q4_1;
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+static void kernels_init(void) {
+    g_axpy_q4_1 = insparse_axpy_q4_1_ref;
+#if defined(HEARTH_HAVE_AVX2_BUILD)
+    if (quant_have_avx2()) g_axpy_q4_1 = insparse_axpy_q4_1_avx2; /* quant's CPU check and HEARTH_NO_SIMD */
+#endif
+}
+
+void insparse_axpy_q4_1_ref(float *y, const block_q4_1 *rows, int64_t row_blocks, const int32_t *idx, const float *h,
+                            int64_t cnt, int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; b++) {
+        float *yb = y + b * QK4_1;
+        for (int j = 0; j < QK4_1; j++) yb[j] = 0.0f;
+        for (int64_t k = 0; k < cnt; k++) {
+            const block_q4_1 *blk = rows + (int64_t)idx[k] * row_blocks + b;
+            const float s = h[k] * fp16_to_f32(blk->d), o = h[k] * fp16_to_f32(blk->m);
+            for (int j = 0; j < QK4_1 / 2; j++) {
+                yb[j] = yb[j] + fmaf(s, (float)(blk->qs[j] & 15), o);
+                yb[j + 16] = yb[j + 16] + fmaf(s, (float)(blk->qs[j] >> 4), o);
+            }
+        }
+    }
+}
+
+void insparse_axpy_q4_1(float *y, const block_q4_1 *rows, int64_t row_blocks, const int32_t *idx, const float *h,
+                        int64_t cnt, int64_t b0, int64_t b1) {
+    pthread_once(&g_once, kernels_init);
+    g_axpy_q4_1(y, rows, row_blocks, idx, h, cnt, b0, b1);
+}
+
+const char *insparse_fmt_name(enum insparse_fmt fmt) {
+    return fmt == INSPARSE_Q8_0 ? "q8_0" : fmt == INSPARSE_Q4_1 ? "q4_1" : "?";
+}
+
+static enum hearth_type fmt_type(enum insparse_fmt fmt) {
+    return fmt == INSPARSE_Q8_0 ? HEARTH_TYPE_Q8_0 : HEARTH_TYPE_Q4_1;
+}
+
+int insparse_build(struct insparse_mat *im, const struct weight *w, enum insparse_fmt fmt, char *err,
+                   size_t errlen) {
+    memset(im, 0, sizeof *im);
+    const struct quant_traits *src = quant_traits((enum hearth_type)w->type);
+    if (fmt != INSPARSE_Q8_0 && fmt != INSPARSE_Q4_1) {
+        snprintf(err, errlen, "insparse: unknown format %d", (int)fmt);
+        return -1;
+    }
+    const struct quant_traits *dst = quant_traits(fmt_type(fmt));
+    if (!w->data || !src || !src->to_float || !dst || !dst->from_float_ref) {
+        snprintf(err, errlen, "insparse: weight type %u cannot be dequantised", w->type);
+        return -1;
+    }
+    if (w->n_in <= 0 || w->n_out <= 0 || w->n_out % 32 != 0 || w->n_in % src->blck != 0 ||
+        w->n_in > INT32_MAX) {
+        snprintf(err, errlen, "insparse: shape [%lld, %lld] is not usable (outputs must be a multiple of 32)",
+                 (long long)w->n_in, (long long)w->n_out);
+        return -1;
+    }
+    const int64_t n_in = w->n_in, n_out = w->n_out;
+    const size_t src_row = hearth_row_size(w->type, n_in);
+    im->n_in = n_in;
+    im->n_out = n_out;
+    im->fmt = fmt;
+    im->row_bytes = (size_t)(n_out / 32) * dst->size;
+    im->rows = malloc((size_t)n_in * im->row_bytes);
+    im->norm = malloc((size_t)n_in * sizeof(float));
+    /* the transpose in slabs of 64 input columns: [n_out] dequantised rows
+     * would be the whole matrix in floats */
+    const int64_t slab = 64;
+    float *row = malloc((size_t)n_in * sizeof(float));
+    float *col = malloc((size_t)(slab * n_out) * sizeof(float));
+    double *ss = calloc((size_t)n_in, sizeof(double));
+    if (!im->rows || !im->norm || !row || !col || !ss) {
+        free(row);
+        free(col);
+        free(ss);
+        insparse_free(im);
+        snprintf(err, errlen, "insparse: out of memory for a [%lld, %lld] matrix", (long long)n_in,
+                 (long long)n_out);
+        return -1;
+    }
+    for (int64_t c0 = 0; c0 < n_in; c0 += slab) {
+        const int64_t nc = n_in - c0 < slab ? n_in - c0 : slab;
+        for (int64_t r = 0; r < n_out; r++) {
+            /* whole rows are dequantised (blocks may be 256 wide); only the
+             * slab's columns are kept */
+            src->to_float((const char *)w->data + (size_t)r * src_row, row, n_in);
+            for (int64_t c = 0; c < nc; c++) {
+                col[c * n_out + r] = row[c0 + c];
+                ss[c0 + c] += (double)row[c0 + c] * row[c0 + c];
+            }
+        }
+        for (int64_t c = 0; c < nc; c++)
+            dst->from_float_ref(col + c * n_out, (char *)im->rows + (size_t)(c0 + c) * im->row_bytes, n_out);
+    }
+    for (int64_t i = 0; i < n_in; i++) im->norm[i] = (float)sqrt(ss[i]);
+    free(row);
+    free(col);
+    free(ss);
+    return 0;
+}
+
+void insparse_free(struct insparse_mat *im) {
+    free(im->rows);
+    free(im->norm);
+    memset(im, 0, sizeof *im);
+}
+
+size_t insparse_bytes(const struct insparse_mat *im) { return (size_t)im->n_in * im->row_bytes; }
+
+int64_t insparse_select(const float *x, int64_t n, float threshold, const float *norm, int32_t *idx, float *h) {
+    int64_t c = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const float a = norm ? fabsf(x[i]) * norm[i] : fabsf(x[i]);
+        if (threshold < 0.0f || a > threshold) {
+            idx[c] = (int32_t)i;
+            h[c] = x[i];
+            c++;
+        }
+    }
+    return c;
+}
+
+static int64_t n_groups(int64_t n_in) { return (n_in + INSPARSE_GROUP - 1) / INSPARSE_GROUP; }
+
+int insparse_scratch_create(struct insparse_scratch *ss, int64_t n_in, int64_t n_out, int max_tok, char *err,
+                            size_t errlen) {
+    memset(ss, 0, sizeof *ss);
+    ss->n_in = n_in;
+    ss->n_out = n_out;
+    ss->max_tok = max_tok;
+    ss->idx = malloc((size_t)max_tok * (size_t)n_in * sizeof(int32_t));
+    ss->h = malloc((size_t)max_tok * (size_t)n_in * sizeof(float));
+    ss->gofs = malloc((size_t)max_tok * (size_t)(n_groups(n_in) + 1) * sizeof(int64_t));
+    ss->y = malloc((size_t)n_out * sizeof(float));
+    if (!ss->idx || !ss->h || !ss->gofs || !ss->y) {
+        insparse_scratch_free(ss);
+        snprintf(err, errlen, "insparse: out of memory for the scratch of %d tokens", max_tok);
+        return -1;
+    }
+    return 0;
+}
+
+void insparse_scratch_free(struct insparse_scratch *ss) {
+    free(ss->idx);
+    free(ss->h);
+    free(ss->gofs);
+    free(ss->y);
+    memset(ss, 0, sizeof *ss);
+}
+
+struct run_ctx {
+    const struct insparse_mat *im;
+    const struct insparse_scratch *ss;
+    int n_tok;
+    int64_t *acc;
+};
+
+/* thread ith: output blocks [b0, b1), every token, every group */
+static void run_worker(void *arg, int ith, int nth) {
+    const struct run_ctx *c = arg;
+    const struct insparse_mat *im = c->im;
+    const struct insparse_scratch *ss = c->ss;
+    const int64_t nb = im->n_out / 32, ng = n_groups(im->n_in);
+    const int64_t b0 = nb * ith / nth, b1 = nb * (ith + 1) / nth;
+    if (b0 == b1) return;
+    float *y = ss->y;
+    for (int t = 0; t < c->n_tok; t++) {
+        const int64_t *go = ss->gofs + (size_t)t * (size_t)(ng + 1);
+        const int32_t *idx = ss->idx + (size_t)t * (size_t)im->n_in;
+        const float *h = ss->h + (size_t)t * (size_t)im->n_in;
+        int64_t *acc = c->acc + (size_t)t * (size_t)im->n_out;
+        for (int64_t g = 0; g < ng; g++) {
+            const int64_t k0 = go[g], cnt = go[g + 1] - go[g];
+            if (cnt == 0) continue;
+            if (im->fmt == INSPARSE_Q8_0)
+                sparse_down_q8_0(y, im->rows, nb, idx + k0, h + k0, (int)cnt, b0, b1);
+            else
+                insparse_axpy_q4_1(y, im->rows, nb, idx + k0, h + k0, cnt, b0, b1);
+            sparse_acc_add_fixed(acc + 32 * b0, y + 32 * b0, (size_t)(32 * (b1 - b0)));
+        }
+    }
+}
+
+int insparse_matmul(const struct insparse_mat *im, const float *x, int n_tok, float threshold, const float *norm,
+                    int64_t *acc, struct insparse_stats *st, struct insparse_scratch *ss, struct tpool *tp,
+                    char *err, size_t errlen) {
+    if (n_tok < 0 || n_tok > ss->max_tok || ss->n_in != im->n_in || ss->n_out != im->n_out) {
+        snprintf(err, errlen, "insparse: %d tokens of [%lld, %lld] do not fit a scratch of %d of [%lld, %lld]",
+                 n_tok, (long long)im->n_in, (long long)im->n_out, ss->max_tok, (long long)ss->n_in,
+                 (long long)ss->n_out);
+        return -1;
+    }
+    const int64_t n_in = im->n_in, ng = n_groups(n_in);
+    int64_t active = 0;
+    for (int t = 0; t < n_tok; t++) {
+        int32_t *idx = ss->idx + (size_t)t * (size_t)n_in;
+        float *h = ss->h + (size_t)t * (size_t)n_in;
+        int64_t *go = ss->gofs + (size_t)t * (size_t)(ng + 1);
+        const int64_t cnt = insparse_select(x + (size_t)t * (size_t)n_in, n_in, threshold, norm, idx, h);
+        /* idx is ascending: each group's actives are one run */
+        int64_t k = 0;
+        for (int64_t g = 0; g < ng; g++) {
+            go[g] = k;
+            while (k < cnt && idx[k] < (g + 1) * INSPARSE_GROUP) k++;
+        }
+        go[ng] = cnt;
+        active += cnt;
+    }
+    if (st) {
+        st->inputs += (int64_t)n_tok * n_in;
+        st->active += active;
+    }
+    struct run_ctx c = {im, ss, n_tok, acc};
+    tpool_run(tp, run_worker, &c);
+    return 0;
+}

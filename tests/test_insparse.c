@@ -1,0 +1,362 @@
+/* test_insparse: the input-sparse products (core/insparse.h) on random
+ * matrices of awkward sizes and types:
+ *   1. the input-major copy: each row is W[:, i] within its format's rounding,
+ *      and norm_i is ||W[:, i]||;
+ *   2. the Q4_1 axpy kernel (AVX2 where present) against the scalar one, bit
+ *      for bit, on random active sets;
+ *   3. insparse_matmul against this file's own scalar reading of the
+ *      definition, bit for bit, with 1, 2 and 3 threads and batches of 1, 3
+ *      and 8 tokens, TEAL and WINA, at several thresholds;
+ *   4. against the dense matmul (core/matmul.h) and an exact double product
+ *      of the dequantised weights, both with the same mask applied to x,
+ *      within the re-quantisation's error;
+ *   5. threshold 0 keeps exactly the nonzero inputs (ReLU-family models lose
+ *      nothing), and bad shapes are refused.
+ * Run again with HEARTH_NO_SIMD=1 (tests/insparse.cmake). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/forward.h"
+#include "../core/fp16.h"
+#include "../core/insparse.h"
+#include "../core/matmul.h"
+#include "../core/quant.h"
+#include "check.h"
+
+#define MAX_TOK 8
+
+struct tmat {
+    struct weight w;
+    void *q;   /* quantised rows */
+    float *wf; /* [n_out][n_in] dequantised */
+};
+
+static void tmat_make(struct tmat *t, enum hearth_type type, int64_t n_in, int64_t n_out) {
+    const struct quant_traits *qt = quant_traits(type);
+    const size_t rs = hearth_row_size(type, n_in);
+    float *src = xmalloc((size_t)n_in * sizeof(float));
+    t->q = xmalloc(rs * (size_t)n_out);
+    t->wf = xmalloc((size_t)(n_in * n_out) * sizeof(float));
+    for (int64_t r = 0; r < n_out; r++) {
+        /* a few columns much larger than the rest: WINA's norms then differ */
+        for (int64_t i = 0; i < n_in; i++) src[i] = rnd_normal() * (i % 7 == 0 ? 3.0f : 1.0f);
+        if (qt->from_float_ref)
+            qt->from_float_ref(src, (char *)t->q + (size_t)r * rs, n_in);
+        else
+            memcpy((char *)t->q + (size_t)r * rs, src, rs); /* F32 */
+        qt->to_float((char *)t->q + (size_t)r * rs, t->wf + r * n_in, n_in);
+    }
+    free(src);
+    memset(&t->w, 0, sizeof t->w);
+    t->w.data = t->q;
+    t->w.type = type;
+    t->w.n_in = n_in;
+    t->w.n_out = n_out;
+}
+
+static void tmat_free(struct tmat *t) {
+    free(t->q);
+    free(t->wf);
+}
+
+/* x [n_tok, n]: normal, a fifth of the entries exactly zero */
+static float *random_x(int n_tok, int64_t n) {
+    float *x = xmalloc((size_t)(n_tok * n) * sizeof(float));
+    for (int64_t i = 0; i < n_tok * n; i++) x[i] = rnd_unit() < 0.2 ? 0.0f : rnd_normal();
+    return x;
+}
+
+static int cmp_float(const void *a, const void *b) {
+    const float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* the q-quantile of the scores over all tokens */
+static float score_quantile(const float *x, int64_t count, int64_t n_in, const float *norm, double q) {
+    float *s = xmalloc((size_t)count * sizeof(float));
+    for (int64_t k = 0; k < count; k++) s[k] = fabsf(x[k]) * (norm ? norm[k % n_in] : 1.0f);
+    qsort(s, (size_t)count, sizeof(float), cmp_float);
+    const float v = s[(int64_t)(q * (double)(count - 1))];
+    free(s);
+    return v;
+}
+
+static int is_active(float xi, float normi, float thr, const float *norm) {
+    const float a = norm ? fabsf(xi) * normi : fabsf(xi);
+    return thr < 0.0f || a > thr;
+}
+
+/* The definition of insparse.h, read independently: acc[t, :] for one token. */
+static void ref_product(const struct insparse_mat *im, const float *x, float thr, const float *norm, int64_t *acc) {
+    const int64_t nb = im->n_out / 32;
+    float *y = xmalloc((size_t)im->n_out * sizeof(float));
+    for (int64_t g0 = 0; g0 < im->n_in; g0 += INSPARSE_GROUP) {
+        const int64_t g1 = g0 + INSPARSE_GROUP < im->n_in ? g0 + INSPARSE_GROUP : im->n_in;
+        int any = 0;
+        for (int64_t r = 0; r < im->n_out; r++) y[r] = 0.0f;
+        for (int64_t i = g0; i < g1; i++) {
+            if (!is_active(x[i], im->norm[i], thr, norm)) continue;
+            any = 1;
+            for (int64_t b = 0; b < nb; b++) {
+                if (im->fmt == INSPARSE_Q8_0) {
+                    const block_q8_0 *blk = (const block_q8_0 *)im->rows + i * nb + b;
+                    const float s = x[i] * fp16_to_f32(blk->d);
+                    for (int j = 0; j < 32; j++) y[32 * b + j] = fmaf(s, (float)blk->qs[j], y[32 * b + j]);
+                } else {
+                    const block_q4_1 *blk = (const block_q4_1 *)im->rows + i * nb + b;
+                    const float s = x[i] * fp16_to_f32(blk->d), o = x[i] * fp16_to_f32(blk->m);
+                    for (int j = 0; j < 32; j++) {
+                        const int q = j < 16 ? blk->qs[j] & 15 : blk->qs[j - 16] >> 4;
+                        y[32 * b + j] = y[32 * b + j] + fmaf(s, (float)q, o);
+                    }
+                }
+            }
+        }
+        if (any) ffn_acc_add_fixed(acc, y, (size_t)im->n_out);
+    }
+    free(y);
+}
+
+/* 1. the copy; fills deq [n_in][n_out] (the copy dequantised) and tolb
+ * [n_in][n_out / 32] (each block's allowed rounding) */
+static void check_build(const struct tmat *t, const struct insparse_mat *im, const char *name, float *deq,
+                        float *tolb) {
+    const int64_t n_in = t->w.n_in, n_out = t->w.n_out;
+    const struct quant_traits *qt = quant_traits(im->fmt == INSPARSE_Q8_0 ? HEARTH_TYPE_Q8_0 : HEARTH_TYPE_Q4_1);
+    float *row = xmalloc((size_t)n_out * sizeof(float));
+    int bad = 0, bad_norm = 0;
+    for (int64_t i = 0; i < n_in; i++) {
+        qt->to_float((const char *)im->rows + (size_t)i * im->row_bytes, row, n_out);
+        memcpy(deq + i * n_out, row, (size_t)n_out * sizeof(float));
+        double ss = 0;
+        for (int64_t b = 0; b < n_out / 32; b++) {
+            float lo = INFINITY, hi = -INFINITY;
+            for (int j = 0; j < 32; j++) {
+                const float v = t->wf[(32 * b + j) * n_in + i];
+                lo = fminf(lo, v);
+                hi = fmaxf(hi, v);
+            }
+            /* half a step, plus the fp16 rounding of the scale and min */
+            const float amax = fmaxf(fabsf(lo), fabsf(hi));
+            const float tol = im->fmt == INSPARSE_Q8_0 ? amax / 127.0f * 0.5f + amax * 2e-3f
+                                                       : (hi - lo) / 15.0f * 0.5f + (hi - lo) * 4e-3f + 1e-6f;
+            tolb[i * (n_out / 32) + b] = tol;
+            for (int j = 0; j < 32; j++) {
+                const float v = t->wf[(32 * b + j) * n_in + i];
+                if (fabsf(row[32 * b + j] - v) > tol) bad++;
+                ss += (double)v * v;
+            }
+        }
+        if (fabs(im->norm[i] - sqrt(ss)) > 1e-5 * sqrt(ss) + 1e-6) bad_norm++;
+    }
+    CHECK(bad == 0, "%s: %d weights of the input-major copy are off by more than the rounding", name, bad);
+    CHECK(bad_norm == 0, "%s: %d column norms wrong", name, bad_norm);
+    CHECK(im->row_bytes == (size_t)(n_out / 32) * qt->size, "%s: row bytes %zu", name, im->row_bytes);
+    free(row);
+}
+
+/* 2. the Q4_1 kernel against its reference */
+static void check_axpy_q4_1(const struct insparse_mat *im, const char *name) {
+    if (im->fmt != INSPARSE_Q4_1) return;
+    const int64_t nb = im->n_out / 32;
+    int32_t *idx = xmalloc((size_t)im->n_in * sizeof(int32_t));
+    float *h = xmalloc((size_t)im->n_in * sizeof(float));
+    float *y0 = xmalloc((size_t)im->n_out * sizeof(float)), *y1 = xmalloc((size_t)im->n_out * sizeof(float));
+    for (int rep = 0; rep < 20; rep++) {
+        int64_t cnt = 0;
+        const double keep = rnd_unit();
+        for (int64_t i = 0; i < im->n_in; i++)
+            if (rnd_unit() < keep) {
+                idx[cnt] = (int32_t)i;
+                h[cnt++] = rnd_normal() * (rep % 3 == 0 ? 100.0f : 1.0f);
+            }
+        const int64_t b0 = rnd_range(0, nb - 1), b1 = rnd_range(b0 + 1, nb);
+        memset(y0, 0, (size_t)im->n_out * sizeof(float));
+        memset(y1, 0, (size_t)im->n_out * sizeof(float));
+        insparse_axpy_q4_1_ref(y0, im->rows, nb, idx, h, cnt, b0, b1);
+        insparse_axpy_q4_1(y1, im->rows, nb, idx, h, cnt, b0, b1);
+        CHECK(memcmp(y0, y1, (size_t)im->n_out * sizeof(float)) == 0,
+              "%s: axpy_q4_1 differs from its reference (%lld actives, blocks [%lld, %lld))", name, (long long)cnt,
+              (long long)b0, (long long)b1);
+    }
+    free(idx);
+    free(h);
+    free(y0);
+    free(y1);
+}
+
+static void run_case(const char *name, enum hearth_type type, int64_t n_in, int64_t n_out, enum insparse_fmt fmt,
+                     struct tpool **pools) {
+    char err[256];
+    struct tmat t;
+    tmat_make(&t, type, n_in, n_out);
+    struct insparse_mat im;
+    if (insparse_build(&im, &t.w, fmt, err, sizeof err)) {
+        CHECK(0, "%s: insparse_build: %s", name, err);
+        tmat_free(&t);
+        return;
+    }
+    float *deq = xmalloc((size_t)(n_in * n_out) * sizeof(float));
+    float *tolb = xmalloc((size_t)(n_in * (n_out / 32)) * sizeof(float));
+    check_build(&t, &im, name, deq, tolb);
+    check_axpy_q4_1(&im, name);
+
+    struct insparse_scratch ss;
+    if (insparse_scratch_create(&ss, n_in, n_out, MAX_TOK, err, sizeof err)) {
+        CHECK(0, "%s: scratch: %s", name, err);
+        insparse_free(&im);
+        tmat_free(&t);
+        return;
+    }
+    const int n_tok = 2 * MAX_TOK + 3; /* run in batches of 1, 3 and 8 */
+    float *x = random_x(n_tok, n_in);
+    int64_t *want = xmalloc((size_t)(n_tok * n_out) * sizeof(int64_t));
+    int64_t *got = xmalloc((size_t)(n_tok * n_out) * sizeof(int64_t));
+    float *xm = xmalloc((size_t)(n_tok * n_in) * sizeof(float));
+    float *yd = xmalloc((size_t)(n_tok * n_out) * sizeof(float));
+    struct matmul_scratch ms = MATMUL_SCRATCH_INIT;
+    const double quantiles[] = {-1.0, 0.0, 0.5, 0.8};
+    for (int wina = 0; wina < 2; wina++) {
+        const float *norm = wina ? im.norm : NULL;
+        for (size_t qi = 0; qi < sizeof quantiles / sizeof quantiles[0]; qi++) {
+            const float thr = quantiles[qi] < 0 ? -1.0f
+                              : quantiles[qi] == 0 ? 0.0f
+                                                   : score_quantile(x, n_tok * n_in, n_in, norm, quantiles[qi]);
+            memset(want, 0, (size_t)(n_tok * n_out) * sizeof(int64_t));
+            for (int tk = 0; tk < n_tok; tk++) ref_product(&im, x + tk * n_in, thr, norm, want + tk * n_out);
+
+            /* 3. bit for bit, every thread count and batch size */
+            int64_t active = 0;
+            for (int p = 0; p < 3; p++) {
+                const int batches[] = {1, 3, 8};
+                for (int bi = 0; bi < 3; bi++) {
+                    memset(got, 0, (size_t)(n_tok * n_out) * sizeof(int64_t));
+                    struct insparse_stats st = {0, 0};
+                    for (int t0 = 0; t0 < n_tok; t0 += batches[bi]) {
+                        const int nt = n_tok - t0 < batches[bi] ? n_tok - t0 : batches[bi];
+                        if (insparse_matmul(&im, x + t0 * n_in, nt, thr, norm, got + t0 * n_out, &st, &ss, pools[p],
+                                            err, sizeof err))
+                            CHECK(0, "%s: insparse_matmul: %s", name, err);
+                    }
+                    CHECK(memcmp(got, want, (size_t)(n_tok * n_out) * sizeof(int64_t)) == 0,
+                          "%s %s thr q%.1f: %d threads, batch %d differs from the definition", name,
+                          wina ? "wina" : "teal", quantiles[qi], p + 1, batches[bi]);
+                    CHECK(st.inputs == (int64_t)n_tok * n_in, "%s: stats inputs %lld", name, (long long)st.inputs);
+                    active = st.active;
+                }
+            }
+
+            /* 4. the same mask on x, dense */
+            int64_t want_active = 0, nonzero = 0;
+            for (int64_t k = 0; k < n_tok * n_in; k++) {
+                const int on = is_active(x[k], im.norm[k % n_in], thr, norm);
+                xm[k] = on ? x[k] : 0.0f;
+                want_active += on;
+                nonzero += x[k] != 0.0f;
+            }
+            CHECK(active == want_active, "%s: %lld actives counted, %lld by the mask", name, (long long)active,
+                  (long long)want_active);
+            if (qi == 1) /* 5. threshold 0: exactly the nonzero inputs */
+                CHECK(active == nonzero, "%s: threshold 0 keeps %lld of %lld nonzero inputs", name,
+                      (long long)active, (long long)nonzero);
+            if (matmul(pools[1], yd, t.q, type, xm, n_in, n_out, n_tok, &ms, err, sizeof err))
+                CHECK(0, "%s: matmul: %s", name, err);
+            /* the copy's product, exactly: only float rounding apart; the
+             * dense product: apart by the copy's rounding of each active
+             * weight (tolb) and by its own 8-bit rounding of x */
+            int bad_exact = 0, bad_dense = 0;
+            double worst = 0;
+            for (int tk = 0; tk < n_tok; tk++)
+                for (int64_t r = 0; r < n_out; r++) {
+                    double exact = 0, mag = 0, mag_w = 0, round = 0;
+                    for (int64_t i = 0; i < n_in; i++) {
+                        const double xi = xm[tk * n_in + i];
+                        exact += (double)deq[i * n_out + r] * xi;
+                        mag += fabs((double)deq[i * n_out + r] * xi);
+                        mag_w += fabs((double)t.wf[r * n_in + i] * xi);
+                        round += fabs(xi) * tolb[i * (n_out / 32) + r / 32];
+                    }
+                    const double v = (double)got[tk * n_out + r] * 0x1p-32;
+                    const double e = fabs(v - exact) / (mag + 1e-9);
+                    if (e > worst) worst = e;
+                    if (fabs(v - exact) > 1e-5 * mag + 1e-6) bad_exact++;
+                    if (fabs(v - yd[tk * n_out + r]) > round + 0.02 * mag_w + 1e-5) bad_dense++;
+                }
+            CHECK(bad_exact == 0, "%s %s q%.1f: %d outputs off the exact masked product (worst %.4f of sum |w x|)",
+                  name, wina ? "wina" : "teal", quantiles[qi], bad_exact, worst);
+            CHECK(bad_dense == 0, "%s %s q%.1f: %d outputs off the dense matmul with the same mask", name,
+                  wina ? "wina" : "teal", quantiles[qi], bad_dense);
+        }
+    }
+    /* 5. threshold 0 and the dense -1 give the same bits when the skipped
+     * inputs are exact zeros (a zero input adds +0) */
+    memset(want, 0, (size_t)(n_tok * n_out) * sizeof(int64_t));
+    memset(got, 0, (size_t)(n_tok * n_out) * sizeof(int64_t));
+    for (int t0 = 0; t0 < n_tok; t0 += MAX_TOK) {
+        const int nt = n_tok - t0 < MAX_TOK ? n_tok - t0 : MAX_TOK;
+        if (insparse_matmul(&im, x + t0 * n_in, nt, -1.0f, NULL, want + t0 * n_out, NULL, &ss, pools[2], err,
+                            sizeof err) ||
+            insparse_matmul(&im, x + t0 * n_in, nt, 0.0f, NULL, got + t0 * n_out, NULL, &ss, pools[2], err,
+                            sizeof err))
+            CHECK(0, "%s: insparse_matmul: %s", name, err);
+    }
+    CHECK(memcmp(got, want, (size_t)(n_tok * n_out) * sizeof(int64_t)) == 0,
+          "%s: threshold 0 differs from the dense product over the same rows", name);
+    CHECK(insparse_matmul(&im, x, MAX_TOK + 1, 0.0f, NULL, got, NULL, &ss, pools[0], err, sizeof err) < 0,
+          "%s: a batch larger than the scratch was accepted", name);
+    printf("  %-28s %-5s %5lld B per input row (dense %zu B per output row)\n", name, insparse_fmt_name(fmt),
+           (long long)im.row_bytes, hearth_row_size(type, n_in));
+    matmul_scratch_free(&ms);
+    free(x);
+    free(xm);
+    free(yd);
+    free(want);
+    free(got);
+    free(deq);
+    free(tolb);
+    insparse_scratch_free(&ss);
+    insparse_free(&im);
+    tmat_free(&t);
+}
+
+static void check_refusals(void) {
+    char err[256] = "";
+    struct tmat t;
+    tmat_make(&t, HEARTH_TYPE_Q8_0, 64, 40); /* 40 outputs: not whole blocks */
+    struct insparse_mat im;
+    CHECK(insparse_build(&im, &t.w, INSPARSE_Q8_0, err, sizeof err) < 0 && strstr(err, "multiple of 32"),
+          "a matrix of 40 outputs was accepted (%s)", err);
+    tmat_free(&t);
+    tmat_make(&t, HEARTH_TYPE_Q4_1, 64, 64);
+    CHECK(insparse_build(&im, &t.w, (enum insparse_fmt)7, err, sizeof err) < 0, "an unknown format was accepted");
+    tmat_free(&t);
+}
+
+int main(void) {
+    uint64_t seed = 0x1A5BA75E0015ull;
+    const char *env = getenv("HEARTH_TEST_SEED");
+    if (env && env[0]) seed = strtoull(env, NULL, 0);
+    check_seed(seed);
+    printf("test_insparse: seed 0x%llx, kernels %s\n", (unsigned long long)seed,
+           quant_have_avx2() ? "AVX2" : "scalar");
+    char err[256];
+    struct tpool *pools[3];
+    for (int i = 0; i < 3; i++) {
+        pools[i] = tpool_create(i + 1, err, sizeof err);
+        if (!pools[i]) {
+            fprintf(stderr, "tpool_create: %s\n", err);
+            return 2;
+        }
+    }
+    run_case("q4_1 96x160", HEARTH_TYPE_Q4_1, 96, 160, INSPARSE_Q4_1, pools);
+    run_case("q4_1 96x160", HEARTH_TYPE_Q4_1, 96, 160, INSPARSE_Q8_0, pools);
+    run_case("q8_0 320x96 (short group)", HEARTH_TYPE_Q8_0, 320, 96, INSPARSE_Q4_1, pools);
+    run_case("q8_0 320x96 (short group)", HEARTH_TYPE_Q8_0, 320, 96, INSPARSE_Q8_0, pools);
+    run_case("q4_k 512x64", HEARTH_TYPE_Q4_K, 512, 64, INSPARSE_Q4_1, pools);
+    run_case("q6_k 768x32", HEARTH_TYPE_Q6_K, 768, 32, INSPARSE_Q8_0, pools);
+    run_case("f32 32x224", HEARTH_TYPE_F32, 32, 224, INSPARSE_Q4_1, pools);
+    check_refusals();
+    for (int i = 0; i < 3; i++) tpool_destroy(pools[i]);
+    return check_done("test_insparse");
+}
