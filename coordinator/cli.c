@@ -197,6 +197,18 @@ int cli_parse(struct cli_opts *o, int argc, char **argv, int first, unsigned all
         } else if ((allowed & (CLI_RUNTIME | CLI_BENCH | CLI_PPL)) && !strcmp(a, "--kv-decay")) {
             NEED_VALUE();
             if (parse_float(a, v, 1e-6f, 1.0f, &o->eng.kv.decay)) return -1;
+        } else if ((allowed & (CLI_RUNTIME | CLI_BENCH | CLI_PPL)) && !strcmp(a, "--kv-cold")) {
+            NEED_VALUE();
+            if (kv_cold_parse(v, &o->eng.kv.cold) != 0) {
+                fprintf(stderr, "hearth %s: --kv-cold expects q8, q4, f32 or off, got '%s'\n", cmd, v);
+                return -1;
+            }
+        } else if ((allowed & (CLI_RUNTIME | CLI_BENCH | CLI_PPL)) && !strcmp(a, "--kv-recall")) {
+            NEED_VALUE();
+            if (parse_int(a, v, 1, 1 << 20, &o->eng.kv.recall)) return -1;
+        } else if ((allowed & (CLI_RUNTIME | CLI_BENCH | CLI_PPL)) && !strcmp(a, "--kv-cold-max")) {
+            NEED_VALUE();
+            if (cli_parse_size(a, v, &o->eng.kv.cold_max) != 0) return -1;
         } else if ((allowed & CLI_GEN) && !strcmp(a, "--temp")) {
             NEED_VALUE();
             if (parse_float(a, v, 0.0f, 100.0f, &o->sp.temp)) return -1;

@@ -178,6 +178,10 @@ size_t engine_kv_bytes(const struct engine *s) {
            sizeof(float);
 }
 
+size_t engine_kv_cold_bytes(const struct engine *s) {
+    return s->rt ? runtime_kv_cold_bytes(s->rt) : state_kv_cold_bytes(&s->st);
+}
+
 double engine_attn_seconds(const struct engine *s) {
     return s->rt ? runtime_attn_seconds(s->rt) : (double)s->st.attn_ns * 1e-9;
 }

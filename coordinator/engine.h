@@ -162,8 +162,10 @@ int engine_seq_is_open(const struct engine *e, int seq);
 int engine_seq_n_past(const struct engine *e, int seq);
 int engine_n_open(const struct engine *e);
 
-/* Bytes of the KV cache (in whichever process holds it). */
+/* Bytes of the KV cache (in whichever process holds it): the resident (hot) KV. */
 size_t engine_kv_bytes(const struct engine *s);
+/* Host bytes of the cold KV store (--kv-cold) now, all sequences. */
+size_t engine_kv_cold_bytes(const struct engine *s);
 /* FFN weight bytes read so far and what the dense FFN would have read, over
  * all tokens and layers (with --sidecar; both 0 without). */
 void engine_ffn_bytes(const struct engine *s, double *weight_bytes, double *dense_bytes);

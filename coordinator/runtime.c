@@ -77,6 +77,7 @@ struct runtime {
     int stopping;            /* runtime_stop: workers leaving is expected */
     double ffn_weight_bytes, ffn_dense_bytes; /* summed from StepDone */
     uint64_t attn_ns;                         /* summed from StepDone */
+    uint64_t kv_cold_bytes;                   /* the last StepDone's */
 };
 
 static volatile sig_atomic_t g_interrupted;
@@ -91,6 +92,8 @@ int runtime_interrupted(void) { return g_interrupted != 0; }
 const char *runtime_session_id(const struct runtime *rt) { return rt->sess.id; }
 
 double runtime_attn_seconds(const struct runtime *rt) { return (double)rt->attn_ns * 1e-9; }
+
+size_t runtime_kv_cold_bytes(const struct runtime *rt) { return (size_t)rt->kv_cold_bytes; }
 
 void runtime_ffn_bytes(const struct runtime *rt, double *weight_bytes, double *dense_bytes) {
     *weight_bytes = rt->ffn_weight_bytes;
@@ -305,6 +308,9 @@ static int send_assign(struct runtime *rt, struct rworker *w) {
         a->kv_window = rt->o.kv.window != 0;
         a->kv_score_mean = rt->o.kv.score_mean != 0;
         a->kv_decay = rt->o.kv.decay;
+        a->kv_cold = (uint32_t)rt->o.kv.cold;
+        a->kv_recall = (uint32_t)rt->o.kv.recall;
+        a->kv_cold_max = (uint64_t)rt->o.kv.cold_max;
     }
     rc |= ctl_shards_new(a, (size_t)c->n_layers);
     for (int l = 0; rc == 0 && l < c->n_layers; l++) {
@@ -495,6 +501,7 @@ static int step_once(struct runtime *rt, const int32_t *tokens, int n, const str
                 rt->ffn_weight_bytes += msg->step_done->ffn_weight_bytes;
                 rt->ffn_dense_bytes += msg->step_done->ffn_dense_bytes;
                 rt->attn_ns += msg->step_done->attn_ns;
+                rt->kv_cold_bytes = msg->step_done->kv_cold_bytes;
             }
             ctl_env_free(msg);
             if (done) return STEP_OK;

@@ -72,6 +72,8 @@ const char *runtime_session_id(const struct runtime *rt);
 /* With a sidecar: FFN weight bytes read by all workers so far, and what the
  * dense FFN would have read (0 and 0 without one). */
 void runtime_ffn_bytes(const struct runtime *rt, double *weight_bytes, double *dense_bytes);
+/* Host bytes of the GPU worker's cold KV stores after the last step. */
+size_t runtime_kv_cold_bytes(const struct runtime *rt);
 /* Seconds the GPU worker spent in the attention core, summed from StepDone. */
 double runtime_attn_seconds(const struct runtime *rt);
 

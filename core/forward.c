@@ -124,6 +124,12 @@ size_t state_kv_bytes(const struct llama_state *s) {
            sizeof(float);
 }
 
+size_t state_kv_cold_bytes(const struct llama_state *s) {
+    size_t b = 0;
+    for (int q = 0; s->kv && q < s->n_seq; q++) b += kvcache_cold_bytes(&s->kv[q]);
+    return b;
+}
+
 int spans_logit_rows(const struct seq_span *spans, int n_spans) {
     int rows = 0;
     for (int i = 0; i < n_spans; i++)

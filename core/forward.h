@@ -179,7 +179,9 @@ void ffn_acc_add_fixed(int64_t *acc, const float *y, size_t count);
 /* x[i] += acc[i] * 2^-FFN_FIXED_SHIFT for count elements */
 void ffn_acc_add_to(float *x, const int64_t *acc, size_t count);
 
-/* Bytes of the KV cache as allocated (all sequences). */
+/* Bytes of the KV cache as allocated (all sequences): the resident (hot) KV. */
 size_t state_kv_bytes(const struct llama_state *s);
+/* Host bytes the H2O caches' cold stores hold now (all sequences; 0 without). */
+size_t state_kv_cold_bytes(const struct llama_state *s);
 
 #endif

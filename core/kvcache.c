@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,25 @@ int kv_type_parse(const char *s, enum kv_type *t) {
     return 0;
 }
 
+const char *kv_cold_name(enum kv_cold c) {
+    switch (c) {
+    case KV_COLD_OFF: return "off";
+    case KV_COLD_Q8: return "q8";
+    case KV_COLD_Q4: return "q4";
+    case KV_COLD_F32: return "f32";
+    }
+    return "?";
+}
+
+int kv_cold_parse(const char *s, enum kv_cold *c) {
+    if (!strcmp(s, "off")) *c = KV_COLD_OFF;
+    else if (!strcmp(s, "q8")) *c = KV_COLD_Q8;
+    else if (!strcmp(s, "q4")) *c = KV_COLD_Q4;
+    else if (!strcmp(s, "f32")) *c = KV_COLD_F32;
+    else return -1;
+    return 0;
+}
+
 int kv_config_resolve(struct kv_config *c, int n_ctx, char *err, size_t errlen) {
     if (c->budget < 0 || c->budget_frac < 0.0f || c->budget_frac > 1.0f) {
         snprintf(err, errlen, "kv budget %d / fraction %g: must be >= 0 tokens or a fraction in (0, 1]", c->budget,
@@ -50,6 +70,16 @@ int kv_config_resolve(struct kv_config *c, int n_ctx, char *err, size_t errlen) 
                  (double)c->decay);
         return -1;
     }
+    if (c->recall < 0 || c->cold_max < 0) {
+        snprintf(err, errlen, "kv recall %d / cold store bound %lld: must be >= 0", c->recall, (long long)c->cold_max);
+        return -1;
+    }
+    if (c->cold != KV_COLD_OFF && c->window) {
+        snprintf(err, errlen, "--kv-cold keeps what the heavy-hitter cache evicts; not with --kv-window");
+        return -1;
+    }
+    /* the default recall: a tenth of the context, in whole pages */
+    if (c->cold != KV_COLD_OFF && c->recall == 0) c->recall = (n_ctx / 10 + KV_PAGE - 1) / KV_PAGE * KV_PAGE;
     if (c->budget == 0 && c->budget_frac > 0.0f) c->budget = (int)lrintf(c->budget_frac * (float)n_ctx);
     if (c->budget == 0 && (c->type != KV_F32 || c->window)) c->budget = n_ctx; /* compression only */
     if (c->budget > n_ctx) c->budget = n_ctx;
@@ -98,7 +128,7 @@ int kvcache_create(struct kvcache *kv, const struct kv_config *cfg, int n_layers
     kv->head_dim = head_dim;
     kv->budget = cfg->budget;
     kv->max_batch = max_batch;
-    kv->n_slots = cfg->budget + max_batch;
+    kv->n_slots = cfg->budget + (max_batch < KV_CALL_TOKENS ? max_batch : KV_CALL_TOKENS);
     kv->n_sinks = cfg->n_sinks;
     kv->n_recent = cfg->n_recent;
     kv->window = cfg->window;
@@ -120,6 +150,28 @@ int kvcache_create(struct kvcache *kv, const struct kv_config *cfg, int n_layers
     kv->att = malloc((size_t)n_threads * kv->n_slots * sizeof(float));
     kv->colsum = malloc((size_t)n_heads * kv->n_slots * sizeof(double));
     kv->row_weight = malloc((size_t)max_batch * sizeof(double));
+    kv->ord = malloc(slots * sizeof *kv->ord);
+    kv->cold = cfg->cold;
+    kv->recall = cfg->cold != KV_COLD_OFF ? cfg->recall : 0;
+    kv->cold_head_max = cfg->cold_max > 0 ? (size_t)cfg->cold_max / heads : 0;
+    const size_t per_head = (size_t)kv->n_slots + (size_t)kv->recall;
+    if (kv->cold != KV_COLD_OFF) {
+        kv->cheads = calloc(heads, sizeof *kv->cheads);
+        for (size_t h = 0; kv->cheads && h < heads; h++) kv->cheads[h].max_pos = -1;
+        kv->rk = malloc((size_t)n_kv_heads * kv->recall * head_dim * sizeof(float) + 1);
+        kv->rv = malloc((size_t)n_kv_heads * kv->recall * head_dim * sizeof(float) + 1);
+        kv->rpos = malloc((size_t)n_kv_heads * kv->recall * sizeof(int32_t) + 1);
+    }
+    kv->list = malloc((size_t)n_kv_heads * per_head * sizeof *kv->list);
+    kv->n_list = calloc((size_t)n_kv_heads, sizeof *kv->n_list);
+    free(kv->att);
+    kv->att = malloc((size_t)n_threads * per_head * sizeof(float));
+    if (!kv->ord || !kv->list || !kv->n_list || !kv->att ||
+        (kv->cold != KV_COLD_OFF && (!kv->cheads || !kv->rk || !kv->rv || !kv->rpos))) {
+        snprintf(err, errlen, "out of memory for a KV cache's cold store");
+        kvcache_destroy(kv);
+        return -1;
+    }
     if (cfg->type != KV_F32) { /* one layer's rows as f32: [2][n_kv_heads][n_slots][head_dim] */
         kv->deq = malloc(2 * (size_t)n_kv_heads * kv->n_slots * head_dim * sizeof(float));
         pthread_once(&f16_once, f16_table_init);
@@ -146,12 +198,26 @@ void kvcache_destroy(struct kvcache *kv) {
     free(kv->colsum);
     free(kv->row_weight);
     free(kv->deq);
+    free(kv->ord);
+    for (size_t h = 0; kv->cheads && h < (size_t)kv->n_layers * kv->n_kv_heads; h++) {
+        for (int i = 0; i < kv->cheads[h].n_pages; i++) free(kv->cheads[h].pages[i]);
+        free(kv->cheads[h].pages);
+    }
+    free(kv->cheads);
+    free(kv->rk);
+    free(kv->rv);
+    free(kv->rpos);
+    free(kv->list);
+    free(kv->n_list);
+    free(kv->pscore);
     memset(kv, 0, sizeof *kv);
 }
 
 size_t kv_config_bytes(const struct kv_config *c, int n_layers, int n_kv_heads, int head_dim, int max_batch) {
-    const size_t slots = (size_t)n_layers * n_kv_heads * (size_t)(c->budget + max_batch);
-    size_t b = 2 * slots * head_dim * type_esize(c->type) + slots * (sizeof(int32_t) + sizeof(double));
+    const int call = max_batch < KV_CALL_TOKENS ? max_batch : KV_CALL_TOKENS;
+    const size_t slots = (size_t)n_layers * n_kv_heads * (size_t)(c->budget + call);
+    /* rows, and per slot its position, score and place in the position order */
+    size_t b = 2 * slots * head_dim * type_esize(c->type) + slots * (2 * sizeof(int32_t) + sizeof(double));
     if (c->type == KV_Q8) b += 2 * slots * sizeof(float);
     return b;
 }
@@ -160,6 +226,9 @@ size_t kvcache_bytes(const struct kvcache *kv) {
     struct kv_config c = {.budget = kv->budget, .type = kv->type};
     return kv_config_bytes(&c, kv->n_layers, kv->n_kv_heads, kv->head_dim, kv->max_batch);
 }
+
+size_t kvcache_cold_bytes(const struct kvcache *kv) { return kv->cold_bytes; }
+size_t kvcache_cold_peak_bytes(const struct kvcache *kv) { return kv->cold_peak_bytes; }
 
 /* index of the first slot of (layer, kv head) */
 static size_t head_base(const struct kvcache *kv, int layer, int kvh) {
@@ -222,18 +291,187 @@ static void move_slot(struct kvcache *kv, size_t dst, size_t src) {
 }
 
 /* Removes the slots of one head whose position was set to -1, refilling
- * each hole with the last live slot. */
+ * each hole with the last live slot; ord (the slots in position order)
+ * loses the removed ones and follows the moved ones. */
 static void compact(struct kvcache *kv, int layer, int kvh) {
     const size_t base = head_base(kv, layer, kvh);
     int *nu = &kv->n_used[(size_t)layer * kv->n_kv_heads + kvh];
+    int32_t *ord = kv->ord + base;
+    int w = 0;
+    for (int i = 0; i < *nu; i++)
+        if (kv->pos[base + ord[i]] >= 0) ord[w++] = ord[i];
     for (int i = 0; i < *nu;) {
         if (kv->pos[base + i] >= 0) {
             i++;
             continue;
         }
-        if (i != *nu - 1) move_slot(kv, base + i, base + *nu - 1);
+        if (i != *nu - 1) {
+            move_slot(kv, base + i, base + *nu - 1);
+            for (int j = 0; j < w; j++)
+                if (ord[j] == *nu - 1) {
+                    ord[j] = i;
+                    break;
+                }
+        }
         (*nu)--;
     }
+}
+
+/* ---- the cold store ---- */
+
+static size_t cold_esize_bytes(enum kv_cold c, int hd) { /* bytes of one stored row */
+    return c == KV_COLD_F32 ? (size_t)hd * 4 : c == KV_COLD_Q8 ? (size_t)hd : (size_t)(hd + 1) / 2;
+}
+
+static size_t page_bytes(const struct kvcache *kv) {
+    return sizeof(struct kv_page) + 2 * (size_t)kv->head_dim * sizeof(float) +
+           2 * (size_t)KV_PAGE * cold_esize_bytes(kv->cold, kv->head_dim);
+}
+
+/* Row i of a page's keys or values into out[head_dim] (f32). */
+static void cold_row(const struct kvcache *kv, const struct kv_page *pg, int which, int i, float *out) {
+    const int hd = kv->head_dim;
+    const size_t rb = cold_esize_bytes(kv->cold, hd);
+    const uint8_t *r = (const uint8_t *)(which ? pg->v : pg->k) + (size_t)i * rb;
+    const float d = which ? pg->vscale[i] : pg->kscale[i];
+    switch (kv->cold) {
+    case KV_COLD_F32: memcpy(out, r, (size_t)hd * sizeof(float)); break;
+    case KV_COLD_Q8:
+        for (int c = 0; c < hd; c++) out[c] = (float)(int8_t)r[c] * d;
+        break;
+    case KV_COLD_Q4:
+        for (int c = 0; c < hd; c++) out[c] = (float)(((r[c / 2] >> (4 * (c & 1))) & 15) - 8) * d;
+        break;
+    case KV_COLD_OFF: break;
+    }
+}
+
+void kvcache_cold_read(const struct kvcache *kv, const struct kv_page *pg, int i, float *key, float *value) {
+    cold_row(kv, pg, 0, i, key);
+    cold_row(kv, pg, 1, i, value);
+}
+
+/* Stores x[head_dim] as row i of a page's keys or values; the stored value
+ * is what cold_row gives back. */
+static void cold_store(const struct kvcache *kv, struct kv_page *pg, int which, int i, const float *x) {
+    const int hd = kv->head_dim;
+    const size_t rb = cold_esize_bytes(kv->cold, hd);
+    uint8_t *r = (uint8_t *)(which ? pg->v : pg->k) + (size_t)i * rb;
+    float amax = 0.0f;
+    for (int c = 0; c < hd; c++) amax = fabsf(x[c]) > amax ? fabsf(x[c]) : amax;
+    float d = 0.0f;
+    switch (kv->cold) {
+    case KV_COLD_F32: memcpy(r, x, (size_t)hd * sizeof(float)); break;
+    case KV_COLD_Q8: {
+        d = amax / 127.0f;
+        const float id = d > 0.0f ? 1.0f / d : 0.0f;
+        for (int c = 0; c < hd; c++) r[c] = (uint8_t)(int8_t)lrintf(x[c] * id);
+        break;
+    }
+    case KV_COLD_Q4: { /* symmetric: -8..7 times amax / 7 (the -8 unused but for rounding) */
+        d = amax / 7.0f;
+        const float id = d > 0.0f ? 1.0f / d : 0.0f;
+        memset(r, 0, rb);
+        for (int c = 0; c < hd; c++) {
+            long q = lrintf(x[c] * id);
+            q = q < -8 ? -8 : q > 7 ? 7 : q;
+            r[c / 2] |= (uint8_t)((q + 8) << (4 * (c & 1)));
+        }
+        break;
+    }
+    case KV_COLD_OFF: break;
+    }
+    if (which) pg->vscale[i] = d;
+    else pg->kscale[i] = d;
+}
+
+static void cold_drop_page(struct kvcache *kv, struct kv_cold_head *ch, int i) {
+    free(ch->pages[i]);
+    memmove(ch->pages + i, ch->pages + i + 1, (size_t)(ch->n_pages - i - 1) * sizeof *ch->pages);
+    ch->n_pages--;
+    ch->bytes -= page_bytes(kv);
+    kv->cold_bytes -= page_bytes(kv);
+    kv->cold_dropped++;
+}
+
+/* Keeps slot `slot` (global index, still live) of (layer, kvh) in the cold store. */
+static int cold_add(struct kvcache *kv, int layer, int kvh, size_t slot, char *err, size_t errlen) {
+    const int hd = kv->head_dim;
+    struct kv_cold_head *ch = &kv->cheads[(size_t)layer * kv->n_kv_heads + kvh];
+    struct kv_page *pg = ch->n_pages ? ch->pages[ch->n_pages - 1] : NULL;
+    if (!pg || pg->n == KV_PAGE) {
+        if (ch->n_pages == ch->cap) {
+            int cap = ch->cap ? 2 * ch->cap : 16;
+            struct kv_page **g = realloc(ch->pages, (size_t)cap * sizeof *g);
+            if (!g) goto oom;
+            ch->pages = g;
+            ch->cap = cap;
+        }
+        pg = calloc(1, page_bytes(kv));
+        if (!pg) goto oom;
+        pg->kmin = (float *)(pg + 1);
+        pg->kmax = pg->kmin + hd;
+        pg->k = pg->kmax + hd;
+        pg->v = (uint8_t *)pg->k + (size_t)KV_PAGE * cold_esize_bytes(kv->cold, hd);
+        for (int c = 0; c < hd; c++) pg->kmin[c] = INFINITY, pg->kmax[c] = -INFINITY;
+        ch->pages[ch->n_pages++] = pg;
+        ch->bytes += page_bytes(kv);
+        kv->cold_bytes += page_bytes(kv);
+        /* the bound: drop the coldest full page (not the one being filled) */
+        while (kv->cold_head_max && ch->bytes > kv->cold_head_max && ch->n_pages > 1) {
+            int worst = 0;
+            for (int i = 1; i < ch->n_pages - 1; i++)
+                if (ch->pages[i]->score < ch->pages[worst]->score) worst = i;
+            cold_drop_page(kv, ch, worst);
+        }
+        if (kv->cold_bytes > kv->cold_peak_bytes) kv->cold_peak_bytes = kv->cold_bytes;
+    }
+    float *buf = kv->att; /* scratch: eviction runs outside attention */
+    const int i = pg->n++;
+    pg->pos[i] = kv->pos[slot];
+    if (kv->pos[slot] > ch->max_pos) ch->max_pos = kv->pos[slot];
+    pg->score += kv->score[slot];
+    cold_store(kv, pg, 0, i, load_row(kv, kv->keys, kv->kscale, slot, buf));
+    cold_store(kv, pg, 1, i, load_row(kv, kv->values, kv->vscale, slot, buf));
+    cold_row(kv, pg, 0, i, buf); /* the summary covers the keys as stored */
+    for (int c = 0; c < hd; c++) {
+        if (buf[c] < pg->kmin[c]) pg->kmin[c] = buf[c];
+        if (buf[c] > pg->kmax[c]) pg->kmax[c] = buf[c];
+    }
+    return 0;
+oom:
+    snprintf(err, errlen, "out of memory for the cold KV store (%.1f MiB held; bound it with --kv-cold-max)",
+             (double)kv->cold_bytes / (1 << 20));
+    return -1;
+}
+
+/* A rewind: cold tokens at or after pos are dropped. */
+static void cold_truncate(struct kvcache *kv, int layer, int kvh, int pos) {
+    struct kv_cold_head *ch = &kv->cheads[(size_t)layer * kv->n_kv_heads + kvh];
+    if (pos > ch->max_pos) return;
+    for (int p = 0; p < ch->n_pages; p++)
+        for (int i = 0; i < ch->pages[p]->n; i++)
+            if (ch->pages[p]->pos[i] >= pos) ch->pages[p]->pos[i] = -1;
+    ch->max_pos = pos - 1;
+}
+
+float kvcache_page_bound(const struct kvcache *kv, const struct kv_page *pg, const float *q) {
+    float s = 0.0f;
+    for (int c = 0; c < kv->head_dim; c++) {
+        const float a = q[c] * pg->kmin[c], b = q[c] * pg->kmax[c];
+        s += a > b ? a : b;
+    }
+    return s;
+}
+
+int kvcache_cold_pages(const struct kvcache *kv, int layer, int kvh, const struct kv_page *const **pages) {
+    if (!kv->cheads) {
+        *pages = NULL;
+        return 0;
+    }
+    const struct kv_cold_head *ch = &kv->cheads[(size_t)layer * kv->n_kv_heads + kvh];
+    *pages = (const struct kv_page *const *)ch->pages;
+    return ch->n_pages;
 }
 
 void kvcache_truncate(struct kvcache *kv, int pos) {
@@ -245,6 +483,7 @@ void kvcache_truncate(struct kvcache *kv, int pos) {
             for (int i = 0; i < nu; i++)
                 if (kv->pos[base + i] >= pos) kv->pos[base + i] = -1, any = 1;
             if (any) compact(kv, l, h);
+            if (kv->cheads) cold_truncate(kv, l, h, pos);
         }
 }
 
@@ -289,6 +528,7 @@ static int evict(struct kvcache *kv, int layer, int kvh, int last_pos, char *err
             if (best < 0 || key < bkey || (key == bkey && P[i] < P[best])) best = i;
         }
         if (best < 0) goto none;
+        if (kv->cheads && cold_add(kv, layer, kvh, base + (size_t)best, err, errlen) != 0) return -1;
         P[best] = -1;
     } else {
         struct cand *c = malloc((size_t)nu * sizeof *c);
@@ -309,7 +549,13 @@ static int evict(struct kvcache *kv, int layer, int kvh, int last_pos, char *err
             goto none;
         }
         qsort(c, (size_t)nc, sizeof *c, cand_cmp);
-        for (int i = 0; i < excess; i++) P[c[i].slot] = -1;
+        for (int i = 0; i < excess; i++) {
+            if (kv->cheads && cold_add(kv, layer, kvh, base + (size_t)c[i].slot, err, errlen) != 0) {
+                free(c);
+                return -1;
+            }
+            P[c[i].slot] = -1;
+        }
         free(c);
     }
     compact(kv, layer, kvh);
@@ -356,59 +602,105 @@ static void attend_worker(void *arg, int ith, int nth) {
     struct kvcache *kv = job->kv;
     const int hd = kv->head_dim, group = kv->n_heads / kv->n_kv_heads, q_dim = kv->n_heads * hd;
     const float scale = 1.0f / sqrtf((float)hd);
-    float *att = kv->att + (size_t)ith * kv->n_slots;
+    const size_t per_head = (size_t)kv->n_slots + (size_t)kv->recall;
+    float *att = kv->att + (size_t)ith * per_head;
     for (int h = ith; h < kv->n_heads; h += nth) {
         const int kvh = h / group;
-        const size_t base = head_base(kv, job->layer, kvh);
-        const int nu = kv->n_used[(size_t)job->layer * kv->n_kv_heads + kvh];
-        const int32_t *P = kv->pos + base;
-        /* f32 rows of this head: the cache itself, or this call's dequantized copy */
-        const float *K = kv->type == KV_F32 ? (const float *)kv->keys + base * hd
-                                            : kv->deq + (size_t)kvh * kv->n_slots * hd;
-        const float *V = kv->type == KV_F32 ? (const float *)kv->values + base * hd
-                                            : kv->deq + ((size_t)kv->n_kv_heads + kvh) * kv->n_slots * hd;
+        /* the head's hot slots and recalled tokens, in position order */
+        const struct kv_entry *E = kv->list + (size_t)kvh * per_head;
+        const int m = kv->n_list[kvh];
         double *cs = kv->colsum + (size_t)h * kv->n_slots;
-        for (int j = 0; j < nu; j++) cs[j] = 0.0;
+        for (int j = 0; j < kv->n_used[(size_t)job->layer * kv->n_kv_heads + kvh]; j++) cs[j] = 0.0;
         for (int t = 0; t < job->n; t++) {
             const int qpos = job->pos0 + t;
             const double rw = kv->row_weight[t];
             const float *q = job->q + (size_t)t * q_dim + (size_t)h * hd;
             float maxv = -INFINITY;
-            for (int j = 0; j < nu; j++) {
-                if (P[j] > qpos) continue;
-                att[j] = vec_dot_f32(q, K + (size_t)j * hd, hd) * scale;
+            for (int j = 0; j < m; j++) {
+                if (E[j].pos > qpos) continue;
+                att[j] = vec_dot_f32(q, E[j].k, hd) * scale;
                 if (att[j] > maxv) maxv = att[j];
             }
             float sum = 0.0f;
-            for (int j = 0; j < nu; j++) {
-                if (P[j] > qpos) continue;
+            for (int j = 0; j < m; j++) {
+                if (E[j].pos > qpos) continue;
                 att[j] = expf(att[j] - maxv);
                 sum += att[j];
             }
             float *out = job->out + (size_t)t * q_dim + (size_t)h * hd;
             memset(out, 0, (size_t)hd * sizeof *out);
             const float inv_sum = 1.0f / sum;
-            for (int j = 0; j < nu; j++) {
-                if (P[j] > qpos) continue;
+            for (int j = 0; j < m; j++) {
+                if (E[j].pos > qpos) continue;
                 const float w = att[j] * inv_sum;
-                vec_axpy_f32(out, w, V + (size_t)j * hd, hd);
-                cs[j] += w * rw;
+                vec_axpy_f32(out, w, E[j].v, hd);
+                if (E[j].slot >= 0) cs[E[j].slot] += w * rw;
             }
         }
     }
 }
 
-int kvcache_attend(struct kvcache *kv, int layer, const float *q, const float *k, const float *v, int n, int pos0,
-                   float *out, struct tpool *tp, char *err, size_t errlen) {
-    if (layer < 0 || layer >= kv->n_layers || n < 1 || n > kv->max_batch || pos0 < 0) {
-        snprintf(err, errlen, "kvcache: layer %d, %d tokens at %d: outside %d layers, batch %d", layer, n, pos0,
-                 kv->n_layers, kv->max_batch);
+/* page index and bound, for choosing the pages to recall: best bound first,
+ * ties to the older page */
+struct page_rank {
+    float bound;
+    int page;
+};
+
+static int page_rank_cmp(const void *a, const void *b) {
+    const struct page_rank *x = a, *y = b;
+    if (x->bound != y->bound) return x->bound > y->bound ? -1 : 1;
+    return (x->page > y->page) - (x->page < y->page);
+}
+
+static int rpos_cmp(const void *a, const void *b) {
+    const struct kv_entry *x = a, *y = b;
+    return (x->pos > y->pos) - (x->pos < y->pos);
+}
+
+/* Recall for (layer, kvh) and the n queries q of the call: the pages with the
+ * largest bound over the group's query heads and the rows, whole pages up to
+ * kv->recall tokens, dequantized into rk/rv; returns their count. */
+static int recall_pages(struct kvcache *kv, int layer, int kvh, const float *q, int n, char *err, size_t errlen) {
+    const struct kv_cold_head *ch = &kv->cheads[(size_t)layer * kv->n_kv_heads + kvh];
+    if (ch->n_pages == 0 || kv->recall == 0) return 0;
+    const int hd = kv->head_dim, group = kv->n_heads / kv->n_kv_heads, q_dim = kv->n_heads * hd;
+    struct page_rank *r = malloc((size_t)ch->n_pages * sizeof *r);
+    if (!r) {
+        snprintf(err, errlen, "out of memory ranking %d cold pages", ch->n_pages);
         return -1;
     }
-    if (tp && tpool_size(tp) > kv->n_threads) {
-        snprintf(err, errlen, "kvcache: a pool of %d threads, scratch for %d", tpool_size(tp), kv->n_threads);
-        return -1;
+    for (int p = 0; p < ch->n_pages; p++) {
+        float best = -INFINITY;
+        for (int t = 0; t < n; t++)
+            for (int g = 0; g < group; g++) {
+                const float b = kvcache_page_bound(kv, ch->pages[p], q + (size_t)t * q_dim + (size_t)(kvh * group + g) * hd);
+                if (b > best) best = b;
+            }
+        r[p] = (struct page_rank){best, p};
     }
+    qsort(r, (size_t)ch->n_pages, sizeof *r, page_rank_cmp);
+    float *K = kv->rk + (size_t)kvh * kv->recall * hd, *V = kv->rv + (size_t)kvh * kv->recall * hd;
+    int32_t *P = kv->rpos + (size_t)kvh * kv->recall;
+    int got = 0;
+    for (int i = 0; i < ch->n_pages; i++) {
+        const struct kv_page *pg = ch->pages[r[i].page];
+        if (got + pg->n > kv->recall) continue; /* a smaller page may still fit */
+        for (int j = 0; j < pg->n; j++) {
+            if (pg->pos[j] < 0) continue;
+            cold_row(kv, pg, 0, j, K + (size_t)got * hd);
+            cold_row(kv, pg, 1, j, V + (size_t)got * hd);
+            P[got++] = pg->pos[j];
+        }
+    }
+    free(r);
+    kv->recalled += got;
+    return got;
+}
+
+/* One call of at most n_slots - budget tokens (kvcache_attend cuts longer ones). */
+static int attend_part(struct kvcache *kv, int layer, const float *q, const float *k, const float *v, int n, int pos0,
+                       float *out, struct tpool *tp, char *err, size_t errlen) {
     const int hd = kv->head_dim, kv_dim = kv->n_kv_heads * hd;
     for (int h = 0; h < kv->n_kv_heads; h++) {
         const size_t base = head_base(kv, layer, h);
@@ -418,12 +710,14 @@ int kvcache_attend(struct kvcache *kv, int layer, const float *q, const float *k
         for (int i = 0; i < *nu; i++)
             if (kv->pos[base + i] >= pos0) kv->pos[base + i] = -1, stale = 1;
         if (stale) compact(kv, layer, h);
+        if (kv->cheads) cold_truncate(kv, layer, h, pos0);
         for (int t = 0; t < n; t++) {
             const size_t slot = base + (size_t)*nu + t;
             store_row(kv, kv->keys, kv->kscale, slot, k + (size_t)t * kv_dim + (size_t)h * hd);
             store_row(kv, kv->values, kv->vscale, slot, v + (size_t)t * kv_dim + (size_t)h * hd);
             kv->pos[slot] = pos0 + t;
             kv->score[slot] = 0.0;
+            kv->ord[base + (size_t)*nu + t] = *nu + t; /* the newest positions come last */
         }
         *nu += n;
     }
@@ -433,6 +727,38 @@ int kvcache_attend(struct kvcache *kv, int layer, const float *q, const float *k
     if (kv->type != KV_F32) {
         if (tp) tpool_run(tp, dequant_worker, &job);
         else dequant_worker(&job, 0, 1);
+    }
+    /* each head's attention list: hot slots in position order, merged with
+     * the recalled cold tokens (sorted by position) */
+    const size_t per_head = (size_t)kv->n_slots + (size_t)kv->recall;
+    for (int h = 0; h < kv->n_kv_heads; h++) {
+        const size_t base = head_base(kv, layer, h);
+        const int nu = kv->n_used[(size_t)layer * kv->n_kv_heads + h];
+        const float *K = kv->type == KV_F32 ? (const float *)kv->keys + base * hd
+                                            : kv->deq + (size_t)h * kv->n_slots * hd;
+        const float *V = kv->type == KV_F32 ? (const float *)kv->values + base * hd
+                                            : kv->deq + ((size_t)kv->n_kv_heads + h) * kv->n_slots * hd;
+        struct kv_entry *E = kv->list + (size_t)h * per_head;
+        const int nr = kv->cheads ? recall_pages(kv, layer, h, q, n, err, errlen) : 0;
+        if (nr < 0) return -1;
+        struct kv_entry *R = E + nu; /* the recalled ones, sorted; merged from the front, which never
+                                        overwrites one not yet taken (the write index stays below it) */
+        for (int i = 0; i < nr; i++)
+            R[i] = (struct kv_entry){kv->rk + ((size_t)h * kv->recall + i) * hd,
+                                     kv->rv + ((size_t)h * kv->recall + i) * hd,
+                                     kv->rpos[(size_t)h * kv->recall + i], -1};
+        if (nr > 1) qsort(R, (size_t)nr, sizeof *R, rpos_cmp);
+        const int32_t *ord = kv->ord + base;
+        for (int a = 0, b = 0, w = 0; w < nu + nr; w++) {
+            const int32_t hp = a < nu ? kv->pos[base + ord[a]] : INT32_MAX;
+            if (b < nr && R[b].pos < hp) {
+                E[w] = R[b++];
+            } else {
+                const int sl = ord[a++];
+                E[w] = (struct kv_entry){K + (size_t)sl * hd, V + (size_t)sl * hd, hp, sl};
+            }
+        }
+        kv->n_list[h] = nu + nr;
     }
     if (tp) tpool_run(tp, attend_worker, &job);
     else attend_worker(&job, 0, 1);
@@ -449,6 +775,28 @@ int kvcache_attend(struct kvcache *kv, int layer, const float *q, const float *k
             for (int j = 0; j < nu; j++) kv->score[base + j] += cs[j];
         }
         if (evict(kv, layer, h, pos0 + n - 1, err, errlen) != 0) return -1;
+    }
+    return 0;
+}
+
+int kvcache_attend(struct kvcache *kv, int layer, const float *q, const float *k, const float *v, int n, int pos0,
+                   float *out, struct tpool *tp, char *err, size_t errlen) {
+    if (layer < 0 || layer >= kv->n_layers || n < 1 || n > kv->max_batch || pos0 < 0) {
+        snprintf(err, errlen, "kvcache: layer %d, %d tokens at %d: outside %d layers, batch %d", layer, n, pos0,
+                 kv->n_layers, kv->max_batch);
+        return -1;
+    }
+    if (tp && tpool_size(tp) > kv->n_threads) {
+        snprintf(err, errlen, "kvcache: a pool of %d threads, scratch for %d", tpool_size(tp), kv->n_threads);
+        return -1;
+    }
+    const int part = kv->n_slots - kv->budget, hd = kv->head_dim;
+    const size_t q_dim = (size_t)kv->n_heads * hd, kv_dim = (size_t)kv->n_kv_heads * hd;
+    for (int t = 0; t < n; t += part) {
+        const int m = n - t < part ? n - t : part;
+        if (attend_part(kv, layer, q + t * q_dim, k + t * kv_dim, v + t * kv_dim, m, pos0 + t, out + t * q_dim, tp,
+                        err, errlen) != 0)
+            return -1;
     }
     return 0;
 }

@@ -38,12 +38,13 @@
  * never moves the others. Each head evicts independently, so different heads
  * keep different tokens.
  *
- * Layout (allocated once in kvcache_create; nothing grows afterwards).
- * n_slots = budget + max_batch: a batch of up to max_batch new tokens is
- * appended after the kept ones, attended to (the batch needs its own K/V,
- * causally), scored, and only then is the head cut back to budget. So a
- * prompt longer than the budget works: it is processed in batches of
- * max_batch, each followed by eviction.
+ * Layout (allocated once in kvcache_create; only the cold store grows).
+ * n_slots = budget + min(max_batch, KV_CALL_TOKENS): up to that many new
+ * tokens are appended after the kept ones, attended to (they need their own
+ * K/V, causally), scored, and only then is the head cut back to budget; a
+ * longer batch is processed KV_CALL_TOKENS at a time, each part followed by
+ * eviction. So a prompt longer than the budget works, and a prompt batch
+ * costs no budget-sized memory.
  *   keys, values  [n_layers][n_kv_heads][n_slots][head_dim] of the element
  *                 type: f32, f16 (IEEE half) or q8 (int8, x = q * scale);
  *   kscale, vscale [n_layers][n_kv_heads][n_slots] float, q8 only: per token
@@ -51,10 +52,11 @@
  *   pos           [n_layers][n_kv_heads][n_slots] original position of slot;
  *   score         [n_layers][n_kv_heads][n_slots] accumulated attention;
  *   n_used        [n_layers][n_kv_heads] slots 0..n_used-1 are live.
- * Live slots are packed; an evicted slot is refilled by the last live one,
- * so slot order is position order until the first eviction. With no
- * eviction the attention therefore visits the same positions in the same
- * order as the dense pass (core/forward.c) and, for f32, is bit-identical.
+ * Live slots are packed; an evicted slot is refilled by the last live one;
+ * ord keeps each head's slots in position order, and attention visits them
+ * (and any recalled cold tokens) in that order, as the dense pass
+ * (core/forward.c) visits positions: with no eviction, or with an f32 cold
+ * store recalled whole, the result for f32 is bit-identical to it.
  */
 #ifndef HEARTH_KVCACHE_H
 #define HEARTH_KVCACHE_H
@@ -66,6 +68,27 @@
 
 enum kv_type { KV_F32 = 0, KV_F16 = 1, KV_Q8 = 2 };
 
+/* The cold store (hot/cold KV): what H2O evicts is kept, compressed, in
+ * pages of KV_PAGE tokens of one (layer, KV head), in the order they were
+ * evicted, each page with the per-channel min and max of its stored keys
+ * (Quest's summary). At each call, every KV head scores its pages by the
+ * upper bound of q . k over them (max over the group's query heads and the
+ * call's rows of sum_c max(q_c min_c, q_c max_c)) and recalls the best
+ * pages, up to `recall` tokens; attention runs over the hot slots and the
+ * recalled tokens together, in position order, in one softmax. Recalled
+ * tokens stay cold (they gather no H2O score). With cold_max > 0 a head
+ * keeping more than cold_max / (layers * KV heads) bytes drops its coldest
+ * page (the smallest summed score of its tokens when they were evicted);
+ * the cache then degrades towards plain H2O.
+ * KV_COLD_F32 stores exact copies: with a recall covering every page the
+ * output is bit-identical to the full cache (tested). */
+enum kv_cold { KV_COLD_OFF = 0, KV_COLD_Q8 = 1, KV_COLD_Q4 = 2, KV_COLD_F32 = 3 };
+#define KV_PAGE 16
+/* New tokens of one call are attended and scored at most this many at a
+ * time (a longer prompt batch is cut), so the hot cache holds budget + this
+ * many slots, not budget + the batch. */
+#define KV_CALL_TOKENS 64
+
 struct kv_config {
     int budget;        /* tokens kept per layer and KV head; 0 = none (dense cache) */
     float budget_frac; /* if > 0 and budget == 0: budget = round(frac * n_ctx) */
@@ -75,6 +98,9 @@ struct kv_config {
     enum kv_type type;
     int score_mean;    /* 1: rank heavy hitters by mean attention per query that saw them, not the sum */
     float decay;       /* in (0, 1]: each query's weight is decay^(its age); 1 = H2O's plain sum */
+    enum kv_cold cold; /* the cold store's element type; OFF: evicted tokens are dropped (plain H2O) */
+    int recall;        /* cold tokens recalled per layer and KV head per call (whole pages) */
+    int64_t cold_max;  /* bytes of the cold store, all layers and heads; 0: unbounded */
 };
 
 /* Defaults: no budget, f32, sinks and recent to be defaulted. */
@@ -89,6 +115,26 @@ int kv_config_active(const struct kv_config *c, int n_ctx);
 /* "f32", "f16", "q8"; parse returns -1 on an unknown name. */
 const char *kv_type_name(enum kv_type t);
 int kv_type_parse(const char *s, enum kv_type *t);
+/* "off", "q8", "q4", "f32" */
+const char *kv_cold_name(enum kv_cold c);
+int kv_cold_parse(const char *s, enum kv_cold *c);
+
+/* One page of the cold store (see enum kv_cold). */
+struct kv_page {
+    int n;            /* tokens stored, <= KV_PAGE */
+    double score;     /* their summed H2O scores when evicted */
+    int32_t pos[KV_PAGE]; /* -1: dropped by a rewind */
+    float kscale[KV_PAGE], vscale[KV_PAGE]; /* q8, q4: x = q * scale */
+    float *kmin, *kmax; /* [head_dim] over the stored (dequantized) keys */
+    void *k, *v;      /* [KV_PAGE][head_dim] elements (q4: two per byte) */
+};
+
+struct kv_cold_head {
+    struct kv_page **pages;
+    int n_pages, cap;
+    size_t bytes;
+    int32_t max_pos; /* no stored token is later than this (a rewind before it has work to do) */
+};
 
 struct kvcache {
     int n_layers, n_kv_heads, n_heads, head_dim;
@@ -109,6 +155,23 @@ struct kvcache {
     float *deq;     /* f16/q8: [2][n_kv_heads][n_slots][head_dim] f32 copy of one layer's K, V
                        for the call in progress (shared by a group's query heads) */
     int n_threads;
+    int32_t *ord;   /* [n_layers][n_kv_heads][n_slots] each head's live slots in position order */
+    /* the cold store */
+    enum kv_cold cold;
+    int recall;
+    size_t cold_head_max; /* bytes per (layer, head); 0: unbounded */
+    struct kv_cold_head *cheads; /* [n_layers][n_kv_heads] */
+    size_t cold_bytes, cold_peak_bytes;
+    int64_t cold_dropped;  /* pages dropped for cold_max */
+    int64_t recalled;      /* tokens recalled, summed over calls, layers and heads */
+    /* per call: the recalled tokens of each KV head (f32), and each head's
+     * attention list (hot slots and recalled tokens merged by position) */
+    float *rk, *rv;        /* [n_kv_heads][recall][head_dim] */
+    int32_t *rpos;         /* [n_kv_heads][recall] */
+    struct kv_entry { const float *k, *v; int32_t pos, slot; } *list; /* [n_kv_heads][n_slots + recall] */
+    int *n_list;           /* [n_kv_heads] */
+    float *pscore;         /* [n_kv_heads][pages] scratch for page bounds */
+    int pscore_cap;
 };
 
 /* cfg must be resolved. n_heads: query heads (a multiple of n_kv_heads). */
@@ -116,8 +179,18 @@ int kvcache_create(struct kvcache *kv, const struct kv_config *cfg, int n_layers
                    int head_dim, int max_batch, int n_threads, char *err, size_t errlen);
 void kvcache_destroy(struct kvcache *kv);
 
-/* Bytes of the cache proper (keys, values, scales, positions, scores). */
+/* Bytes of the cache proper (keys, values, scales, positions, scores): the
+ * resident (hot) KV. */
 size_t kvcache_bytes(const struct kvcache *kv);
+/* Bytes the cold store holds now (host memory), and its peak. */
+size_t kvcache_cold_bytes(const struct kvcache *kv);
+size_t kvcache_cold_peak_bytes(const struct kvcache *kv);
+/* For tests: a page's upper bound of q . k (q [head_dim]) as recall ranks it. */
+float kvcache_page_bound(const struct kvcache *kv, const struct kv_page *pg, const float *q);
+/* For tests: the cold pages of (layer, kv head). */
+int kvcache_cold_pages(const struct kvcache *kv, int layer, int kvh, const struct kv_page *const **pages);
+/* For tests: one stored cold key / value, dequantized */
+void kvcache_cold_read(const struct kvcache *kv, const struct kv_page *pg, int i, float *key, float *value);
 /* The same, before creating one (e.g. for a cache held by another process). */
 size_t kv_config_bytes(const struct kv_config *c, int n_layers, int n_kv_heads, int head_dim, int max_batch);
 

@@ -55,6 +55,9 @@ int backend_host_set_kv(struct gpu_backend *b, const struct kv_config *cfg, char
 struct hotcold;
 void backend_host_set_hotcold(struct gpu_backend *b, struct hotcold *hc);
 
+/* Host bytes of the host backend's cold KV stores (0 for other backends). */
+uint64_t backend_host_kv_cold_bytes(struct gpu_backend *b);
+
 /* The host backend's thread pool, for pinning (NULL for other backends). */
 struct tpool *backend_host_pool(struct gpu_backend *b);
 

@@ -111,6 +111,10 @@ int backend_host_set_kv(struct gpu_backend *b, const struct kv_config *cfg, char
     return state_set_kv(&H(b)->st, cfg, 0, err, errlen);
 }
 
+uint64_t backend_host_kv_cold_bytes(struct gpu_backend *b) {
+    return b->impl && b->begin == host_begin ? state_kv_cold_bytes(&H(b)->st) : 0;
+}
+
 struct tpool *backend_host_pool(struct gpu_backend *b) {
     return b->impl && b->begin == host_begin ? H(b)->st.tp : NULL;
 }

@@ -78,9 +78,20 @@ static int setup(struct gpu_worker *g, char *err, size_t errlen) {
             snprintf(err, errlen, "Assign: unknown kv_type %u (0 f32, 1 f16, 2 q8)", a->kv_type);
             return -1;
         }
-        const struct kv_config kv = {(int)a->kv_budget_tokens, 0.0f, (int)a->kv_sinks, (int)a->kv_recent,
-                                     a->kv_window, (enum kv_type)a->kv_type, a->kv_score_mean,
-                                     a->kv_decay > 0.0f ? a->kv_decay : 1.0f};
+        if (a->kv_cold > KV_COLD_F32) {
+            snprintf(err, errlen, "Assign: unknown kv_cold %u (0 off, 1 q8, 2 q4, 3 f32)", a->kv_cold);
+            return -1;
+        }
+        const struct kv_config kv = {.budget = (int)a->kv_budget_tokens,
+                                     .n_sinks = (int)a->kv_sinks,
+                                     .n_recent = (int)a->kv_recent,
+                                     .window = a->kv_window,
+                                     .type = (enum kv_type)a->kv_type,
+                                     .score_mean = a->kv_score_mean,
+                                     .decay = a->kv_decay > 0.0f ? a->kv_decay : 1.0f,
+                                     .cold = (enum kv_cold)a->kv_cold,
+                                     .recall = (int)a->kv_recall,
+                                     .cold_max = (int64_t)a->kv_cold_max};
         if (backend_host_set_kv(&g->be, &kv, err, errlen) != 0) return -1;
     }
     if (backend_host_pool(&g->be)) worker_pin_pool(&g->w, backend_host_pool(&g->be));
@@ -280,6 +291,7 @@ static int run_step(struct gpu_worker *g, const Hearth__Step *s, char *err, size
         done->step_done->ffn_weight_bytes = g->step_weight_bytes + g->hc.stats.weight_bytes - before.weight_bytes;
         done->step_done->ffn_dense_bytes = g->step_dense_bytes + g->hc.stats.dense_bytes - before.dense_bytes;
         done->step_done->attn_ns = g->be.attn_ns ? g->be.attn_ns(&g->be) - attn0 : 0;
+        done->step_done->kv_cold_bytes = backend_host_kv_cold_bytes(&g->be);
     }
     int rc = done ? ctl_client_send(&g->w.ctl, done) : IPC_ERR;
     ctl_env_free(done);

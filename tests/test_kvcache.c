@@ -7,10 +7,15 @@
  * batch split), prefill column sums and a batch longer than the budget, rewind,
  * and the f16/q8 round-trip error bounds. Random data: splitmix64, seed printed.
  *
+ * The cold store (hot/cold KV): pages, their bounds against brute force,
+ * the stored values' rounding, the bound on its bytes.
+ *
  * kv_model (argument "model"; needs HEARTH_TEST_MODEL, else exits 77): on the
  * real model, the H2O path with a budget >= the context gives logits
  * bit-identical to the dense cache, and a prompt longer than the budget runs
- * and keeps exactly the budget. */
+ * and keeps exactly the budget; with an f32 cold store recalled whole the
+ * logits are the full cache's bit for bit, and a q8 store with a recall of
+ * two pages is closer to them than plain H2O. */
 #include "kvcache.h"
 
 #include <math.h>
@@ -465,6 +470,91 @@ static void test_roundtrip(void) {
 }
 
 /* The real model: H2O path with budget = context against the dense pass. */
+/* The cold store: every evicted token is in exactly one page, stored within
+ * its type's rounding; each page's bound is sum_c max(q_c min_c, q_c max_c)
+ * over its stored keys (computed here by brute force, the same float sum)
+ * and no stored key's q . k exceeds it; with cold_max the store stays
+ * within its bound. Odd head_dim (q4 packs two per byte), GQA, prefill
+ * batches longer than KV_CALL_TOKENS and decode steps. */
+static void test_cold_pages(enum kv_cold type, int64_t cold_max) {
+    enum { HD = 7, NKV = 2, NH = 6, N = 190, BUDGET = 20 };
+    struct kv_config c;
+    kv_config_default(&c);
+    c.budget = BUDGET;
+    c.cold = type;
+    c.recall = 2 * KV_PAGE;
+    c.cold_max = cold_max;
+    char err[256];
+    struct kvcache kv;
+    if (kv_config_resolve(&c, 4096, err, sizeof err) || kvcache_create(&kv, &c, 2, NH, NKV, HD, 80, 1, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        exit(1);
+    }
+    static float q[N * NH * HD], k[N * NKV * HD], v[N * NKV * HD], out[N * NH * HD];
+    for (int i = 0; i < N * NH * HD; i++) q[i] = rnd_sym();
+    for (int i = 0; i < N * NKV * HD; i++) k[i] = rnd_sym() * 3.0f, v[i] = rnd_sym();
+    /* a prompt of 75 (two parts of KV_CALL_TOKENS at most), then one by one */
+    for (int l = 0; l < 2; l++) {
+        CHECK(kvcache_attend(&kv, l, q, k, v, 75, 0, out, NULL, err, sizeof err) == 0, "prompt: %s", err);
+        for (int t = 75; t < N; t++)
+            CHECK(kvcache_attend(&kv, l, q + (size_t)t * NH * HD, k + (size_t)t * NKV * HD, v + (size_t)t * NKV * HD, 1,
+                                 t, out, NULL, err, sizeof err) == 0,
+                  "decode: %s", err);
+    }
+    const float tol = type == KV_COLD_F32 ? 0.0f : type == KV_COLD_Q8 ? 3.0f / 127 * 0.51f : 3.0f / 7 * 0.51f;
+    int stored = 0, bad_bound = 0, bad_value = 0, over = 0;
+    for (int l = 0; l < 2; l++)
+        for (int h = 0; h < NKV; h++) {
+            const struct kv_page *const *pages;
+            const int np = kvcache_cold_pages(&kv, l, h, &pages);
+            int seen[N] = {0};
+            for (int i = 0; i < kvcache_n_used(&kv, l, h); i++) seen[kvcache_positions(&kv, l, h)[i]]++;
+            for (int p = 0; p < np; p++) {
+                float mn[HD], mx[HD], key[HD], val[HD];
+                for (int d = 0; d < HD; d++) mn[d] = INFINITY, mx[d] = -INFINITY;
+                for (int i = 0; i < pages[p]->n; i++) {
+                    kvcache_cold_read(&kv, pages[p], i, key, val);
+                    const int pos = pages[p]->pos[i];
+                    seen[pos]++;
+                    stored++;
+                    for (int d = 0; d < HD; d++) {
+                        mn[d] = fminf(mn[d], key[d]), mx[d] = fmaxf(mx[d], key[d]);
+                        bad_value += fabsf(key[d] - k[(size_t)pos * NKV * HD + h * HD + d]) > tol + 1e-6f;
+                        bad_value += fabsf(val[d] - v[(size_t)pos * NKV * HD + h * HD + d]) > tol / 3 + 1e-6f;
+                    }
+                }
+                for (int trial = 0; trial < 4; trial++) {
+                    const float *qq = q + (size_t)(rnd64() % N) * NH * HD + (size_t)(rnd64() % NH) * HD;
+                    float ref = 0.0f;
+                    for (int d = 0; d < HD; d++) ref += fmaxf(qq[d] * mn[d], qq[d] * mx[d]);
+                    const float got = kvcache_page_bound(&kv, pages[p], qq);
+                    bad_bound += got != ref;
+                    for (int i = 0; i < pages[p]->n; i++) {
+                        kvcache_cold_read(&kv, pages[p], i, key, val);
+                        double dot = 0;
+                        for (int d = 0; d < HD; d++) dot += (double)qq[d] * key[d];
+                        bad_bound += dot > (double)got + 1e-4;
+                    }
+                }
+            }
+            if (!cold_max)
+                for (int pos = 0; pos < N; pos++) over += seen[pos] != 1; /* hot or cold, once */
+        }
+    CHECK(stored > 0, "%s: nothing went cold", kv_cold_name(type));
+    CHECK(bad_bound == 0, "%s: %d page bounds differ from brute force or are exceeded", kv_cold_name(type), bad_bound);
+    CHECK(bad_value == 0, "%s: %d stored values outside the rounding bound", kv_cold_name(type), bad_value);
+    CHECK(over == 0, "%s: %d positions not in exactly one of hot and cold", kv_cold_name(type), over);
+    if (cold_max)
+        CHECK(kvcache_cold_bytes(&kv) <= (size_t)cold_max + 2 * 2 * 600 && kv.cold_dropped > 0,
+              "%s: the cold store holds %zu bytes, bound %lld, %lld pages dropped", kv_cold_name(type),
+              kvcache_cold_bytes(&kv), (long long)cold_max, (long long)kv.cold_dropped);
+    CHECK(kv.recalled > 0, "%s: nothing recalled", kv_cold_name(type));
+    printf("cold %s%s: %d tokens in pages, %zu bytes (peak %zu), %lld recalled, %lld pages dropped\n",
+           kv_cold_name(type), cold_max ? " (bounded)" : "", stored, kvcache_cold_bytes(&kv),
+           kvcache_cold_peak_bytes(&kv), (long long)kv.recalled, (long long)kv.cold_dropped);
+    kvcache_destroy(&kv);
+}
+
 static int test_model(void) {
     const char *path = getenv("HEARTH_TEST_MODEL");
     FILE *f = path ? fopen(path, "rb") : NULL;
@@ -532,6 +622,59 @@ static int test_model(void) {
         printf("model: %s, budget 12 for %d tokens: ok, KV %zu bytes\n", kv_type_name(t), N_PROMPT + N_DEC,
                state_kv_bytes(&h2o));
         state_free(&h2o);
+    }
+    /* hot/cold KV: a budget of 12 for 43 tokens, what it evicts kept exactly
+     * (f32 cold store) and recalled whole: the full cache's logits, bit for bit */
+    {
+        struct llama_state ref, hc;
+        kv_config_default(&c);
+        c.budget = 12;
+        c.cold = KV_COLD_F32;
+        c.recall = N_CTX; /* every page */
+        if (kv_config_resolve(&c, N_CTX, err, sizeof err) || state_create(&ref, &m, N_CTX, BATCH, 2, err, sizeof err) ||
+            state_create(&hc, &m, N_CTX, BATCH, 2, err, sizeof err) || state_set_kv(&hc, &c, 0, err, sizeof err)) {
+            fprintf(stderr, "%s\n", err);
+            return 1;
+        }
+        ok = forward(&ref, toks, N_PROMPT, 0, la, 0, err, sizeof err) == 0 &&
+             forward(&hc, toks, N_PROMPT, 0, lb, 0, err, sizeof err) == 0;
+        diff = memcmp(la, lb, sizeof(float) * nv) != 0;
+        for (int i = 0; ok && i < N_DEC; i++) {
+            ok = forward(&ref, toks + N_PROMPT + i, 1, N_PROMPT + i, la, 0, err, sizeof err) == 0 &&
+                 forward(&hc, toks + N_PROMPT + i, 1, N_PROMPT + i, lb, 0, err, sizeof err) == 0;
+            diff |= memcmp(la, lb, sizeof(float) * nv) != 0;
+        }
+        CHECK(ok, "hot/cold: %s", err);
+        CHECK(hc.kv->cold_bytes > 0 && kvcache_n_used(hc.kv, 0, 0) == 12, "hot/cold: nothing went cold");
+        CHECK(!diff, "hot/cold, f32 cold store recalled whole: logits differ from the full cache");
+        printf("model: hot/cold, budget 12 for %d tokens, f32 cold store (%zu bytes) recalled whole: logits %s\n",
+               N_PROMPT + N_DEC, hc.kv->cold_bytes, diff ? "DIFFER" : "bit-identical to the full cache");
+        state_free(&hc);
+        /* q8 cold store, a recall of 2 pages: close to the full cache, not equal to plain H2O */
+        float *lh = malloc(sizeof(float) * nv);
+        struct llama_state h2 = {0};
+        double dq = 0, dh = 0;
+        for (int pass = 0; pass < 2 && lh; pass++) {
+            kv_config_default(&c);
+            c.budget = 12;
+            c.cold = pass ? KV_COLD_Q8 : KV_COLD_OFF;
+            c.recall = 2 * KV_PAGE;
+            if (kv_config_resolve(&c, N_CTX, err, sizeof err) || state_create(&h2, &m, N_CTX, BATCH, 2, err, sizeof err) ||
+                state_set_kv(&h2, &c, 0, err, sizeof err) ||
+                forward(&h2, toks, N_PROMPT + N_DEC, 0, pass ? lb : lh, 0, err, sizeof err)) {
+                CHECK(0, "hot/cold q8: %s", err);
+                break;
+            }
+            state_free(&h2);
+        }
+        for (int i = 0; lh && i < nv; i++) {
+            dq = fmax(dq, fabs((double)lb[i] - la[i]));
+            dh = fmax(dh, fabs((double)lh[i] - la[i]));
+        }
+        printf("model: max |logit - full cache|: H2O %.4f, hot/cold q8 recall 32: %.4f\n", dh, dq);
+        CHECK(dq < dh, "hot/cold q8 with recall is not closer to the full cache than H2O (%g vs %g)", dq, dh);
+        free(lh);
+        state_free(&ref);
     }
     state_free(&dense);
     free(la), free(lb);
@@ -606,6 +749,10 @@ int main(int argc, char **argv) {
     test_prefill_gqa(10, 16); /* fits */
     test_prefill_gqa(37, 9);  /* a batch longer than the budget */
     test_roundtrip();
+    test_cold_pages(KV_COLD_F32, 0);
+    test_cold_pages(KV_COLD_Q8, 0);
+    test_cold_pages(KV_COLD_Q4, 0);
+    test_cold_pages(KV_COLD_Q8, 3000);
     if (failures) {
         printf("%d failure(s)\n", failures);
         return 1;

@@ -11,7 +11,8 @@
  * Then the compressed KV cache, which the GPU worker owns: with an H2O
  * budget below the sequence (q8 storage, decayed scores) the runtime must
  * give the single-process engine's tokens and logits bit for bit, so the
- * cache options reach the worker and evict the same tokens there.
+ * cache options reach the worker and evict the same tokens there; the same
+ * with the evicted tokens kept in a q4 cold store and recalled.
  *
  *   test_runtime [N_PROMPTS] [N_TOKENS]     (defaults 10 and 64)
  * Needs HEARTH_TEST_MODEL; exits 77 (skipped) without it. */
@@ -201,6 +202,20 @@ int main(int argc, char **argv) {
     } else {
         failures += compare(ref, got, n_prompts, n_tokens, n_vocab,
                             "H2O cache (budget 16, q8, decay 0.95), hot fraction 0.3, 2 CPU workers") != 0;
+    }
+    /* hot/cold KV: what the budget evicts kept as q4 and recalled per step
+     * (a page's worth): the cold store lives in the GPU worker */
+    kv.cold = KV_COLD_Q4;
+    kv.recall = KV_PAGE;
+    if (run_config(model, 1, 0, 0, &kv, n_prompts, n_tokens, ref, n_vocab, err, sizeof err) != 0) {
+        printf("FAIL: single process, hot/cold KV: %s\n", err);
+        failures++;
+    } else if (run_config(model, 0, 0.3f, 2, &kv, n_prompts, n_tokens, got, n_vocab, err, sizeof err) != 0) {
+        printf("FAIL: runtime, hot/cold KV: %s\n", err);
+        failures++;
+    } else {
+        failures += compare(ref, got, n_prompts, n_tokens, n_vocab,
+                            "hot/cold KV (budget 16, q8 hot, q4 cold, recall 16), hot fraction 0.3, 2 CPU workers") != 0;
     }
     for (int p = 0; p < n_prompts; p++) {
         free(ref[p].tokens);
