@@ -164,8 +164,9 @@ int kvcache_create(struct kvcache *kv, const struct kv_config *cfg, int n_layers
     }
     kv->list = malloc((size_t)n_kv_heads * per_head * sizeof *kv->list);
     kv->n_list = calloc((size_t)n_kv_heads, sizeof *kv->n_list);
-    free(kv->att);
-    kv->att = malloc((size_t)n_threads * per_head * sizeof(float));
+    free(kv->att); /* per thread: a weight per list entry; also a row or two of scratch (cold_add, recall) */
+    kv->att = malloc((size_t)n_threads * (per_head > 2 * (size_t)head_dim ? per_head : 2 * (size_t)head_dim) *
+                     sizeof(float));
     if (!kv->ord || !kv->list || !kv->n_list || !kv->att ||
         (kv->cold != KV_COLD_OFF && (!kv->cheads || !kv->rk || !kv->rv || !kv->rpos))) {
         snprintf(err, errlen, "out of memory for a KV cache's cold store");
@@ -603,7 +604,7 @@ static void attend_worker(void *arg, int ith, int nth) {
     const int hd = kv->head_dim, group = kv->n_heads / kv->n_kv_heads, q_dim = kv->n_heads * hd;
     const float scale = 1.0f / sqrtf((float)hd);
     const size_t per_head = (size_t)kv->n_slots + (size_t)kv->recall;
-    float *att = kv->att + (size_t)ith * per_head;
+    float *att = kv->att + (size_t)ith * (per_head > 2 * (size_t)hd ? per_head : 2 * (size_t)hd);
     for (int h = ith; h < kv->n_heads; h += nth) {
         const int kvh = h / group;
         /* the head's hot slots and recalled tokens, in position order */
@@ -670,14 +671,31 @@ static int recall_pages(struct kvcache *kv, int layer, int kvh, const float *q, 
         snprintf(err, errlen, "out of memory ranking %d cold pages", ch->n_pages);
         return -1;
     }
-    for (int p = 0; p < ch->n_pages; p++) {
-        float best = -INFINITY;
-        for (int t = 0; t < n; t++)
+    if (n == 1) { /* decode: the exact bound, the best of the group's query heads */
+        for (int p = 0; p < ch->n_pages; p++) {
+            float best = -INFINITY;
             for (int g = 0; g < group; g++) {
-                const float b = kvcache_page_bound(kv, ch->pages[p], q + (size_t)t * q_dim + (size_t)(kvh * group + g) * hd);
+                const float b = kvcache_page_bound(kv, ch->pages[p], q + (size_t)(kvh * group + g) * hd);
                 if (b > best) best = b;
             }
-        r[p] = (struct page_rank){best, p};
+            r[p] = (struct page_rank){best, p};
+        }
+    } else { /* several rows: per channel, the largest of the corners of [qmin, qmax] x [kmin, kmax] */
+        float *qlo = kv->att, *qhi = kv->att + hd; /* scratch: attention has not started */
+        for (int c = 0; c < hd; c++) qlo[c] = INFINITY, qhi[c] = -INFINITY;
+        for (int t = 0; t < n; t++)
+            for (int g = 0; g < group; g++) {
+                const float *qq = q + (size_t)t * q_dim + (size_t)(kvh * group + g) * hd;
+                for (int c = 0; c < hd; c++) qlo[c] = fminf(qlo[c], qq[c]), qhi[c] = fmaxf(qhi[c], qq[c]);
+            }
+        for (int p = 0; p < ch->n_pages; p++) {
+            const struct kv_page *pg = ch->pages[p];
+            float b = 0.0f;
+            for (int c = 0; c < hd; c++)
+                b += fmaxf(fmaxf(qlo[c] * pg->kmin[c], qlo[c] * pg->kmax[c]),
+                           fmaxf(qhi[c] * pg->kmin[c], qhi[c] * pg->kmax[c]));
+            r[p] = (struct page_rank){b, p};
+        }
     }
     qsort(r, (size_t)ch->n_pages, sizeof *r, page_rank_cmp);
     float *K = kv->rk + (size_t)kvh * kv->recall * hd, *V = kv->rv + (size_t)kvh * kv->recall * hd;

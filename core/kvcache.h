@@ -73,7 +73,9 @@ enum kv_type { KV_F32 = 0, KV_F16 = 1, KV_Q8 = 2 };
  * evicted, each page with the per-channel min and max of its stored keys
  * (Quest's summary). At each call, every KV head scores its pages by the
  * upper bound of q . k over them (max over the group's query heads and the
- * call's rows of sum_c max(q_c min_c, q_c max_c)) and recalls the best
+ * call's rows of sum_c max(q_c min_c, q_c max_c); for a call of several
+ * rows, the looser bound of the rows' per-channel envelope, which costs
+ * one pass per page instead of one per row) and recalls the best
  * pages, up to `recall` tokens; attention runs over the hot slots and the
  * recalled tokens together, in position order, in one softmax. Recalled
  * tokens stay cold (they gather no H2O score). With cold_max > 0 a head
@@ -87,7 +89,7 @@ enum kv_cold { KV_COLD_OFF = 0, KV_COLD_Q8 = 1, KV_COLD_Q4 = 2, KV_COLD_F32 = 3 
 /* New tokens of one call are attended and scored at most this many at a
  * time (a longer prompt batch is cut), so the hot cache holds budget + this
  * many slots, not budget + the batch. */
-#define KV_CALL_TOKENS 64
+#define KV_CALL_TOKENS 32
 
 struct kv_config {
     int budget;        /* tokens kept per layer and KV head; 0 = none (dense cache) */

@@ -366,6 +366,37 @@ static void test_prefill_gqa(int n, int budget) {
     free(q), free(k), free(v), free(out), free(colsum), free(w);
 }
 
+/* A batch longer than KV_CALL_TOKENS is attended as its parts of
+ * KV_CALL_TOKENS one after the other (evicting after each): the same
+ * outputs, positions and scores, bit for bit, as feeding the parts by hand. */
+static void test_call_parts(void) {
+    enum { NH = 6, NKV = 2, HD = 13, N = KV_CALL_TOKENS + 11 };
+    const int q_dim = NH * HD, kv_dim = NKV * HD;
+    static float q[N * NH * HD], k[N * NKV * HD], v[N * NKV * HD], o1[N * NH * HD], o2[N * NH * HD];
+    for (int i = 0; i < N * q_dim; i++) q[i] = 2.0f * rnd_sym();
+    for (int i = 0; i < N * kv_dim; i++) k[i] = 2.0f * rnd_sym(), v[i] = rnd_sym();
+    struct kvcache a, b;
+    make(&a, 9, 1, 2, 0, KV_F32, NH, NKV, HD, N);
+    make(&b, 9, 1, 2, 0, KV_F32, NH, NKV, HD, N);
+    CHECK(attend(&a, q, k, v, N, 0, o1) == 0, "one batch of %d", N);
+    CHECK(attend(&b, q, k, v, KV_CALL_TOKENS, 0, o2) == 0 &&
+              attend(&b, q + KV_CALL_TOKENS * q_dim, k + KV_CALL_TOKENS * kv_dim, v + KV_CALL_TOKENS * kv_dim,
+                     N - KV_CALL_TOKENS, KV_CALL_TOKENS, o2 + KV_CALL_TOKENS * q_dim) == 0,
+          "the parts by hand");
+    CHECK(!memcmp(o1, o2, sizeof o1), "a long batch differs from its parts");
+    for (int h = 0; h < NKV; h++) {
+        const int nu = kvcache_n_used(&a, 0, h);
+        CHECK(nu == kvcache_n_used(&b, 0, h) &&
+                  !memcmp(kvcache_positions(&a, 0, h), kvcache_positions(&b, 0, h), (size_t)nu * sizeof(int32_t)) &&
+                  !memcmp(kvcache_scores(&a, 0, h), kvcache_scores(&b, 0, h), (size_t)nu * sizeof(double)),
+              "head %d: a long batch keeps other slots than its parts", h);
+    }
+    CHECK(a.n_slots == 9 + KV_CALL_TOKENS, "%d slots for a budget of 9 and batches of %d", a.n_slots, N);
+    printf("call parts: a batch of %d = its parts of %d, %d slots\n", N, KV_CALL_TOKENS, a.n_slots);
+    kvcache_destroy(&a);
+    kvcache_destroy(&b);
+}
+
 /* GQA: on KV head 0, query heads 0 and 1 both look at token 3, and head 1
  * at token 5 on odd steps only; on KV head 1, head 2 looks at token 7 and
  * head 3 at token 5. With room for one heavy hitter (sink 0 absorbs the early
@@ -747,7 +778,8 @@ int main(int argc, char **argv) {
     test_gqa_grouping();
     test_decode_scores();
     test_prefill_gqa(10, 16); /* fits */
-    test_prefill_gqa(37, 9);  /* a batch longer than the budget */
+    test_prefill_gqa(29, 9);  /* a batch longer than the budget (within one call's KV_CALL_TOKENS) */
+    test_call_parts();
     test_roundtrip();
     test_cold_pages(KV_COLD_F32, 0);
     test_cold_pages(KV_COLD_Q8, 0);

@@ -15,8 +15,8 @@ Then the same with a worker stopped by `hearth workers stop` and started by
 hand, as a developer would.
 
 Then many sequences at once: `hearth batch` runs six prompts four at a time
-(continuous batching, an H2O budget below the sequences, sampling with
-per-sequence seeds); each worker role is killed while four sequences are in
+(continuous batching, an H2O budget below the sequences whose evictions
+go to a q8 cold store recalled per step, sampling with per-sequence seeds); each worker role is killed while four sequences are in
 flight (right after the fifth prompt took a finished one's slot). Every
 sequence must give the text it gives alone (`hearth batch -np 1
 --single-process`), the GPU worker's rebuild replaying each sequence's steps,
@@ -59,7 +59,8 @@ BATCH_PROMPTS = [
     "A haiku about winter:\\n",
     "In 1969, the first humans landed on the Moon. The mission was called",
 ]
-BATCH = ["-n", "72", "--temp", "0.8", "-s", "5", "-t", "2", "-c", "256", "-b", "32", "--kv-budget", "40"]
+BATCH = ["-n", "72", "--temp", "0.8", "-s", "5", "-t", "2", "-c", "256", "-b", "32", "--kv-budget", "40",
+         "--kv-cold", "q8", "--kv-recall", "32"]
 
 
 class Run:
