@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "forward.h"
 #include "fp16.h"
 #include "sparse.h"
 
@@ -237,4 +236,75 @@ int insparse_matmul(const struct insparse_mat *im, const float *x, int n_tok, fl
     struct run_ctx c = {im, ss, n_tok, acc};
     tpool_run(tp, run_worker, &c);
     return 0;
+}
+
+/* ---- masks and calibration ---- */
+
+const char *insparse_site_name(int site) {
+    static const char *const names[INSPARSE_N_SITES] = {"qkv", "o", "gate_up", "down"};
+    return site >= 0 && site < INSPARSE_N_SITES ? names[site] : "?";
+}
+
+void insparse_probe_reset(struct insparse_probe *p) {
+    for (int s = 0; s < INSPARSE_N_SITES; s++) {
+        for (int k = 0; k < INSPARSE_BINS; k++) atomic_store_explicit(&p->hist[s][k], 0, memory_order_relaxed);
+        atomic_store_explicit(&p->seen[s], 0, memory_order_relaxed);
+        atomic_store_explicit(&p->kept[s], 0, memory_order_relaxed);
+    }
+}
+
+float insparse_bin_edge(int k) {
+    if (k <= 0) return 0.0f;
+    return exp2f((float)INSPARSE_LOG2_MIN + (float)(k - 1) / (float)INSPARSE_BINS_PER_OCTAVE);
+}
+
+static int bin_of(float a) {
+    if (!(a >= 0x1p-24f)) return 0; /* INSPARSE_LOG2_MIN; NaN too */
+    const float e = (log2f(a) - (float)INSPARSE_LOG2_MIN) * (float)INSPARSE_BINS_PER_OCTAVE;
+    const int k = 1 + (e < (float)INSPARSE_BINS ? (int)e : INSPARSE_BINS);
+    return k < INSPARSE_BINS - 1 ? k : INSPARSE_BINS - 1;
+}
+
+float insparse_probe_threshold(const struct insparse_probe *p, int site, double sparsity) {
+    const uint64_t n = atomic_load_explicit(&p->seen[site], memory_order_relaxed);
+    if (sparsity <= 0.0 || n == 0) return 0.0f;
+    const double want = sparsity * (double)n;
+    uint64_t cum = 0;
+    for (int k = 0; k < INSPARSE_BINS - 1; k++) {
+        cum += atomic_load_explicit(&p->hist[site][k], memory_order_relaxed);
+        if ((double)cum >= want) return insparse_bin_edge(k + 1);
+    }
+    return insparse_bin_edge(INSPARSE_BINS - 1);
+}
+
+double insparse_probe_energy_below(const struct insparse_probe *p, int site, float t) {
+    double below = 0.0, all = 0.0;
+    for (int k = 1; k < INSPARSE_BINS; k++) {
+        const double c = k < INSPARSE_BINS - 1 ? (double)insparse_bin_edge(k) * 1.0054299011128027 /* 2^(1/128) */
+                                               : (double)insparse_bin_edge(k);
+        const double e = c * c * (double)atomic_load_explicit(&p->hist[site][k], memory_order_relaxed);
+        all += e;
+        if (insparse_bin_edge(k + 1) <= t) below += e;
+    }
+    return all > 0.0 ? below / all : 0.0;
+}
+
+void insparse_mask(const struct llama_layer *L, int site, float *x, int64_t count) {
+    const float thr = L->in_thr[site];
+    struct insparse_probe *p = L->in_probe;
+    if (p) {
+        /* counted locally, added once: the down input comes in small pieces
+         * from every pool thread */
+        uint64_t kept = 0;
+        for (int64_t i = 0; i < count; i++) {
+            const float a = fabsf(x[i]);
+            atomic_fetch_add_explicit(&p->hist[site][bin_of(a)], 1, memory_order_relaxed);
+            kept += a > thr;
+        }
+        atomic_fetch_add_explicit(&p->seen[site], (uint64_t)count, memory_order_relaxed);
+        atomic_fetch_add_explicit(&p->kept[site], kept, memory_order_relaxed);
+    }
+    if (thr <= 0.0f) return;
+    for (int64_t i = 0; i < count; i++)
+        if (fabsf(x[i]) <= thr) x[i] = 0.0f;
 }

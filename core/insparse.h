@@ -40,6 +40,7 @@
 #ifndef HEARTH_INSPARSE_H
 #define HEARTH_INSPARSE_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -109,5 +110,50 @@ void insparse_axpy_q4_1_ref(float *y, const block_q4_1 *rows, int64_t row_blocks
                             int64_t cnt, int64_t b0, int64_t b1);
 void insparse_axpy_q4_1(float *y, const block_q4_1 *rows, int64_t row_blocks, const int32_t *idx, const float *h,
                         int64_t cnt, int64_t b0, int64_t b1);
+
+/* ---- input sparsity in the forward pass: masks and calibration ----
+ *
+ * Each layer has four matrix inputs (sites); the model's llama_layer holds
+ * one threshold per site (in_thr) and forward.c calls insparse_mask on each
+ * input before its product: the dense kernels then see the masked x. This is
+ * the accuracy side of input sparsity (the same mask the input-major kernels
+ * apply, with the model's own weights); the bytes side is insparse_matmul. */
+enum insparse_site {
+    INSPARSE_QKV = 0,  /* attention input, shared by q, k and v */
+    INSPARSE_O = 1,    /* attention output, o's input */
+    INSPARSE_GU = 2,   /* FFN input, shared by gate and up */
+    INSPARSE_DOWN = 3, /* SwiGLU output, down's input */
+    INSPARSE_N_SITES = 4,
+};
+const char *insparse_site_name(int site);
+
+/* |x| histogram of one layer's sites: bin k (k >= 1) holds
+ * 2^(INSPARSE_LOG2_MIN + (k - 1) / INSPARSE_BINS_PER_OCTAVE) <= |x| < the
+ * next edge; bin 0 everything smaller (zeros too), the last bin everything
+ * larger. Counters are atomic: the down input is masked from pool threads. */
+#define INSPARSE_BINS_PER_OCTAVE 64
+#define INSPARSE_LOG2_MIN (-24)
+#define INSPARSE_OCTAVES 32
+#define INSPARSE_BINS (INSPARSE_OCTAVES * INSPARSE_BINS_PER_OCTAVE + 2)
+struct insparse_probe {
+    _Atomic uint64_t hist[INSPARSE_N_SITES][INSPARSE_BINS];
+    _Atomic uint64_t seen[INSPARSE_N_SITES]; /* entries recorded */
+    _Atomic uint64_t kept[INSPARSE_N_SITES]; /* entries with |x| > in_thr: the rows a product reads */
+};
+void insparse_probe_reset(struct insparse_probe *p);
+/* The lower edge of bin k (0 for bin 0). */
+float insparse_bin_edge(int k);
+/* The threshold that zeroes at least `sparsity` of the recorded entries of
+ * a site: the upper edge of the bin where the count crosses it (0 for
+ * sparsity <= 0). */
+float insparse_probe_threshold(const struct insparse_probe *p, int site, double sparsity);
+/* Share of the site's squared mass, sum x^2 (bins at their centre), below
+ * threshold t: the relative error a random-direction W gives its output. */
+double insparse_probe_energy_below(const struct insparse_probe *p, int site, float t);
+
+/* Zeroes the entries of x [count] with |x| <= L->in_thr[site], after
+ * recording them in L->in_probe when set. Nothing to do (returns at once)
+ * when the threshold is 0 and there is no probe. Thread-safe. */
+void insparse_mask(const struct llama_layer *L, int site, float *x, int64_t count);
 
 #endif

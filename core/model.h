@@ -61,6 +61,8 @@ struct weight {
     size_t x8_stride;
 };
 
+struct insparse_probe; /* core/insparse.h */
+
 struct llama_layer {
     float *attn_norm;           /* [dim] */
     struct weight wq, wk, wv;   /* dim -> n_heads*head_dim, n_kv_heads*head_dim */
@@ -70,6 +72,13 @@ struct llama_layer {
     struct weight w_gate;       /* dim -> hidden_dim; data NULL when not gated */
     struct weight w_up;         /* dim -> hidden_dim */
     struct weight w_down;       /* hidden_dim -> dim */
+    /* Input sparsity (core/insparse.h), one threshold per matrix input
+     * (enum insparse_site: attention's q/k/v, o, the FFN's gate/up, down):
+     * entries with |x| <= in_thr[site] are zeroed before the product. 0, the
+     * loaded model's value, zeroes only zeros: it changes nothing. in_probe
+     * (NULL: none) records the inputs, for calibration and measurement. */
+    float in_thr[4];
+    struct insparse_probe *in_probe;
 };
 
 struct llama_model {

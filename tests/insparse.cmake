@@ -5,4 +5,12 @@ target_link_libraries(test_insparse PRIVATE hearth_core)
 add_test(NAME insparse_kernels COMMAND test_insparse)
 add_test(NAME insparse_kernels_scalar COMMAND test_insparse)
 set_tests_properties(insparse_kernels_scalar PROPERTIES ENVIRONMENT "HEARTH_NO_SIMD=1")
+# and the forward pass's masks on the real model (77, skipped, without it)
+add_test(NAME insparse_forward COMMAND test_insparse --model ${HEARTH_TEST_MODEL})
 set_tests_properties(insparse_kernels insparse_kernels_scalar PROPERTIES TIMEOUT 120)
+set_tests_properties(insparse_forward PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77)
+
+# the accuracy curve on a real model (not run by ctest: minutes; see its
+# header and docs/hot-cold.md, "Input sparsity")
+add_executable(insparse_curve ${CMAKE_SOURCE_DIR}/tests/bench/insparse_curve.c)
+target_link_libraries(insparse_curve PRIVATE hearth_core)

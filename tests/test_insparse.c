@@ -11,7 +11,14 @@
  *      of the dequantised weights, both with the same mask applied to x,
  *      within the re-quantisation's error;
  *   5. threshold 0 keeps exactly the nonzero inputs (ReLU-family models lose
- *      nothing), and bad shapes are refused.
+ *      nothing), and bad shapes are refused;
+ *   6. the forward pass's masks and calibration probes: insparse_mask zeroes
+ *      exactly |x| <= threshold and counts what it keeps, a probe's
+ *      threshold zeroes the asked share of what it recorded, the x^2 mass
+ *      below a threshold is the histogram's;
+ *   7. with --model FILE, on the real model: thresholds 0 with probes give
+ *      the dense logits bit for bit, a calibrated threshold zeroes its share
+ *      of layer 0's attention input on the same tokens and moves the logits.
  * Run again with HEARTH_NO_SIMD=1 (tests/insparse.cmake). */
 #include <math.h>
 #include <stdlib.h>
@@ -333,7 +340,121 @@ static void check_refusals(void) {
     tmat_free(&t);
 }
 
-int main(void) {
+/* 6. masks and probes */
+static void check_probe(void) {
+    struct llama_layer L;
+    memset(&L, 0, sizeof L);
+    struct insparse_probe *p = xmalloc(sizeof *p);
+    insparse_probe_reset(p);
+    L.in_probe = p;
+    const int64_t n = 20000;
+    float *x = xmalloc((size_t)n * sizeof(float)), *y = xmalloc((size_t)n * sizeof(float));
+    double ss = 0;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = i % 10 == 0 ? 0.0f : rnd_normal() * (i % 3 == 0 ? 10.0f : 1.0f);
+        ss += (double)x[i] * x[i];
+    }
+    memcpy(y, x, (size_t)n * sizeof(float));
+    insparse_mask(&L, INSPARSE_DOWN, y, n); /* threshold 0: records, changes nothing */
+    CHECK(memcmp(x, y, (size_t)n * sizeof(float)) == 0, "threshold 0 changed the input");
+    CHECK(p->seen[INSPARSE_DOWN] == (uint64_t)n && p->seen[INSPARSE_QKV] == 0, "probe counts %llu",
+          (unsigned long long)p->seen[INSPARSE_DOWN]);
+    CHECK(p->kept[INSPARSE_DOWN] == (uint64_t)(n - n / 10), "threshold 0 kept %llu of %lld nonzero",
+          (unsigned long long)p->kept[INSPARSE_DOWN], (long long)(n - n / 10));
+    const double sps[] = {0.15, 0.3, 0.5, 0.77};
+    for (size_t k = 0; k < sizeof sps / sizeof sps[0]; k++) {
+        const float t = insparse_probe_threshold(p, INSPARSE_DOWN, sps[k]);
+        int64_t below = 0;
+        double ss_below = 0;
+        for (int64_t i = 0; i < n; i++)
+            if (fabsf(x[i]) <= t) {
+                below++;
+                ss_below += (double)x[i] * x[i];
+            }
+        /* at least the share, and not more than one bin (1/64 octave) above it */
+        const float t_lo = t * 0.98923f; /* 2^(-1/64) */
+        int64_t below_lo = 0;
+        for (int64_t i = 0; i < n; i++) below_lo += fabsf(x[i]) < t_lo;
+        CHECK((double)below >= sps[k] * (double)n && (double)below_lo < sps[k] * (double)n,
+              "sparsity %.2f: threshold %g zeroes %lld of %lld (%lld one bin lower)", sps[k], (double)t,
+              (long long)below, (long long)n, (long long)below_lo);
+        const double e = insparse_probe_energy_below(p, INSPARSE_DOWN, t);
+        CHECK(fabs(e - ss_below / ss) < 0.01 + 0.02 * (ss_below / ss), "sparsity %.2f: x^2 share %.4f, want %.4f",
+              sps[k], e, ss_below / ss);
+        L.in_thr[INSPARSE_DOWN] = t;
+        memcpy(y, x, (size_t)n * sizeof(float));
+        insparse_probe_reset(p);
+        insparse_mask(&L, INSPARSE_DOWN, y, n);
+        int bad = 0;
+        for (int64_t i = 0; i < n; i++) bad += y[i] != (fabsf(x[i]) <= t ? 0.0f : x[i]);
+        CHECK(bad == 0, "mask at %g: %d entries wrong", (double)t, bad);
+        CHECK(p->kept[INSPARSE_DOWN] == (uint64_t)(n - below), "mask kept %llu, want %lld",
+              (unsigned long long)p->kept[INSPARSE_DOWN], (long long)(n - below));
+        /* put the distribution back for the next share */
+        insparse_probe_reset(p);
+        L.in_thr[INSPARSE_DOWN] = 0.0f;
+        memcpy(y, x, (size_t)n * sizeof(float));
+        insparse_mask(&L, INSPARSE_DOWN, y, n);
+    }
+    CHECK(insparse_probe_threshold(p, INSPARSE_O, 0.5) == 0.0f, "an empty site has a threshold");
+    free(x);
+    free(y);
+    free(p);
+}
+
+/* 7. on the real model */
+static int check_model(const char *path) {
+    char err[256];
+    struct llama_model m;
+    struct llama_state s;
+    if (model_load(&m, path, err, sizeof err) || state_create(&s, &m, 64, 32, 2, err, sizeof err)) {
+        fprintf(stderr, "test_insparse: %s\n", err);
+        return 2;
+    }
+    const int n_tok = 32, nv = m.cfg.n_vocab, nl = m.cfg.n_layers;
+    int32_t toks[32];
+    for (int i = 0; i < n_tok; i++) toks[i] = (int32_t)rnd_range(0, nv - 1);
+    float *dense = xmalloc((size_t)n_tok * nv * sizeof(float)), *got = xmalloc((size_t)n_tok * nv * sizeof(float));
+    struct insparse_probe *pr = xmalloc((size_t)nl * sizeof *pr);
+    CHECK(forward(&s, toks, n_tok, 0, dense, 1, err, sizeof err) == 0, "forward: %s", err);
+    for (int l = 0; l < nl; l++) {
+        insparse_probe_reset(&pr[l]);
+        m.layers[l].in_probe = &pr[l];
+    }
+    CHECK(forward(&s, toks, n_tok, 0, got, 1, err, sizeof err) == 0, "forward: %s", err);
+    CHECK(memcmp(dense, got, (size_t)n_tok * nv * sizeof(float)) == 0, "probes with thresholds 0 changed the logits");
+    const uint64_t seen_qkv = pr[0].seen[INSPARSE_QKV];
+    CHECK(seen_qkv == (uint64_t)n_tok * (uint64_t)m.cfg.dim, "layer 0 saw %llu attention inputs",
+          (unsigned long long)seen_qkv);
+    CHECK(pr[nl - 1].seen[INSPARSE_DOWN] == (uint64_t)n_tok * (uint64_t)m.cfg.hidden_dim,
+          "the last layer saw %llu down inputs", (unsigned long long)pr[nl - 1].seen[INSPARSE_DOWN]);
+    struct insparse_probe *calib = xmalloc((size_t)nl * sizeof *calib);
+    memcpy(calib, pr, (size_t)nl * sizeof *calib);
+    for (int l = 0; l < nl; l++)
+        for (int site = 0; site < INSPARSE_N_SITES; site++) {
+            m.layers[l].in_thr[site] = insparse_probe_threshold(&calib[l], site, 0.3);
+            insparse_probe_reset(&pr[l]);
+        }
+    CHECK(forward(&s, toks, n_tok, 0, got, 1, err, sizeof err) == 0, "forward: %s", err);
+    /* layer 0's attention input is the first masked one: the same values as
+     * calibrated, so at least 30% are zeroed */
+    CHECK((double)pr[0].kept[INSPARSE_QKV] <= 0.7 * (double)pr[0].seen[INSPARSE_QKV],
+          "layer 0 kept %llu of %llu attention inputs at sparsity 0.3", (unsigned long long)pr[0].kept[INSPARSE_QKV],
+          (unsigned long long)pr[0].seen[INSPARSE_QKV]);
+    double diff = 0;
+    for (int64_t i = 0; i < (int64_t)n_tok * nv; i++) diff = fmax(diff, fabs((double)got[i] - dense[i]));
+    CHECK(diff > 1e-3, "sparsity 0.3 left the logits as they were (max change %g)", diff);
+    printf("  model: thresholds 0 bit-identical; sparsity 0.3 moves the logits by up to %.3f\n", diff);
+    free(calib);
+    free(pr);
+    free(dense);
+    free(got);
+    state_free(&s);
+    model_free(&m);
+    return 0;
+}
+
+int main(int argc, char **argv) {
     uint64_t seed = 0x1A5BA75E0015ull;
     const char *env = getenv("HEARTH_TEST_SEED");
     if (env && env[0]) seed = strtoull(env, NULL, 0);
@@ -357,6 +478,16 @@ int main(void) {
     run_case("q6_k 768x32", HEARTH_TYPE_Q6_K, 768, 32, INSPARSE_Q8_0, pools);
     run_case("f32 32x224", HEARTH_TYPE_F32, 32, 224, INSPARSE_Q4_1, pools);
     check_refusals();
+    check_probe();
     for (int i = 0; i < 3; i++) tpool_destroy(pools[i]);
+    if (argc == 3 && !strcmp(argv[1], "--model")) {
+        FILE *f = fopen(argv[2], "rb");
+        if (!f) {
+            printf("SKIP: no model at %s\n", argv[2]);
+            return 77;
+        }
+        fclose(f);
+        if (check_model(argv[2]) != 0) return 2;
+    }
     return check_done("test_insparse");
 }
