@@ -61,6 +61,7 @@ struct bench_times {
     double *tg, *attn;  /* [n_depths][reps] seconds, and those of it in attention */
     double ffn_read, ffn_dense; /* FFN bytes over all tg tokens */
     size_t kv_bytes;
+    size_t kv_cold_bytes; /* the most the cold store held after a tg run (--kv-cold) */
 };
 
 static int times_alloc(struct bench_times *b, int reps, int n_depths) {
@@ -86,6 +87,7 @@ static int bench_rep(struct engine *s, const struct cli_opts *o, const int32_t *
         const size_t i = (size_t)d * o->bench_reps + r;
         if ((b->tg[i] = timed_eval(s, tokens, o->bench_tg, 1, o->bench_depths[d], &b->attn[i], err, errlen)) < 0)
             return -1;
+        if (engine_kv_cold_bytes(s) > b->kv_cold_bytes) b->kv_cold_bytes = engine_kv_cold_bytes(s);
         engine_ffn_bytes(s, &read1, &dense1);
         b->ffn_read += read1 - read0;
         b->ffn_dense += dense1 - dense0;
@@ -261,7 +263,11 @@ int cmd_bench(int argc, char **argv) {
     const int sparse = o.eng.sidecar_path != NULL, budget = kv_config_active(&s.kv, s.n_ctx) && s.kv.budget < s.n_ctx;
     const int compare = sparse || budget;
     const char *ref_name = sparse && budget ? "dense, full KV" : sparse ? "dense" : "full KV";
-    const char *name = sparse && budget ? "sparse, H2O" : sparse ? "sparse" : s.kv.window ? "window" : "H2O";
+    const char *kvname = s.kv.window ? "window" : s.kv.cold != KV_COLD_OFF ? "hot/cold" : "H2O";
+    char name_buf[32];
+    snprintf(name_buf, sizeof name_buf, "%s%s", sparse ? "sparse" : "", budget ? (sparse ? ", " : "") : "");
+    if (budget) snprintf(name_buf + strlen(name_buf), sizeof name_buf - strlen(name_buf), "%s", kvname);
+    const char *name = name_buf;
     if (compare) {
         struct engine_opts ref_opts = o.eng;
         ref_opts.sidecar_path = NULL;
@@ -269,6 +275,7 @@ int cmd_bench(int argc, char **argv) {
         ref_opts.kv.budget = 0;
         ref_opts.kv.budget_frac = 0.0f;
         ref_opts.kv.window = 0;
+        ref_opts.kv.cold = KV_COLD_OFF;
         ref_opts.kv.n_sinks = ref_opts.kv.n_recent = -1;
         if (engine_open(&ref, &ref_opts, err, sizeof err) != 0) {
             engine_close(&s);
@@ -343,11 +350,12 @@ int cmd_bench(int argc, char **argv) {
         printf("{\"model\": \"%s\", \"mode\": \"%s\", \"kernels\": \"%s\", \"threads\": %d, \"n_ctx\": %d, "
                "\"repetitions\": %d, \"pp_tokens\": %d, \"tg_tokens\": %d, \"pp_tokens_per_s\": %.3f, "
                "\"tg_tokens_per_s\": %.3f, \"attn_ms_per_token\": %.4f, \"peak_rss_bytes\": %zu, "
-               "\"kv_bytes\": %zu, \"weight_bytes\": %zu, \"weight_bytes_per_token\": %.0f, "
+               "\"kv_bytes\": %zu, \"kv_cold_bytes\": %zu, \"kv_cold\": \"%s\", \"kv_recall\": %d, "
+               "\"weight_bytes\": %zu, \"weight_bytes_per_token\": %.0f, "
                "\"effective_bandwidth_bytes_per_s\": %.0f, \"read_bandwidth_bytes_per_s\": %.0f, "
                "\"tg_depth\": %d, \"kv_budget\": %d, \"kv_type\": \"%s\", \"kv_window\": %d, \"processes\": [",
                s.model_path, mode, quant_isa(), s.n_threads, s.n_ctx, reps, o.bench_pp, o.bench_tg, pp_tps, tg_tps[0],
-               attn_ms[0], rss_max, bt.kv_bytes, wbytes, tok_bytes, eff_bw, read_bw, o.bench_depths[0],
+               attn_ms[0], rss_max, bt.kv_bytes, bt.kv_cold_bytes, kv_cold_name(s.kv.cold), s.kv.recall, wbytes, tok_bytes, eff_bw, read_bw, o.bench_depths[0],
                kv_active ? s.kv.budget : s.n_ctx, kv_type_name(s.kv.type), s.kv.window);
         for (int i = 0; i < n_procs; i++)
             printf("%s{\"role\": \"%s\", \"pid\": %d, \"peak_rss_bytes\": %zu}", i ? ", " : "", procs[i].role,
@@ -389,8 +397,12 @@ int cmd_bench(int argc, char **argv) {
                 printf("| %-12s | %14.2f | %14.2f | %6.2fx | %12.3f | %12.3f |\n", test, rtg_tps[d], tg_tps[d],
                        rtg_tps[d] > 0 ? tg_tps[d] / rtg_tps[d] : 0.0, rattn_ms[d], attn_ms[d]);
             }
-            printf("KV cache: %s %.1f MiB, %s %.1f MiB\n", ref_name, (double)br.kv_bytes / (1 << 20), name,
+            printf("KV cache: %s %.1f MiB, %s %.1f MiB", ref_name, (double)br.kv_bytes / (1 << 20), name,
                    (double)bt.kv_bytes / (1 << 20));
+            if (s.kv.cold != KV_COLD_OFF)
+                printf(" resident + %.1f MiB of %s cold store in host memory (recall %d tokens per layer and head)",
+                       (double)bt.kv_cold_bytes / (1 << 20), kv_cold_name(s.kv.cold), s.kv.recall);
+            printf("\n");
             if (sparse && ntg > 0)
                 printf("FFN weights read per generated token: dense %.2f MiB, sparse %.2f MiB (%.1f%%; sidecar %s)\n",
                        bt.ffn_dense / ntg / (1 << 20), bt.ffn_read / ntg / (1 << 20),

@@ -77,7 +77,13 @@ static const char k_run_help[] =
     "      --kv-score S        sum (H2O, default): heavy hitters by accumulated attention; mean: by attention\n"
     "                          per query that could see the token (no bias towards old tokens)\n"
     "      --kv-decay D        sum only: each query's attention weighs D^(its age), so old attention fades\n"
-    "                          (default 1, H2O's plain sum; measured with 0.95 in docs/kv-cache.md)\n";
+    "                          (default 1, H2O's plain sum; measured with 0.95 in docs/kv-cache.md)\n"
+    "      --kv-cold T         hot/cold KV: keep what the budget evicts in host memory as q8, q4 or f32 (pages of\n"
+    "                          16 tokens with their keys' min/max) and recall the pages each step's queries may\n"
+    "                          need (default off: evicted tokens are dropped, plain H2O)\n"
+    "      --kv-recall N       cold tokens recalled per layer and KV head per step (default: 10% of -c)\n"
+    "      --kv-cold-max SIZE  bound on the cold store's host memory per sequence (e.g. 256M; beyond it the\n"
+    "                          coldest pages are dropped; default unbounded)\n";
 
 static const char k_batch_help[] =
     "usage: hearth batch [-m FILE] -f PROMPTS [-np 4] [-n 128] [options of hearth run]\n"

@@ -61,6 +61,8 @@ def main():
     ap.add_argument("--kv-score", choices=["sum", "mean", "decay", "both", "all"], default="sum",
                     help="heavy-hitter ranking: sum or mean (--kv-score of hearth run), decay (the sum with "
                          "--kv-decay 0.95); both: sum and mean; all: the three, one table row each")
+    ap.add_argument("--kv-cold", choices=["q8", "q4", "f32"], help="hot/cold KV: the cold store's type")
+    ap.add_argument("--kv-recall", type=int, default=0, help="with --kv-cold: tokens recalled per step (default 10%%)")
     args = ap.parse_args()
     model = os.environ.get("HEARTH_TEST_MODEL", "")
     if not model or not os.path.exists(model):
@@ -75,6 +77,8 @@ def main():
     scores = {"both": ["sum", "mean"], "all": ["sum", "mean", "decay"]}.get(args.kv_score, [args.kv_score])
     types = [(k, sc) for sc in scores for k in kinds]
     extra = ["-t", "2"] + ([] if args.multi_process else ["--single-process"])
+    if args.kv_cold:
+        extra += ["--kv-cold", args.kv_cold] + (["--kv-recall", str(args.kv_recall)] if args.kv_recall else [])
     prompts = []
     for d in depths:
         key = str(rng.randrange(10000, 100000))
