@@ -293,7 +293,7 @@ int forward_attention_batch(struct llama_state *s, int l, char *err, size_t errl
     const int n = s->n_rows;
 
     rmsnorm(s->xb, s->x, L->attn_norm, dim, n, c->norm_eps);
-    insparse_mask(L, INSPARSE_QKV, s->xb, (int64_t)n * dim);
+    insparse_mask(L, INSPARSE_QKV, s->xb, (int64_t)n * dim, 0, dim);
     const struct matmul_in in = {s->xb, NULL, NULL};
     const struct matmul_out qkv[3] = {
         weight_out(&L->wq, 0, L->wq.n_out, 0, dim, s->q),
@@ -335,7 +335,7 @@ int forward_attention_batch(struct llama_state *s, int l, char *err, size_t errl
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     s->attn_ns += (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec));
-    insparse_mask(L, INSPARSE_O, s->att_out, (int64_t)n * q_dim);
+    insparse_mask(L, INSPARSE_O, s->att_out, (int64_t)n * q_dim, 0, q_dim);
     if (mm(s, s->xb2, &L->wo, s->att_out, n, err, errlen)) return -1;
     for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
     return 0;
@@ -350,7 +350,7 @@ int forward_attention(struct llama_state *s, int l, int n, int pos0, char *err, 
 void forward_ffn_norm(struct llama_state *s, int l, int n) {
     const struct llama_config *c = &s->m->cfg;
     rmsnorm(s->xb, s->x, s->m->layers[l].ffn_norm, c->dim, n, c->norm_eps);
-    insparse_mask(&s->m->layers[l], INSPARSE_GU, s->xb, (int64_t)n * c->dim);
+    insparse_mask(&s->m->layers[l], INSPARSE_GU, s->xb, (int64_t)n * c->dim, 0, c->dim);
 }
 
 int ffn_scratch_create(struct ffn_scratch *fs, const struct llama_model *m, int max_batch, char *err,
@@ -418,7 +418,7 @@ static void swiglu_fill(void *ctx, int64_t t, int64_t i0, int64_t n, float *dst)
     const struct swiglu *a = ctx;
     const float *g = a->gate + t * a->hidden + a->n0 + i0, *u = a->up + t * a->hidden + a->n0 + i0;
     for (int64_t i = 0; i < n; i++) dst[i] = a->gated ? ffn_activation(g[i], a->act) * u[i] : ffn_activation(u[i], a->act);
-    insparse_mask(a->L, INSPARSE_DOWN, dst, n);
+    insparse_mask(a->L, INSPARSE_DOWN, dst, n, a->n0 + i0, a->hidden);
 }
 
 int ffn_partial_layer(const struct llama_config *c, const struct llama_layer *L, const float *xn, int n, int64_t n0,

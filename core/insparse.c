@@ -289,22 +289,72 @@ double insparse_probe_energy_below(const struct insparse_probe *p, int site, flo
     return all > 0.0 ? below / all : 0.0;
 }
 
-void insparse_mask(const struct llama_layer *L, int site, float *x, int64_t count) {
-    const float thr = L->in_thr[site];
+void insparse_mask(const struct llama_layer *L, int site, float *x, int64_t count, int64_t col0, int64_t width) {
+    const float thr = L->in_thr[site], *norm = L->in_norm[site];
     struct insparse_probe *p = L->in_probe;
+    if (!p && thr <= 0.0f) return;
+    /* counted locally, added once: the down input comes in small pieces from
+     * every pool thread */
+    uint64_t kept = 0;
+    int64_t col = col0 % width;
+    for (int64_t i = 0; i < count; i++) {
+        const float a = norm ? fabsf(x[i]) * norm[col] : fabsf(x[i]);
+        if (++col == width) col = 0;
+        if (p) atomic_fetch_add_explicit(&p->hist[site][bin_of(a)], 1, memory_order_relaxed);
+        if (a > thr)
+            kept++;
+        else if (thr > 0.0f)
+            x[i] = 0.0f;
+    }
     if (p) {
-        /* counted locally, added once: the down input comes in small pieces
-         * from every pool thread */
-        uint64_t kept = 0;
-        for (int64_t i = 0; i < count; i++) {
-            const float a = fabsf(x[i]);
-            atomic_fetch_add_explicit(&p->hist[site][bin_of(a)], 1, memory_order_relaxed);
-            kept += a > thr;
-        }
         atomic_fetch_add_explicit(&p->seen[site], (uint64_t)count, memory_order_relaxed);
         atomic_fetch_add_explicit(&p->kept[site], kept, memory_order_relaxed);
     }
-    if (thr <= 0.0f) return;
-    for (int64_t i = 0; i < count; i++)
-        if (fabsf(x[i]) <= thr) x[i] = 0.0f;
+}
+
+int insparse_site_norms(const struct llama_layer *L, int site, float *norm, char *err, size_t errlen) {
+    const struct weight *ws[3] = {NULL, NULL, NULL};
+    if (site == INSPARSE_QKV) {
+        ws[0] = &L->wq;
+        ws[1] = &L->wk;
+        ws[2] = &L->wv;
+    } else if (site == INSPARSE_O) {
+        ws[0] = &L->wo;
+    } else if (site == INSPARSE_GU) {
+        ws[0] = &L->w_up;
+        ws[1] = L->w_gate.data ? &L->w_gate : NULL;
+    } else if (site == INSPARSE_DOWN) {
+        ws[0] = &L->w_down;
+    } else {
+        snprintf(err, errlen, "insparse: no site %d", site);
+        return -1;
+    }
+    const int64_t n_in = ws[0]->n_in;
+    double *ss = calloc((size_t)n_in, sizeof(double));
+    float *row = malloc((size_t)n_in * sizeof(float));
+    if (!ss || !row) {
+        free(ss);
+        free(row);
+        snprintf(err, errlen, "insparse: out of memory for %lld norms", (long long)n_in);
+        return -1;
+    }
+    for (int k = 0; k < 3 && ws[k]; k++) {
+        const struct quant_traits *qt = quant_traits((enum hearth_type)ws[k]->type);
+        if (!qt || !qt->to_float || ws[k]->n_in != n_in) {
+            free(ss);
+            free(row);
+            snprintf(err, errlen, "insparse: the %s matrices cannot be dequantised or differ in width",
+                     insparse_site_name(site));
+            return -1;
+        }
+        const size_t rs = hearth_row_size(ws[k]->type, n_in);
+        for (int64_t r = 0; r < ws[k]->n_out; r++) {
+            qt->to_float((const char *)ws[k]->data + (size_t)r * rs, row, n_in);
+            for (int64_t i = 0; i < n_in; i++) ss[i] += (double)row[i] * row[i];
+        }
+    }
+    for (int64_t i = 0; i < n_in; i++) norm[i] = (float)sqrt(ss[i]);
+    free(ss);
+    free(row);
+    return 0;
 }

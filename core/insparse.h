@@ -151,9 +151,17 @@ float insparse_probe_threshold(const struct insparse_probe *p, int site, double 
  * threshold t: the relative error a random-direction W gives its output. */
 double insparse_probe_energy_below(const struct insparse_probe *p, int site, float t);
 
-/* Zeroes the entries of x [count] with |x| <= L->in_thr[site], after
- * recording them in L->in_probe when set. Nothing to do (returns at once)
- * when the threshold is 0 and there is no probe. Thread-safe. */
-void insparse_mask(const struct llama_layer *L, int site, float *x, int64_t count);
+/* Zeroes the entries of x [count] whose score (model.h, llama_layer.in_thr)
+ * is <= L->in_thr[site], after recording the scores in L->in_probe when
+ * set. Entry k is column (col0 + k) % width of the site's input (width: the
+ * matrices' n_in), which selects its WINA norm. Nothing to do (returns at
+ * once) when the threshold is 0 and there is no probe. Thread-safe. */
+void insparse_mask(const struct llama_layer *L, int site, float *x, int64_t count, int64_t col0, int64_t width);
+
+/* WINA's norms of a site: norm[i] = sqrt(sum over the site's matrices (q, k
+ * and v for INSPARSE_QKV; gate and up for INSPARSE_GU) of ||W[:, i]||^2),
+ * from the dequantised weights; norm has the matrices' n_in entries. 0, or
+ * negative with err filled. */
+int insparse_site_norms(const struct llama_layer *L, int site, float *norm, char *err, size_t errlen);
 
 #endif

@@ -74,10 +74,14 @@ struct llama_layer {
     struct weight w_down;       /* hidden_dim -> dim */
     /* Input sparsity (core/insparse.h), one threshold per matrix input
      * (enum insparse_site: attention's q/k/v, o, the FFN's gate/up, down):
-     * entries with |x| <= in_thr[site] are zeroed before the product. 0, the
-     * loaded model's value, zeroes only zeros: it changes nothing. in_probe
-     * (NULL: none) records the inputs, for calibration and measurement. */
+     * entries with score <= in_thr[site] are zeroed before the product,
+     * score_i = |x_i| (TEAL) or, where in_norm[site] is set, |x_i| times
+     * in_norm[site][i] (WINA: the norm of the site's weight columns i). 0,
+     * the loaded model's value, zeroes only zeros: it changes nothing.
+     * in_probe (NULL: none) records the scores, for calibration and
+     * measurement. The caller owns in_norm and in_probe. */
     float in_thr[4];
+    const float *in_norm[4];
     struct insparse_probe *in_probe;
 };
 

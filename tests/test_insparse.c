@@ -355,7 +355,7 @@ static void check_probe(void) {
         ss += (double)x[i] * x[i];
     }
     memcpy(y, x, (size_t)n * sizeof(float));
-    insparse_mask(&L, INSPARSE_DOWN, y, n); /* threshold 0: records, changes nothing */
+    insparse_mask(&L, INSPARSE_DOWN, y, n, 0, n); /* threshold 0: records, changes nothing */
     CHECK(memcmp(x, y, (size_t)n * sizeof(float)) == 0, "threshold 0 changed the input");
     CHECK(p->seen[INSPARSE_DOWN] == (uint64_t)n && p->seen[INSPARSE_QKV] == 0, "probe counts %llu",
           (unsigned long long)p->seen[INSPARSE_DOWN]);
@@ -384,7 +384,7 @@ static void check_probe(void) {
         L.in_thr[INSPARSE_DOWN] = t;
         memcpy(y, x, (size_t)n * sizeof(float));
         insparse_probe_reset(p);
-        insparse_mask(&L, INSPARSE_DOWN, y, n);
+        insparse_mask(&L, INSPARSE_DOWN, y, n, 0, n);
         int bad = 0;
         for (int64_t i = 0; i < n; i++) bad += y[i] != (fabsf(x[i]) <= t ? 0.0f : x[i]);
         CHECK(bad == 0, "mask at %g: %d entries wrong", (double)t, bad);
@@ -394,9 +394,35 @@ static void check_probe(void) {
         insparse_probe_reset(p);
         L.in_thr[INSPARSE_DOWN] = 0.0f;
         memcpy(y, x, (size_t)n * sizeof(float));
-        insparse_mask(&L, INSPARSE_DOWN, y, n);
+        insparse_mask(&L, INSPARSE_DOWN, y, n, 0, n);
     }
     CHECK(insparse_probe_threshold(p, INSPARSE_O, 0.5) == 0.0f, "an empty site has a threshold");
+    /* WINA: rows of width 200 given in pieces that start mid-row, as the
+     * down input comes; the score is |x| times the column's norm */
+    const int64_t width = 200;
+    float *norm = xmalloc((size_t)width * sizeof(float));
+    for (int64_t i = 0; i < width; i++) norm[i] = 0.1f + 3.0f * rnd_unitf();
+    L.in_norm[INSPARSE_O] = norm;
+    L.in_thr[INSPARSE_O] = 1.0f;
+    memcpy(y, x, (size_t)n * sizeof(float));
+    insparse_probe_reset(p);
+    for (int64_t at = 0; at < n;) {
+        int64_t piece = rnd_range(1, 333);
+        if (piece > n - at) piece = n - at;
+        insparse_mask(&L, INSPARSE_O, y + at, piece, 50 + at, width); /* rows start at column 50 */
+        at += piece;
+    }
+    int bad = 0;
+    int64_t kept = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const int on = fabsf(x[i]) * norm[(50 + i) % width] > 1.0f;
+        kept += on;
+        bad += y[i] != (on ? x[i] : 0.0f);
+    }
+    CHECK(bad == 0, "wina mask: %d entries wrong", bad);
+    CHECK(p->kept[INSPARSE_O] == (uint64_t)kept && p->seen[INSPARSE_O] == (uint64_t)n, "wina mask kept %llu, want %lld",
+          (unsigned long long)p->kept[INSPARSE_O], (long long)kept);
+    free(norm);
     free(x);
     free(y);
     free(p);
@@ -428,6 +454,28 @@ static int check_model(const char *path) {
           (unsigned long long)seen_qkv);
     CHECK(pr[nl - 1].seen[INSPARSE_DOWN] == (uint64_t)n_tok * (uint64_t)m.cfg.hidden_dim,
           "the last layer saw %llu down inputs", (unsigned long long)pr[nl - 1].seen[INSPARSE_DOWN]);
+    /* WINA norms of layer 0's attention input: q, k and v together */
+    {
+        const struct llama_layer *L0 = &m.layers[0];
+        float *norm = xmalloc((size_t)m.cfg.dim * sizeof(float)), *row = xmalloc((size_t)m.cfg.dim * sizeof(float));
+        CHECK(insparse_site_norms(L0, INSPARSE_QKV, norm, err, sizeof err) == 0, "site norms: %s", err);
+        const struct weight *ws[3] = {&L0->wq, &L0->wk, &L0->wv};
+        const int cols[3] = {0, 17, m.cfg.dim - 1};
+        for (int ci = 0; ci < 3; ci++) {
+            double sq = 0;
+            for (int k = 0; k < 3; k++)
+                for (int64_t r = 0; r < ws[k]->n_out; r++) {
+                    quant_dequantize_row((enum hearth_type)ws[k]->type,
+                                         (const char *)ws[k]->data + (size_t)r * hearth_row_size(ws[k]->type, ws[k]->n_in),
+                                         row, m.cfg.dim, err, sizeof err);
+                    sq += (double)row[cols[ci]] * row[cols[ci]];
+                }
+            CHECK(fabs(norm[cols[ci]] - sqrt(sq)) <= 1e-5 * sqrt(sq), "norm of column %d: %g, want %g", cols[ci],
+                  (double)norm[cols[ci]], sqrt(sq));
+        }
+        free(norm);
+        free(row);
+    }
     struct insparse_probe *calib = xmalloc((size_t)nl * sizeof *calib);
     memcpy(calib, pr, (size_t)nl * sizeof *calib);
     for (int l = 0; l < nl; l++)

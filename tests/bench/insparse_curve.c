@@ -6,11 +6,13 @@
  *
  *   insparse_curve [-m MODEL] --calib FILE --eval FILE [-c 512] [--chunks 8]
  *                  [--calib-chunks 8] [-t 2] [--targets 0.2,0.3,0.4,0.5,0.6]
- *                  [--alloc uniform|greedy|both]
+ *                  [--alloc uniform|greedy|both] [--score teal|wina]
  *
  * Perplexity is llama.cpp's method (hearth perplexity's): chunks of -c
  * tokens, BOS first if the model uses one, the second half of each scored.
- * Allocation of a target S:
+ * Score: teal masks |x_i|, wina |x_i| times the norm of the site's weight
+ * columns i (q, k, v together; gate and up together), as the forward pass's
+ * masks define them (model.h, llama_layer.in_thr). Allocation of a target S:
  *   uniform  every (layer, site) zeroes the S-quantile of its calibration |x|;
  *   greedy   steps of 5% per (layer, site), cheapest first, where a step's cost
  *            is the calibration x^2 mass it drops (the relative output error
@@ -170,7 +172,7 @@ static double measure(struct run *r, const char *label, int32_t *eval, size_t n_
 
 int main(int argc, char **argv) {
     const char *model = getenv("HEARTH_TEST_MODEL"), *calib_path = NULL, *eval_path = NULL;
-    const char *targets = "0.2,0.3,0.4,0.5,0.6", *alloc = "both";
+    const char *targets = "0.2,0.3,0.4,0.5,0.6", *alloc = "both", *score = "teal";
     int n_ctx = 512, chunks = 8, calib_chunks = 8, threads = 2;
     static char def[512];
     if (!model || !model[0]) {
@@ -192,14 +194,15 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "-t")) threads = atoi(v);
         else if (!strcmp(a, "--targets")) targets = v;
         else if (!strcmp(a, "--alloc")) alloc = v;
+        else if (!strcmp(a, "--score")) score = v;
         else {
             fprintf(stderr, "insparse_curve: unknown option %s (see the header of tests/bench/insparse_curve.c)\n", a);
             return 2;
         }
     }
-    if (!calib_path || !eval_path || n_ctx < 4) {
+    if (!calib_path || !eval_path || n_ctx < 4 || (strcmp(score, "teal") && strcmp(score, "wina"))) {
         fprintf(stderr, "usage: insparse_curve [-m MODEL] --calib FILE --eval FILE [-c 512] [--chunks 8] "
-                        "[--calib-chunks 8] [-t 2] [--targets 0.2,...] [--alloc uniform|greedy|both]\n");
+                        "[--calib-chunks 8] [-t 2] [--targets 0.2,...] [--alloc uniform|greedy|both] [--score teal|wina]\n");
         return 2;
     }
     char err[256];
@@ -231,13 +234,31 @@ int main(int argc, char **argv) {
         insparse_probe_reset(&r.probes[l]);
         r.m.layers[l].in_probe = &r.probes[l];
     }
+    float *norms = NULL;
+    if (!strcmp(score, "wina")) {
+        const int64_t per = 2 * (int64_t)r.m.cfg.dim + r.m.cfg.n_heads * r.m.cfg.head_dim + r.m.cfg.hidden_dim;
+        norms = xmalloc((size_t)(nl * per) * sizeof(float));
+        for (int l = 0; l < nl; l++) {
+            float *at = norms + l * per;
+            for (int s = 0; s < INSPARSE_N_SITES; s++) {
+                if (insparse_site_norms(&r.m.layers[l], s, at, err, sizeof err)) {
+                    fprintf(stderr, "insparse_curve: %s\n", err);
+                    return 1;
+                }
+                r.m.layers[l].in_norm[s] = at;
+                at += s == INSPARSE_QKV || s == INSPARSE_GU ? r.m.cfg.dim
+                      : s == INSPARSE_O                    ? r.m.cfg.n_heads * r.m.cfg.head_dim
+                                                           : r.m.cfg.hidden_dim;
+            }
+        }
+    }
     size_t n_cal = 0, n_eval = 0;
     int32_t *cal = read_tokens(&r, calib_path, &n_cal), *eval = read_tokens(&r, eval_path, &n_eval);
     if (!cal || !eval) return 1;
     float *logits = xmalloc((size_t)r.batch * (size_t)r.m.cfg.n_vocab * sizeof(float));
-    fprintf(stderr, "insparse_curve: %s, %d threads; calibration %s (%zu tokens, %d chunks of %d), evaluation %s "
+    fprintf(stderr, "insparse_curve: %s score, %s, %d threads; calibration %s (%zu tokens, %d chunks of %d), evaluation %s "
                     "(%zu tokens, %d chunks)\n",
-            model, threads, calib_path, n_cal, calib_chunks, n_ctx, eval_path, n_eval, chunks);
+            score, model, threads, calib_path, n_cal, calib_chunks, n_ctx, eval_path, n_eval, chunks);
     /* calibration: chunks spread through the text */
     const int cal_avail = (int)(n_cal / (size_t)n_ctx);
     for (int c = 0; c < calib_chunks && c < cal_avail; c++) {
@@ -262,13 +283,14 @@ int main(int argc, char **argv) {
                 allocate_greedy(&r, calib, target, sp);
             set_thresholds(&r, calib, sp);
             char label[64];
-            snprintf(label, sizeof label, "%.2f %s", target, mode == 0 ? "uniform" : "greedy");
+            snprintf(label, sizeof label, "%.2f %s %s", target, score, mode == 0 ? "uniform" : "greedy");
             measure(&r, label, eval, n_eval, chunks, logits, dense, sp);
         }
         t = strchr(t, ',');
         if (t) t++;
     }
     free(sp);
+    free(norms);
     free(logits);
     free(cal);
     free(eval);
