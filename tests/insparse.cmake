@@ -14,3 +14,11 @@ set_tests_properties(insparse_forward PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77
 # header and docs/hot-cold.md, "Input sparsity")
 add_executable(insparse_curve ${CMAKE_SOURCE_DIR}/tests/bench/insparse_curve.c)
 target_link_libraries(insparse_curve PRIVATE hearth_core)
+
+# decode microbenchmark on the real model: dense rows against the input-major
+# copy at several densities (registered tiny so that it keeps running; the
+# numbers: run it by hand, see its header)
+add_executable(bench_insparse ${CMAKE_SOURCE_DIR}/tests/bench/bench_insparse.c)
+target_link_libraries(bench_insparse PRIVATE hearth_core)
+add_test(NAME insparse_bench_tiny COMMAND bench_insparse --tiny -m ${HEARTH_TEST_MODEL})
+set_tests_properties(insparse_bench_tiny PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77)
