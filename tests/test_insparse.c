@@ -6,7 +6,8 @@
  *      for bit, on random active sets;
  *   3. insparse_matmul against this file's own scalar reading of the
  *      definition, bit for bit, with 1, 2 and 3 threads and batches of 1, 3
- *      and 8 tokens, TEAL and WINA, at several thresholds;
+ *      and 8 tokens, TEAL and WINA, at several thresholds; the inputs split
+ *      in whole groups, as processes would hold them, add up bit for bit;
  *   4. against the dense matmul (core/matmul.h) and an exact double product
  *      of the dequantised weights, both with the same mask applied to x,
  *      within the re-quantisation's error;
@@ -295,6 +296,38 @@ static void run_case(const char *name, enum hearth_type type, int64_t n_in, int6
             CHECK(bad_dense == 0, "%s %s q%.1f: %d outputs off the dense matmul with the same mask", name,
                   wina ? "wina" : "teal", quantiles[qi], bad_dense);
         }
+    }
+    /* 3b. a split of the inputs in whole groups (as processes would hold
+     * them) adds up to the whole product bit for bit: each part zeroes the
+     * inputs it does not own, which a threshold >= 0 skips */
+    if (n_in > INSPARSE_GROUP) {
+        float *xp = xmalloc((size_t)(n_tok * n_in) * sizeof(float));
+        const float thr = score_quantile(x, n_tok * n_in, n_in, NULL, 0.4);
+        for (int part = 0; part < 3; part++) {
+            memset(want, 0, (size_t)(n_tok * n_out) * sizeof(int64_t));
+            for (int tk = 0; tk < n_tok; tk++) ref_product(&im, x + tk * n_in, thr, NULL, want + tk * n_out);
+            memset(got, 0, (size_t)(n_tok * n_out) * sizeof(int64_t));
+            /* parts: inputs [0, 256) and [256, n_in), added in either order */
+            for (int k = 0; k < 2; k++) {
+                const int own = part == 1 ? 1 - k : k;
+                for (int64_t e = 0; e < n_tok * n_in; e++)
+                    xp[e] = ((e % n_in) < INSPARSE_GROUP) == (own == 0) ? x[e] : 0.0f;
+                for (int t0 = 0; t0 < n_tok; t0 += 3) {
+                    const int nt = n_tok - t0 < 3 ? n_tok - t0 : 3;
+                    if (insparse_matmul(&im, xp + t0 * n_in, nt, part == 2 ? 0.0f : thr, NULL, got + t0 * n_out,
+                                        NULL, &ss, pools[k + 1], err, sizeof err))
+                        CHECK(0, "%s: insparse_matmul: %s", name, err);
+                }
+            }
+            if (part == 2) { /* threshold 0: the whole product at 0 */
+                memset(want, 0, (size_t)(n_tok * n_out) * sizeof(int64_t));
+                for (int tk = 0; tk < n_tok; tk++) ref_product(&im, x + tk * n_in, 0.0f, NULL, want + tk * n_out);
+            }
+            CHECK(memcmp(got, want, (size_t)(n_tok * n_out) * sizeof(int64_t)) == 0,
+                  "%s: the inputs split in whole groups (%s) do not add up to the whole product", name,
+                  part == 0 ? "in order" : part == 1 ? "reversed" : "threshold 0");
+        }
+        free(xp);
     }
     /* 5. threshold 0 and the dense -1 give the same bits when the skipped
      * inputs are exact zeros (a zero input adds +0) */

@@ -75,11 +75,13 @@ static double log_softmax_at(const float *logits, int n, int32_t id) {
 }
 
 /* Runs n_chunks chunks of tokens; with score, returns the perplexity of the
- * second halves (llama.cpp's method), else 0. -1 on error. */
-static double run_chunks(struct run *r, int32_t *tokens, size_t n_tokens, int n_chunks, int score, float *logits) {
+ * second halves (llama.cpp's method), else 0, and *ppl_err (may be NULL) its
+ * standard error as hearth perplexity prints it. -1 on error. */
+static double run_chunks(struct run *r, int32_t *tokens, size_t n_tokens, int n_chunks, int score, float *logits,
+                         double *ppl_err) {
     const int n_ctx = r->n_ctx, n_vocab = r->m.cfg.n_vocab, first = n_ctx / 2;
     char err[256];
-    double nll = 0;
+    double nll = 0, nll2 = 0;
     long count = 0;
     const int bos = tokenizer_add_bos(r->tok);
     for (int c = 0; c < n_chunks && (size_t)(c + 1) * (size_t)n_ctx <= n_tokens; c++) {
@@ -95,13 +97,18 @@ static double run_chunks(struct run *r, int32_t *tokens, size_t n_tokens, int n_
             }
             for (int j = b; score && j < b + n; j++) {
                 if (j < first || j + 1 >= n_ctx) continue;
-                nll -= log_softmax_at(logits + (size_t)(j - b) * (size_t)n_vocab, n_vocab, chunk[j + 1]);
+                const double lp = log_softmax_at(logits + (size_t)(j - b) * (size_t)n_vocab, n_vocab, chunk[j + 1]);
+                nll -= lp;
+                nll2 += lp * lp;
                 count++;
             }
         }
         chunk[0] = saved;
     }
-    return score ? exp(nll / (double)(count ? count : 1)) : 0.0;
+    if (!score || count == 0) return 0.0;
+    const double mean = nll / (double)count, var = nll2 / (double)count - mean * mean;
+    if (ppl_err) *ppl_err = count > 1 && var > 0 ? exp(mean) * sqrt(var / (double)(count - 1)) : 0.0;
+    return exp(mean);
 }
 
 /* thresholds of every (layer, site) from per-(layer, site) sparsities */
@@ -148,7 +155,8 @@ static double measure(struct run *r, const char *label, int32_t *eval, size_t n_
                     double dense_ppl, const double *sp) {
     const int nl = r->m.cfg.n_layers;
     for (int l = 0; l < nl; l++) insparse_probe_reset(&r->probes[l]);
-    const double ppl = run_chunks(r, eval, n_eval, chunks, 1, logits);
+    double ppl_err = 0;
+    const double ppl = run_chunks(r, eval, n_eval, chunks, 1, logits, &ppl_err);
     double kept_bytes[INSPARSE_N_SITES] = {0}, share[INSPARSE_N_SITES] = {0}, sp_mean[INSPARSE_N_SITES] = {0};
     for (int l = 0; l < nl; l++)
         for (int s = 0; s < INSPARSE_N_SITES; s++) {
@@ -162,8 +170,8 @@ static double measure(struct run *r, const char *label, int32_t *eval, size_t n_
     const double ffn_d = r->site_bytes[INSPARSE_GU] + r->site_bytes[INSPARSE_DOWN];
     const double attn_k = kept_bytes[INSPARSE_QKV] + kept_bytes[INSPARSE_O];
     const double ffn_k = kept_bytes[INSPARSE_GU] + kept_bytes[INSPARSE_DOWN];
-    printf("| %s | %.2f | %+.1f%% | %.1f%% | %.1f%% | %.1f%% | %.0f/%.0f/%.0f/%.0f%% | %.0f/%.0f/%.0f/%.0f%% |\n", label,
-           ppl, dense_ppl > 0 ? 100.0 * (ppl / dense_ppl - 1.0) : 0.0, 100.0 * (attn_k + ffn_k) / (attn_d + ffn_d),
+    printf("| %s | %.2f +/- %.2f | %+.1f%% | %.1f%% | %.1f%% | %.1f%% | %.0f/%.0f/%.0f/%.0f%% | %.0f/%.0f/%.0f/%.0f%% |\n", label,
+           ppl, ppl_err, dense_ppl > 0 ? 100.0 * (ppl / dense_ppl - 1.0) : 0.0, 100.0 * (attn_k + ffn_k) / (attn_d + ffn_d),
            100.0 * attn_k / attn_d, 100.0 * ffn_k / ffn_d, 100 * share[0], 100 * share[1], 100 * share[2],
            100 * share[3], 100 * sp_mean[0], 100 * sp_mean[1], 100 * sp_mean[2], 100 * sp_mean[3]);
     fflush(stdout);
@@ -263,7 +271,7 @@ int main(int argc, char **argv) {
     const int cal_avail = (int)(n_cal / (size_t)n_ctx);
     for (int c = 0; c < calib_chunks && c < cal_avail; c++) {
         const size_t at = (size_t)((long)c * cal_avail / calib_chunks) * (size_t)n_ctx;
-        if (run_chunks(&r, cal + at, (size_t)n_ctx, 1, 0, logits) < 0) return 1;
+        if (run_chunks(&r, cal + at, (size_t)n_ctx, 1, 0, logits, NULL) < 0) return 1;
     }
     memcpy(calib, r.probes, (size_t)nl * sizeof *calib);
 
