@@ -6,7 +6,7 @@
  *
  *   insparse_curve [-m MODEL] --calib FILE --eval FILE [-c 512] [--chunks 8]
  *                  [--calib-chunks 8] [-t 2] [--targets 0.2,0.3,0.4,0.5,0.6]
- *                  [--alloc uniform|greedy|both] [--score teal|wina]
+ *                  [--alloc uniform|greedy|scap|both] [--score teal|wina]
  *
  * Perplexity is llama.cpp's method (hearth perplexity's): chunks of -c
  * tokens, BOS first if the model uses one, the second half of each scored.
@@ -14,6 +14,8 @@
  * columns i (q, k, v together; gate and up together), as the forward pass's
  * masks define them (model.h, llama_layer.in_thr). Allocation of a target S:
  *   uniform  every (layer, site) zeroes the S-quantile of its calibration |x|;
+ *   scap     down's input at 1.5 S (SCAP: it tolerates more), the other
+ *            inputs at the one sparsity that makes the skipped bytes S;
  *   greedy   steps of 5% per (layer, site), cheapest first, where a step's cost
  *            is the calibration x^2 mass it drops (the relative output error
  *            of a random-direction W) per weight byte it skips, until the
@@ -111,15 +113,24 @@ static double run_chunks(struct run *r, int32_t *tokens, size_t n_tokens, int n_
     return exp(mean);
 }
 
+#define STEP 0.05
+#define MAX_SPARSITY 0.9
+
+/* SCAP's split: down at 1.5 target, the rest evenly to reach target */
+static void allocate_scap(const struct run *r, double target, double *sp) {
+    double total = 0, down = 0;
+    for (int s = 0; s < INSPARSE_N_SITES; s++) total += r->site_bytes[s];
+    down = r->site_bytes[INSPARSE_DOWN];
+    const double sd = fmin(MAX_SPARSITY, 1.5 * target), so = fmax(0.0, (target * total - sd * down) / (total - down));
+    for (int k = 0; k < r->m.cfg.n_layers * INSPARSE_N_SITES; k++) sp[k] = k % INSPARSE_N_SITES == INSPARSE_DOWN ? sd : so;
+}
+
 /* thresholds of every (layer, site) from per-(layer, site) sparsities */
 static void set_thresholds(struct run *r, const struct insparse_probe *calib, const double *sp) {
     for (int l = 0; l < r->m.cfg.n_layers; l++)
         for (int s = 0; s < INSPARSE_N_SITES; s++)
             r->m.layers[l].in_thr[s] = insparse_probe_threshold(&calib[l], s, sp[l * INSPARSE_N_SITES + s]);
 }
-
-#define STEP 0.05
-#define MAX_SPARSITY 0.9
 
 /* greedy: raise the (layer, site) whose next STEP drops the least x^2 mass
  * per skipped byte, until the skipped bytes reach target of the total */
@@ -210,7 +221,7 @@ int main(int argc, char **argv) {
     }
     if (!calib_path || !eval_path || n_ctx < 4 || (strcmp(score, "teal") && strcmp(score, "wina"))) {
         fprintf(stderr, "usage: insparse_curve [-m MODEL] --calib FILE --eval FILE [-c 512] [--chunks 8] "
-                        "[--calib-chunks 8] [-t 2] [--targets 0.2,...] [--alloc uniform|greedy|both] [--score teal|wina]\n");
+                        "[--calib-chunks 8] [-t 2] [--targets 0.2,...] [--alloc uniform|greedy|scap|both] [--score teal|wina]\n");
         return 2;
     }
     char err[256];
@@ -283,15 +294,19 @@ int main(int argc, char **argv) {
     double *sp = xmalloc((size_t)nl * INSPARSE_N_SITES * sizeof(double));
     for (const char *t = targets; t && *t;) {
         const double target = strtod(t, NULL);
-        for (int mode = 0; mode < 2; mode++) {
-            if ((mode == 0 && !strcmp(alloc, "greedy")) || (mode == 1 && !strcmp(alloc, "uniform"))) continue;
+        static const char *const modes[3] = {"uniform", "greedy", "scap"};
+        for (int mode = 0; mode < 3; mode++) {
+            /* both: uniform and greedy */
+            if (strcmp(alloc, modes[mode]) && !(!strcmp(alloc, "both") && mode < 2)) continue;
             if (mode == 0)
                 for (int k = 0; k < nl * INSPARSE_N_SITES; k++) sp[k] = target;
-            else
+            else if (mode == 1)
                 allocate_greedy(&r, calib, target, sp);
+            else
+                allocate_scap(&r, target, sp);
             set_thresholds(&r, calib, sp);
             char label[64];
-            snprintf(label, sizeof label, "%.2f %s %s", target, score, mode == 0 ? "uniform" : "greedy");
+            snprintf(label, sizeof label, "%.2f %s %s", target, score, modes[mode]);
             measure(&r, label, eval, n_eval, chunks, logits, dense, sp);
         }
         t = strchr(t, ',');
