@@ -201,7 +201,7 @@ void kvcache_destroy(struct kvcache *kv) {
     free(kv->deq);
     free(kv->ord);
     for (size_t h = 0; kv->cheads && h < (size_t)kv->n_layers * kv->n_kv_heads; h++) {
-        for (int i = 0; i < kv->cheads[h].n_pages; i++) free(kv->cheads[h].pages[i]);
+        for (int i = 0; i < kv->cheads[h].n_pages; i++) free(kv->cheads[h].pages[i]); /* NULL: an empty range */
         free(kv->cheads[h].pages);
     }
     free(kv->cheads);
@@ -386,28 +386,34 @@ static void cold_store(const struct kvcache *kv, struct kv_page *pg, int which, 
     else pg->kscale[i] = d;
 }
 
-static void cold_drop_page(struct kvcache *kv, struct kv_cold_head *ch, int i) {
-    free(ch->pages[i]);
-    memmove(ch->pages + i, ch->pages + i + 1, (size_t)(ch->n_pages - i - 1) * sizeof *ch->pages);
-    ch->n_pages--;
+static void cold_drop_page(struct kvcache *kv, struct kv_cold_head *ch, int r) {
+    free(ch->pages[r]);
+    ch->pages[r] = NULL;
     ch->bytes -= page_bytes(kv);
     kv->cold_bytes -= page_bytes(kv);
     kv->cold_dropped++;
 }
 
-/* Keeps slot `slot` (global index, still live) of (layer, kvh) in the cold store. */
+/* Keeps slot `slot` (global index, still live) of (layer, kvh) in the cold
+ * store: in the page of its 16 positions (Quest's pages: neighbours share
+ * a summary), made when the first of them goes cold. */
 static int cold_add(struct kvcache *kv, int layer, int kvh, size_t slot, char *err, size_t errlen) {
     const int hd = kv->head_dim;
     struct kv_cold_head *ch = &kv->cheads[(size_t)layer * kv->n_kv_heads + kvh];
-    struct kv_page *pg = ch->n_pages ? ch->pages[ch->n_pages - 1] : NULL;
-    if (!pg || pg->n == KV_PAGE) {
-        if (ch->n_pages == ch->cap) {
-            int cap = ch->cap ? 2 * ch->cap : 16;
-            struct kv_page **g = realloc(ch->pages, (size_t)cap * sizeof *g);
-            if (!g) goto oom;
-            ch->pages = g;
-            ch->cap = cap;
-        }
+    const int32_t pos = kv->pos[slot];
+    const int r = pos / KV_PAGE;
+    if (r >= ch->cap) {
+        int cap = ch->cap ? 2 * ch->cap : 64;
+        while (cap <= r) cap *= 2;
+        struct kv_page **g = realloc(ch->pages, (size_t)cap * sizeof *g);
+        if (!g) goto oom;
+        memset(g + ch->cap, 0, (size_t)(cap - ch->cap) * sizeof *g);
+        ch->pages = g;
+        ch->cap = cap;
+    }
+    if (r >= ch->n_pages) ch->n_pages = r + 1;
+    struct kv_page *pg = ch->pages[r];
+    if (!pg) {
         pg = calloc(1, page_bytes(kv));
         if (!pg) goto oom;
         pg->kmin = (float *)(pg + 1);
@@ -415,26 +421,33 @@ static int cold_add(struct kvcache *kv, int layer, int kvh, size_t slot, char *e
         pg->k = pg->kmax + hd;
         pg->v = (uint8_t *)pg->k + (size_t)KV_PAGE * cold_esize_bytes(kv->cold, hd);
         for (int c = 0; c < hd; c++) pg->kmin[c] = INFINITY, pg->kmax[c] = -INFINITY;
-        ch->pages[ch->n_pages++] = pg;
+        ch->pages[r] = pg;
         ch->bytes += page_bytes(kv);
         kv->cold_bytes += page_bytes(kv);
-        /* the bound: drop the coldest full page (not the one being filled) */
-        while (kv->cold_head_max && ch->bytes > kv->cold_head_max && ch->n_pages > 1) {
-            int worst = 0;
-            for (int i = 1; i < ch->n_pages - 1; i++)
-                if (ch->pages[i]->score < ch->pages[worst]->score) worst = i;
+        /* the bound: drop the coldest other page */
+        while (kv->cold_head_max && ch->bytes > kv->cold_head_max) {
+            int worst = -1;
+            for (int i = 0; i < ch->n_pages; i++)
+                if (i != r && ch->pages[i] && (worst < 0 || ch->pages[i]->score < ch->pages[worst]->score)) worst = i;
+            if (worst < 0) break;
             cold_drop_page(kv, ch, worst);
         }
         if (kv->cold_bytes > kv->cold_peak_bytes) kv->cold_peak_bytes = kv->cold_bytes;
     }
+    int i = pg->n < KV_PAGE ? pg->n++ : -1;
+    for (int j = 0; i < 0 && j < KV_PAGE; j++) /* full: one of its positions was rewound, and is back */
+        if (pg->pos[j] < 0) i = j;
+    if (i < 0) {
+        snprintf(err, errlen, "kvcache: position %d is already cold (layer %d head %d)", pos, layer, kvh);
+        return -1;
+    }
     float *buf = kv->att; /* scratch: eviction runs outside attention */
-    const int i = pg->n++;
-    pg->pos[i] = kv->pos[slot];
-    if (kv->pos[slot] > ch->max_pos) ch->max_pos = kv->pos[slot];
+    pg->pos[i] = pos;
+    if (pos > ch->max_pos) ch->max_pos = pos;
     pg->score += kv->score[slot];
     cold_store(kv, pg, 0, i, load_row(kv, kv->keys, kv->kscale, slot, buf));
     cold_store(kv, pg, 1, i, load_row(kv, kv->values, kv->vscale, slot, buf));
-    cold_row(kv, pg, 0, i, buf); /* the summary covers the keys as stored */
+    cold_row(kv, pg, 0, i, buf); /* the summary covers the keys as stored (a rewound one's too: still a bound) */
     for (int c = 0; c < hd; c++) {
         if (buf[c] < pg->kmin[c]) pg->kmin[c] = buf[c];
         if (buf[c] > pg->kmax[c]) pg->kmax[c] = buf[c];
@@ -450,8 +463,8 @@ oom:
 static void cold_truncate(struct kvcache *kv, int layer, int kvh, int pos) {
     struct kv_cold_head *ch = &kv->cheads[(size_t)layer * kv->n_kv_heads + kvh];
     if (pos > ch->max_pos) return;
-    for (int p = 0; p < ch->n_pages; p++)
-        for (int i = 0; i < ch->pages[p]->n; i++)
+    for (int p = pos / KV_PAGE; p < ch->n_pages; p++)
+        for (int i = 0; ch->pages[p] && i < ch->pages[p]->n; i++)
             if (ch->pages[p]->pos[i] >= pos) ch->pages[p]->pos[i] = -1;
     ch->max_pos = pos - 1;
 }
@@ -671,31 +684,16 @@ static int recall_pages(struct kvcache *kv, int layer, int kvh, const float *q, 
         snprintf(err, errlen, "out of memory ranking %d cold pages", ch->n_pages);
         return -1;
     }
-    if (n == 1) { /* decode: the exact bound, the best of the group's query heads */
-        for (int p = 0; p < ch->n_pages; p++) {
-            float best = -INFINITY;
+    /* the exact bound of each query (a row and a head of the group), the best of them */
+    for (int p = 0; p < ch->n_pages; p++) {
+        float best = -INFINITY;
+        for (int t = 0; ch->pages[p] && t < n; t++)
             for (int g = 0; g < group; g++) {
-                const float b = kvcache_page_bound(kv, ch->pages[p], q + (size_t)(kvh * group + g) * hd);
+                const float b =
+                    kvcache_page_bound(kv, ch->pages[p], q + (size_t)t * q_dim + (size_t)(kvh * group + g) * hd);
                 if (b > best) best = b;
             }
-            r[p] = (struct page_rank){best, p};
-        }
-    } else { /* several rows: per channel, the largest of the corners of [qmin, qmax] x [kmin, kmax] */
-        float *qlo = kv->att, *qhi = kv->att + hd; /* scratch: attention has not started */
-        for (int c = 0; c < hd; c++) qlo[c] = INFINITY, qhi[c] = -INFINITY;
-        for (int t = 0; t < n; t++)
-            for (int g = 0; g < group; g++) {
-                const float *qq = q + (size_t)t * q_dim + (size_t)(kvh * group + g) * hd;
-                for (int c = 0; c < hd; c++) qlo[c] = fminf(qlo[c], qq[c]), qhi[c] = fmaxf(qhi[c], qq[c]);
-            }
-        for (int p = 0; p < ch->n_pages; p++) {
-            const struct kv_page *pg = ch->pages[p];
-            float b = 0.0f;
-            for (int c = 0; c < hd; c++)
-                b += fmaxf(fmaxf(qlo[c] * pg->kmin[c], qlo[c] * pg->kmax[c]),
-                           fmaxf(qhi[c] * pg->kmin[c], qhi[c] * pg->kmax[c]));
-            r[p] = (struct page_rank){b, p};
-        }
+        r[p] = (struct page_rank){best, p};
     }
     qsort(r, (size_t)ch->n_pages, sizeof *r, page_rank_cmp);
     float *K = kv->rk + (size_t)kvh * kv->recall * hd, *V = kv->rv + (size_t)kvh * kv->recall * hd;
@@ -703,6 +701,7 @@ static int recall_pages(struct kvcache *kv, int layer, int kvh, const float *q, 
     int got = 0;
     for (int i = 0; i < ch->n_pages; i++) {
         const struct kv_page *pg = ch->pages[r[i].page];
+        if (!pg) break; /* the empty ranges rank last */
         if (got + pg->n > kv->recall) continue; /* a smaller page may still fit */
         for (int j = 0; j < pg->n; j++) {
             if (pg->pos[j] < 0) continue;
@@ -808,7 +807,10 @@ int kvcache_attend(struct kvcache *kv, int layer, const float *q, const float *k
         snprintf(err, errlen, "kvcache: a pool of %d threads, scratch for %d", tpool_size(tp), kv->n_threads);
         return -1;
     }
-    const int part = kv->n_slots - kv->budget, hd = kv->head_dim;
+    /* with a cold store, recall serves KV_RECALL_ROWS queries at a time (its
+     * choice is shared by the rows of a part) */
+    const int part = kv->cheads && kv->n_slots - kv->budget > KV_RECALL_ROWS ? KV_RECALL_ROWS : kv->n_slots - kv->budget;
+    const int hd = kv->head_dim;
     const size_t q_dim = (size_t)kv->n_heads * hd, kv_dim = (size_t)kv->n_kv_heads * hd;
     for (int t = 0; t < n; t += part) {
         const int m = n - t < part ? n - t : part;

@@ -69,13 +69,11 @@
 enum kv_type { KV_F32 = 0, KV_F16 = 1, KV_Q8 = 2 };
 
 /* The cold store (hot/cold KV): what H2O evicts is kept, compressed, in
- * pages of KV_PAGE tokens of one (layer, KV head), in the order they were
- * evicted, each page with the per-channel min and max of its stored keys
- * (Quest's summary). At each call, every KV head scores its pages by the
+ * pages of one (layer, KV head): page r holds the evicted tokens of
+ * positions [16 r, 16 r + 16) (Quest's pages), with the per-channel min
+ * and max of its stored keys (Quest's summary). At each call, every KV head scores its pages by the
  * upper bound of q . k over them (max over the group's query heads and the
- * call's rows of sum_c max(q_c min_c, q_c max_c); for a call of several
- * rows, the looser bound of the rows' per-channel envelope, which costs
- * one pass per page instead of one per row) and recalls the best
+ * call's rows of sum_c max(q_c min_c, q_c max_c)) and recalls the best
  * pages, up to `recall` tokens; attention runs over the hot slots and the
  * recalled tokens together, in position order, in one softmax. Recalled
  * tokens stay cold (they gather no H2O score). With cold_max > 0 a head
@@ -90,6 +88,10 @@ enum kv_cold { KV_COLD_OFF = 0, KV_COLD_Q8 = 1, KV_COLD_Q4 = 2, KV_COLD_F32 = 3 
  * time (a longer prompt batch is cut), so the hot cache holds budget + this
  * many slots, not budget + the batch. */
 #define KV_CALL_TOKENS 32
+/* With a cold store, a prompt batch is attended this many rows at a time:
+ * the rows of a part share one recall, so fewer rows, a choice closer to
+ * each query's (decode has one row). */
+#define KV_RECALL_ROWS 8
 
 struct kv_config {
     int budget;        /* tokens kept per layer and KV head; 0 = none (dense cache) */
@@ -132,7 +134,7 @@ struct kv_page {
 };
 
 struct kv_cold_head {
-    struct kv_page **pages;
+    struct kv_page **pages; /* [n_pages] by position range; NULL: none of its tokens is cold */
     int n_pages, cap;
     size_t bytes;
     int32_t max_pos; /* no stored token is later than this (a rewind before it has work to do) */
@@ -189,7 +191,7 @@ size_t kvcache_cold_bytes(const struct kvcache *kv);
 size_t kvcache_cold_peak_bytes(const struct kvcache *kv);
 /* For tests: a page's upper bound of q . k (q [head_dim]) as recall ranks it. */
 float kvcache_page_bound(const struct kvcache *kv, const struct kv_page *pg, const float *q);
-/* For tests: the cold pages of (layer, kv head). */
+/* For tests: the cold pages of (layer, kv head), by position range (entries may be NULL). */
 int kvcache_cold_pages(const struct kvcache *kv, int layer, int kvh, const struct kv_page *const **pages);
 /* For tests: one stored cold key / value, dequantized */
 void kvcache_cold_read(const struct kvcache *kv, const struct kv_page *pg, int i, float *key, float *value);

@@ -541,11 +541,13 @@ static void test_cold_pages(enum kv_cold type, int64_t cold_max) {
             int seen[N] = {0};
             for (int i = 0; i < kvcache_n_used(&kv, l, h); i++) seen[kvcache_positions(&kv, l, h)[i]]++;
             for (int p = 0; p < np; p++) {
+                if (!pages[p]) continue;
                 float mn[HD], mx[HD], key[HD], val[HD];
                 for (int d = 0; d < HD; d++) mn[d] = INFINITY, mx[d] = -INFINITY;
                 for (int i = 0; i < pages[p]->n; i++) {
                     kvcache_cold_read(&kv, pages[p], i, key, val);
                     const int pos = pages[p]->pos[i];
+                    bad_value += pos / KV_PAGE != p; /* the page of its 16 positions */
                     seen[pos]++;
                     stored++;
                     for (int d = 0; d < HD; d++) {
