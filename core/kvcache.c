@@ -434,9 +434,7 @@ static int cold_add(struct kvcache *kv, int layer, int kvh, size_t slot, char *e
         }
         if (kv->cold_bytes > kv->cold_peak_bytes) kv->cold_peak_bytes = kv->cold_bytes;
     }
-    int i = pg->n < KV_PAGE ? pg->n++ : -1;
-    for (int j = 0; i < 0 && j < KV_PAGE; j++) /* full: one of its positions was rewound, and is back */
-        if (pg->pos[j] < 0) i = j;
+    const int i = pg->n < KV_PAGE ? pg->n++ : -1; /* rewinds leave no dead entries */
     if (i < 0) {
         snprintf(err, errlen, "kvcache: position %d is already cold (layer %d head %d)", pos, layer, kvh);
         return -1;
@@ -444,10 +442,11 @@ static int cold_add(struct kvcache *kv, int layer, int kvh, size_t slot, char *e
     float *buf = kv->att; /* scratch: eviction runs outside attention */
     pg->pos[i] = pos;
     if (pos > ch->max_pos) ch->max_pos = pos;
+    pg->tscore[i] = kv->score[slot];
     pg->score += kv->score[slot];
     cold_store(kv, pg, 0, i, load_row(kv, kv->keys, kv->kscale, slot, buf));
     cold_store(kv, pg, 1, i, load_row(kv, kv->values, kv->vscale, slot, buf));
-    cold_row(kv, pg, 0, i, buf); /* the summary covers the keys as stored (a rewound one's too: still a bound) */
+    cold_row(kv, pg, 0, i, buf); /* the summary covers the keys as stored */
     for (int c = 0; c < hd; c++) {
         if (buf[c] < pg->kmin[c]) pg->kmin[c] = buf[c];
         if (buf[c] > pg->kmax[c]) pg->kmax[c] = buf[c];
@@ -459,13 +458,51 @@ oom:
     return -1;
 }
 
-/* A rewind: cold tokens at or after pos are dropped. */
+/* A rewind: cold tokens at or after pos are dropped, and each page they
+ * leave is what it would be had they never gone cold (its summary and
+ * score recomputed from the tokens it keeps; freed when it keeps none), so
+ * a slot rewound to 0 is a fresh cache. */
 static void cold_truncate(struct kvcache *kv, int layer, int kvh, int pos) {
     struct kv_cold_head *ch = &kv->cheads[(size_t)layer * kv->n_kv_heads + kvh];
     if (pos > ch->max_pos) return;
-    for (int p = pos / KV_PAGE; p < ch->n_pages; p++)
-        for (int i = 0; ch->pages[p] && i < ch->pages[p]->n; i++)
-            if (ch->pages[p]->pos[i] >= pos) ch->pages[p]->pos[i] = -1;
+    const int hd = kv->head_dim;
+    const size_t rb = cold_esize_bytes(kv->cold, hd);
+    float *buf = kv->att; /* scratch: no attention is running */
+    for (int p = pos / KV_PAGE; p < ch->n_pages; p++) {
+        struct kv_page *pg = ch->pages[p];
+        if (!pg) continue;
+        int w = 0;
+        for (int i = 0; i < pg->n; i++) {
+            if (pg->pos[i] < 0 || pg->pos[i] >= pos) continue;
+            if (w != i) {
+                memcpy((uint8_t *)pg->k + (size_t)w * rb, (uint8_t *)pg->k + (size_t)i * rb, rb);
+                memcpy((uint8_t *)pg->v + (size_t)w * rb, (uint8_t *)pg->v + (size_t)i * rb, rb);
+                pg->kscale[w] = pg->kscale[i], pg->vscale[w] = pg->vscale[i];
+                pg->pos[w] = pg->pos[i], pg->tscore[w] = pg->tscore[i];
+            }
+            w++;
+        }
+        if (w == pg->n) continue;
+        pg->n = w;
+        if (w == 0) {
+            free(pg);
+            ch->pages[p] = NULL;
+            ch->bytes -= page_bytes(kv);
+            kv->cold_bytes -= page_bytes(kv);
+            continue;
+        }
+        pg->score = 0.0;
+        for (int c = 0; c < hd; c++) pg->kmin[c] = INFINITY, pg->kmax[c] = -INFINITY;
+        for (int i = 0; i < w; i++) {
+            pg->score += pg->tscore[i];
+            cold_row(kv, pg, 0, i, buf);
+            for (int c = 0; c < hd; c++) {
+                if (buf[c] < pg->kmin[c]) pg->kmin[c] = buf[c];
+                if (buf[c] > pg->kmax[c]) pg->kmax[c] = buf[c];
+            }
+        }
+    }
+    while (ch->n_pages > 0 && !ch->pages[ch->n_pages - 1]) ch->n_pages--;
     ch->max_pos = pos - 1;
 }
 
@@ -704,7 +741,6 @@ static int recall_pages(struct kvcache *kv, int layer, int kvh, const float *q, 
         if (!pg) break; /* the empty ranges rank last */
         if (got + pg->n > kv->recall) continue; /* a smaller page may still fit */
         for (int j = 0; j < pg->n; j++) {
-            if (pg->pos[j] < 0) continue;
             cold_row(kv, pg, 0, j, K + (size_t)got * hd);
             cold_row(kv, pg, 1, j, V + (size_t)got * hd);
             P[got++] = pg->pos[j];

@@ -127,8 +127,9 @@ int kv_cold_parse(const char *s, enum kv_cold *c);
 struct kv_page {
     int n;            /* tokens stored, <= KV_PAGE */
     double score;     /* their summed H2O scores when evicted */
-    int32_t pos[KV_PAGE]; /* -1: dropped by a rewind */
+    int32_t pos[KV_PAGE];
     float kscale[KV_PAGE], vscale[KV_PAGE]; /* q8, q4: x = q * scale */
+    double tscore[KV_PAGE]; /* each token's H2O score when it went cold (score is their sum) */
     float *kmin, *kmax; /* [head_dim] over the stored (dequantized) keys */
     void *k, *v;      /* [KV_PAGE][head_dim] elements (q4: two per byte) */
 };
