@@ -264,10 +264,8 @@ int cmd_bench(int argc, char **argv) {
     const int compare = sparse || budget;
     const char *ref_name = sparse && budget ? "dense, full KV" : sparse ? "dense" : "full KV";
     const char *kvname = s.kv.window ? "window" : s.kv.cold != KV_COLD_OFF ? "hot/cold" : "H2O";
-    char name_buf[32];
-    snprintf(name_buf, sizeof name_buf, "%s%s", sparse ? "sparse" : "", budget ? (sparse ? ", " : "") : "");
-    if (budget) snprintf(name_buf + strlen(name_buf), sizeof name_buf - strlen(name_buf), "%s", kvname);
-    const char *name = name_buf;
+    char name[32];
+    snprintf(name, sizeof name, "%s%s%s", sparse ? "sparse" : "", sparse && budget ? ", " : "", budget ? kvname : "");
     if (compare) {
         struct engine_opts ref_opts = o.eng;
         ref_opts.sidecar_path = NULL;

@@ -160,7 +160,6 @@ int kvcache_create(struct kvcache *kv, const struct kv_config *cfg, int n_layers
         for (size_t h = 0; kv->cheads && h < heads; h++) kv->cheads[h].max_pos = -1;
         kv->rk = malloc((size_t)n_kv_heads * kv->recall * head_dim * sizeof(float) + 1);
         kv->rv = malloc((size_t)n_kv_heads * kv->recall * head_dim * sizeof(float) + 1);
-        kv->rpos = malloc((size_t)n_kv_heads * kv->recall * sizeof(int32_t) + 1);
     }
     kv->list = malloc((size_t)n_kv_heads * per_head * sizeof *kv->list);
     kv->n_list = calloc((size_t)n_kv_heads, sizeof *kv->n_list);
@@ -168,7 +167,7 @@ int kvcache_create(struct kvcache *kv, const struct kv_config *cfg, int n_layers
     kv->att = malloc((size_t)n_threads * (per_head > 2 * (size_t)head_dim ? per_head : 2 * (size_t)head_dim) *
                      sizeof(float));
     if (!kv->ord || !kv->list || !kv->n_list || !kv->att ||
-        (kv->cold != KV_COLD_OFF && (!kv->cheads || !kv->rk || !kv->rv || !kv->rpos))) {
+        (kv->cold != KV_COLD_OFF && (!kv->cheads || !kv->rk || !kv->rv))) {
         snprintf(err, errlen, "out of memory for a KV cache's cold store");
         kvcache_destroy(kv);
         return -1;
@@ -207,10 +206,9 @@ void kvcache_destroy(struct kvcache *kv) {
     free(kv->cheads);
     free(kv->rk);
     free(kv->rv);
-    free(kv->rpos);
     free(kv->list);
     free(kv->n_list);
-    free(kv->pscore);
+    free(kv->rank);
     memset(kv, 0, sizeof *kv);
 }
 
@@ -711,16 +709,23 @@ static int rpos_cmp(const void *a, const void *b) {
 
 /* Recall for (layer, kvh) and the n queries q of the call: the pages with the
  * largest bound over the group's query heads and the rows, whole pages up to
- * kv->recall tokens, dequantized into rk/rv; returns their count. */
-static int recall_pages(struct kvcache *kv, int layer, int kvh, const float *q, int n, char *err, size_t errlen) {
+ * kv->recall tokens, dequantized into rk/rv and listed in out (slot -1);
+ * returns their count. */
+static int recall_pages(struct kvcache *kv, int layer, int kvh, const float *q, int n, struct kv_entry *out,
+                        char *err, size_t errlen) {
     const struct kv_cold_head *ch = &kv->cheads[(size_t)layer * kv->n_kv_heads + kvh];
     if (ch->n_pages == 0 || kv->recall == 0) return 0;
     const int hd = kv->head_dim, group = kv->n_heads / kv->n_kv_heads, q_dim = kv->n_heads * hd;
-    struct page_rank *r = malloc((size_t)ch->n_pages * sizeof *r);
-    if (!r) {
-        snprintf(err, errlen, "out of memory ranking %d cold pages", ch->n_pages);
-        return -1;
+    if (ch->n_pages > kv->rank_cap) { /* grows with the context, kept across calls */
+        struct page_rank *g = realloc(kv->rank, (size_t)ch->n_pages * 2 * sizeof *g);
+        if (!g) {
+            snprintf(err, errlen, "out of memory ranking %d cold pages", ch->n_pages);
+            return -1;
+        }
+        kv->rank = g;
+        kv->rank_cap = ch->n_pages * 2;
     }
+    struct page_rank *r = kv->rank;
     /* the exact bound of each query (a row and a head of the group), the best of them */
     for (int p = 0; p < ch->n_pages; p++) {
         float best = -INFINITY;
@@ -734,7 +739,6 @@ static int recall_pages(struct kvcache *kv, int layer, int kvh, const float *q, 
     }
     qsort(r, (size_t)ch->n_pages, sizeof *r, page_rank_cmp);
     float *K = kv->rk + (size_t)kvh * kv->recall * hd, *V = kv->rv + (size_t)kvh * kv->recall * hd;
-    int32_t *P = kv->rpos + (size_t)kvh * kv->recall;
     int got = 0;
     for (int i = 0; i < ch->n_pages; i++) {
         const struct kv_page *pg = ch->pages[r[i].page];
@@ -743,10 +747,10 @@ static int recall_pages(struct kvcache *kv, int layer, int kvh, const float *q, 
         for (int j = 0; j < pg->n; j++) {
             cold_row(kv, pg, 0, j, K + (size_t)got * hd);
             cold_row(kv, pg, 1, j, V + (size_t)got * hd);
-            P[got++] = pg->pos[j];
+            out[got] = (struct kv_entry){K + (size_t)got * hd, V + (size_t)got * hd, pg->pos[j], -1};
+            got++;
         }
     }
-    free(r);
     kv->recalled += got;
     return got;
 }
@@ -792,14 +796,10 @@ static int attend_part(struct kvcache *kv, int layer, const float *q, const floa
         const float *V = kv->type == KV_F32 ? (const float *)kv->values + base * hd
                                             : kv->deq + ((size_t)kv->n_kv_heads + h) * kv->n_slots * hd;
         struct kv_entry *E = kv->list + (size_t)h * per_head;
-        const int nr = kv->cheads ? recall_pages(kv, layer, h, q, n, err, errlen) : 0;
-        if (nr < 0) return -1;
         struct kv_entry *R = E + nu; /* the recalled ones, sorted; merged from the front, which never
                                         overwrites one not yet taken (the write index stays below it) */
-        for (int i = 0; i < nr; i++)
-            R[i] = (struct kv_entry){kv->rk + ((size_t)h * kv->recall + i) * hd,
-                                     kv->rv + ((size_t)h * kv->recall + i) * hd,
-                                     kv->rpos[(size_t)h * kv->recall + i], -1};
+        const int nr = kv->cheads ? recall_pages(kv, layer, h, q, n, R, err, errlen) : 0;
+        if (nr < 0) return -1;
         if (nr > 1) qsort(R, (size_t)nr, sizeof *R, rpos_cmp);
         const int32_t *ord = kv->ord + base;
         for (int a = 0, b = 0, w = 0; w < nu + nr; w++) {

@@ -171,12 +171,11 @@ struct kvcache {
     int64_t recalled;      /* tokens recalled, summed over calls, layers and heads */
     /* per call: the recalled tokens of each KV head (f32), and each head's
      * attention list (hot slots and recalled tokens merged by position) */
-    float *rk, *rv;        /* [n_kv_heads][recall][head_dim] */
-    int32_t *rpos;         /* [n_kv_heads][recall] */
+    float *rk, *rv;        /* [n_kv_heads][recall][head_dim] (their list entries have slot -1) */
     struct kv_entry { const float *k, *v; int32_t pos, slot; } *list; /* [n_kv_heads][n_slots + recall] */
     int *n_list;           /* [n_kv_heads] */
-    float *pscore;         /* [n_kv_heads][pages] scratch for page bounds */
-    int pscore_cap;
+    struct page_rank *rank; /* [rank_cap] scratch: the pages of a head by bound */
+    int rank_cap;
 };
 
 /* cfg must be resolved. n_heads: query heads (a multiple of n_kv_heads). */
