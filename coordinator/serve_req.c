@@ -281,13 +281,21 @@ static int parse_messages(const json_t *o, struct serve_request *r, struct serve
     return 0;
 }
 
-/* prompt: a string, a list of token ids, or a list of one string. */
-static int parse_prompt(const json_t *o, const char *key, struct serve_request *r, int ids_allowed,
+/* What a prompt field may hold: text (a string, or a list of one string),
+ * token ids, or either. */
+enum prompt_form { PROMPT_TEXT = 1, PROMPT_IDS = 2, PROMPT_ANY = 3 };
+
+/* prompt: a string, a list of token ids, or a list of one string, as `form` allows. */
+static int parse_prompt(const json_t *o, const char *key, struct serve_request *r, enum prompt_form form,
                         struct serve_error *err) {
+    int ids_allowed = (form & PROMPT_IDS) != 0;
     json_t *p = json_object_get(o, key);
     if (!p || json_is_null(p)) return BAD("'%s' is required", key);
-    if (json_is_array(p) && json_array_size(p) == 1 && json_is_string(json_array_get(p, 0)))
+    if (!(form & PROMPT_TEXT)) {
+        if (!json_is_array(p)) return BAD("'%s' must be a list of token ids", key);
+    } else if (json_is_array(p) && json_array_size(p) == 1 && json_is_string(json_array_get(p, 0))) {
         p = json_array_get(p, 0);
+    }
     if (json_is_string(p)) {
         if (!(r->prompt = dup_str(p, &r->prompt_len))) return BAD("out of memory");
         return 0;
@@ -300,7 +308,8 @@ static int parse_prompt(const json_t *o, const char *key, struct serve_request *
         for (size_t i = 0; i < n; i++) {
             json_t *t = json_array_get(p, i);
             if (!json_is_integer(t) || json_integer_value(t) < 0 || json_integer_value(t) > INT32_MAX)
-                return BAD("'%s' must be a string or a list of token ids (one prompt per request)", key);
+                return BAD("'%s' must be %sa list of token ids (one prompt per request)", key,
+                           form & PROMPT_TEXT ? "a string or " : "");
             r->tokens[i] = (int32_t)json_integer_value(t);
         }
         r->n_tokens = n;
@@ -348,24 +357,19 @@ int serve_parse_request(enum serve_kind kind, const char *body, size_t len, cons
         if (parse_messages(root, r, err) != 0 || parse_sampling(root, r, default_max_tokens, err) != 0) goto out;
         break;
     case SERVE_COMPLETION:
-        if (parse_prompt(root, "prompt", r, 1, err) != 0 || parse_sampling(root, r, default_max_tokens, err) != 0)
+        if (parse_prompt(root, "prompt", r, PROMPT_ANY, err) != 0 || parse_sampling(root, r, default_max_tokens, err) != 0)
             goto out;
         break;
     case SERVE_TOKENIZE:
-        if (parse_prompt(root, "content", r, 0, err) != 0 || get_bool(root, "add_special", &r->add_special, err) < 0 ||
+        if (parse_prompt(root, "content", r, PROMPT_TEXT, err) != 0 || get_bool(root, "add_special", &r->add_special, err) < 0 ||
             get_bool(root, "parse_special", &r->parse_special, err) < 0 ||
             get_bool(root, "with_pieces", &r->with_pieces, err) < 0)
             goto out;
         break;
-    case SERVE_DETOKENIZE: {
-        json_t *t = json_object_get(root, "tokens");
-        if (!t || !json_is_array(t)) {
-            BAD("'tokens' must be a list of token ids");
-            goto out;
-        }
-        if (parse_prompt(root, "tokens", r, 1, err) != 0) goto out;
+    case SERVE_DETOKENIZE:
+        /* ids only: a list of one string is not a prompt here (the fuzzer found it taken as text) */
+        if (parse_prompt(root, "tokens", r, PROMPT_IDS, err) != 0) goto out;
         break;
-    }
     }
     rc = 0;
 out:

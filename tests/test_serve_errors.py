@@ -126,7 +126,8 @@ def test_bad_completion_and_token_fields(srv):
                        ("/v1/completions", {"prompt": ["a", "b"]}), ("/v1/completions", {"prompt": [1, -2]}),
                        ("/v1/completions", {"prompt": [10 ** 9]}), ("/v1/completions", {"prompt": [], "max_tokens": 1}),
                        ("/tokenize", {}), ("/tokenize", {"content": 3}), ("/tokenize", {"content": "x", "add_special": 1}),
-                       ("/detokenize", {}), ("/detokenize", {"tokens": "abc"}), ("/detokenize", {"tokens": [-1]}),
+                       ("/detokenize", {}), ("/detokenize", {"tokens": "abc"}), ("/detokenize", {"tokens": ["abc"]}),
+                       ("/detokenize", {"tokens": [-1]}),
                        ("/detokenize", {"tokens": [1 << 40]}), ("/detokenize", {"tokens": [99999999]})]:
         st, data = srv.post(path, body, headers=AUTH)
         error_of(st, data, 400, "invalid_request_error")
