@@ -109,6 +109,12 @@ static void f16_table_init(void) {
 
 static size_t type_esize(enum kv_type t) { return t == KV_F32 ? 4 : t == KV_F16 ? 2 : 1; }
 
+/* The candidate pages of one recall (at least one). */
+static int recall_max_pages(const struct kvcache *kv) {
+    const int p = KV_RECALL_CANDS * kv->recall / KV_PAGE;
+    return p > 0 ? p : 1;
+}
+
 int kvcache_create(struct kvcache *kv, const struct kv_config *cfg, int n_layers, int n_heads, int n_kv_heads,
                    int head_dim, int max_batch, int n_threads, char *err, size_t errlen) {
     memset(kv, 0, sizeof *kv);
@@ -158,8 +164,13 @@ int kvcache_create(struct kvcache *kv, const struct kv_config *cfg, int n_layers
     if (kv->cold != KV_COLD_OFF) {
         kv->cheads = calloc(heads, sizeof *kv->cheads);
         for (size_t h = 0; kv->cheads && h < heads; h++) kv->cheads[h].max_pos = -1;
+        /* candidates: whole pages, and a copy for the selection */
+        const size_t cands = (size_t)recall_max_pages(kv) * KV_PAGE;
         kv->rk = malloc((size_t)n_kv_heads * kv->recall * head_dim * sizeof(float) + 1);
         kv->rv = malloc((size_t)n_kv_heads * kv->recall * head_dim * sizeof(float) + 1);
+        kv->cand = malloc((size_t)n_kv_heads * 2 * cands * sizeof *kv->cand + 1);
+        kv->rkey = malloc((size_t)n_kv_heads * head_dim * sizeof *kv->rkey + 1);
+        kv->n_recall = calloc((size_t)n_kv_heads, sizeof *kv->n_recall);
     }
     kv->list = malloc((size_t)n_kv_heads * per_head * sizeof *kv->list);
     kv->n_list = calloc((size_t)n_kv_heads, sizeof *kv->n_list);
@@ -167,7 +178,7 @@ int kvcache_create(struct kvcache *kv, const struct kv_config *cfg, int n_layers
     kv->att = malloc((size_t)n_threads * (per_head > 2 * (size_t)head_dim ? per_head : 2 * (size_t)head_dim) *
                      sizeof(float));
     if (!kv->ord || !kv->list || !kv->n_list || !kv->att ||
-        (kv->cold != KV_COLD_OFF && (!kv->cheads || !kv->rk || !kv->rv))) {
+        (kv->cold != KV_COLD_OFF && (!kv->cheads || !kv->rk || !kv->rv || !kv->cand || !kv->rkey || !kv->n_recall))) {
         snprintf(err, errlen, "out of memory for a KV cache's cold store");
         kvcache_destroy(kv);
         return -1;
@@ -205,10 +216,14 @@ void kvcache_destroy(struct kvcache *kv) {
     }
     free(kv->cheads);
     free(kv->rk);
+    free(kv->cand);
+    free(kv->rkey);
+    free(kv->n_recall);
     free(kv->rv);
     free(kv->list);
     free(kv->n_list);
     free(kv->rank);
+    free(kv->page_cand);
     memset(kv, 0, sizeof *kv);
 }
 
@@ -317,6 +332,7 @@ static void compact(struct kvcache *kv, int layer, int kvh) {
 }
 
 /* ---- the cold store ---- */
+
 
 static size_t cold_esize_bytes(enum kv_cold c, int hd) { /* bytes of one stored row */
     return c == KV_COLD_F32 ? (size_t)hd * 4 : c == KV_COLD_Q8 ? (size_t)hd : (size_t)(hd + 1) / 2;
@@ -505,12 +521,20 @@ static void cold_truncate(struct kvcache *kv, int layer, int kvh, int pos) {
 }
 
 float kvcache_page_bound(const struct kvcache *kv, const struct kv_page *pg, const float *q) {
-    float s = 0.0f;
-    for (int c = 0; c < kv->head_dim; c++) {
-        const float a = q[c] * pg->kmin[c], b = q[c] * pg->kmax[c];
-        s += a > b ? a : b;
+    /* eight partial sums (channel c into lane c % 8), added pairwise: no
+     * chain of dependent adds, and the compiler's vectors may run it */
+    float s[8] = {0};
+    int c = 0;
+    for (; c + 8 <= kv->head_dim; c += 8)
+        for (int j = 0; j < 8; j++) {
+            const float a = q[c + j] * pg->kmin[c + j], b = q[c + j] * pg->kmax[c + j];
+            s[j] += a > b ? a : b;
+        }
+    for (int j = 0; c + j < kv->head_dim; j++) {
+        const float a = q[c + j] * pg->kmin[c + j], b = q[c + j] * pg->kmax[c + j];
+        s[j] += a > b ? a : b;
     }
-    return s;
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
 int kvcache_cold_pages(const struct kvcache *kv, int layer, int kvh, const struct kv_page *const **pages) {
@@ -689,70 +713,165 @@ static void attend_worker(void *arg, int ith, int nth) {
     }
 }
 
-/* page index and bound, for choosing the pages to recall: best bound first,
- * ties to the older page */
+/* page index and bound, for choosing the pages to recall; a candidate token
+ * and its score. Both ranked best first, ties to the older position, a total
+ * order, so the chosen set does not depend on how it is found. */
 struct page_rank {
     float bound;
     int page;
 };
 
-static int page_rank_cmp(const void *a, const void *b) {
-    const struct page_rank *x = a, *y = b;
-    if (x->bound != y->bound) return x->bound > y->bound ? -1 : 1;
-    return (x->page > y->page) - (x->page < y->page);
+static int page_better(const struct page_rank *x, const struct page_rank *y) {
+    return x->bound != y->bound ? x->bound > y->bound : x->page < y->page;
 }
 
-static int rpos_cmp(const void *a, const void *b) {
-    const struct kv_entry *x = a, *y = b;
-    return (x->pos > y->pos) - (x->pos < y->pos);
+static int cand_better(const struct kv_cand *x, const struct kv_cand *y) {
+    return x->score != y->score ? x->score > y->score : x->pos < y->pos;
 }
 
-/* Recall for (layer, kvh) and the n queries q of the call: the pages with the
- * largest bound over the group's query heads and the rows, whole pages up to
- * kv->recall tokens, dequantized into rk/rv and listed in out (slot -1);
- * returns their count. */
-static int recall_pages(struct kvcache *kv, int layer, int kvh, const float *q, int n, struct kv_entry *out,
-                        char *err, size_t errlen) {
+/* Moves the k best of a[n] (k < n) to its front, in no order: quickselect,
+ * median-of-three pivots (linear time on the sorted and equal runs that page
+ * bounds give). */
+#define DEFINE_SELECT(name, T, better)                                                                               \
+    static void name(T *a, int n, int k) {                                                                           \
+        int lo = 0, hi = n - 1;                                                                                      \
+        while (lo < hi) {                                                                                            \
+            const int mid = lo + (hi - lo) / 2;                                                                      \
+            T t;                                                                                                     \
+            if (better(&a[mid], &a[lo])) t = a[mid], a[mid] = a[lo], a[lo] = t;                                      \
+            if (better(&a[hi], &a[lo])) t = a[hi], a[hi] = a[lo], a[lo] = t;                                         \
+            if (better(&a[hi], &a[mid])) t = a[hi], a[hi] = a[mid], a[mid] = t;                                      \
+            const T pivot = a[mid];                                                                                  \
+            int i = lo, j = hi;                                                                                      \
+            while (i <= j) { /* Hoare: [lo, j] not worse than pivot, [i, hi] not better */                           \
+                while (better(&a[i], &pivot)) i++;                                                                   \
+                while (better(&pivot, &a[j])) j--;                                                                   \
+                if (i <= j) t = a[i], a[i] = a[j], a[j] = t, i++, j--;                                               \
+            }                                                                                                        \
+            if (k - 1 <= j) hi = j;                                                                                  \
+            else if (k - 1 >= i) lo = i;                                                                             \
+            else return;                                                                                             \
+        }                                                                                                            \
+    }
+DEFINE_SELECT(select_pages, struct page_rank, page_better)
+DEFINE_SELECT(select_cands, struct kv_cand, cand_better)
+
+/* Recall for (layer, kvh) and the n queries q of the call, in two steps:
+ * - pages: the KV_RECALL_CANDS * kv->recall / KV_PAGE pages with the largest
+ *   bound over the group's query heads and the rows; their tokens are the
+ *   candidates;
+ * - tokens: where the candidates are more than kv->recall, each is scored by
+ *   its exact best q . k (the same heads and rows, its key dequantized) and
+ *   the best kv->recall are kept.
+ * The kept ones are dequantized into rk/rv and listed in out (slot -1) in
+ * position order; returns their count. */
+static int recall_pages(struct kvcache *kv, int layer, int kvh, const float *q, int n, struct kv_entry *out) {
     const struct kv_cold_head *ch = &kv->cheads[(size_t)layer * kv->n_kv_heads + kvh];
     if (ch->n_pages == 0 || kv->recall == 0) return 0;
     const int hd = kv->head_dim, group = kv->n_heads / kv->n_kv_heads, q_dim = kv->n_heads * hd;
-    if (ch->n_pages > kv->rank_cap) { /* grows with the context, kept across calls */
-        struct page_rank *g = realloc(kv->rank, (size_t)ch->n_pages * 2 * sizeof *g);
-        if (!g) {
-            snprintf(err, errlen, "out of memory ranking %d cold pages", ch->n_pages);
-            return -1;
-        }
-        kv->rank = g;
-        kv->rank_cap = ch->n_pages * 2;
-    }
-    struct page_rank *r = kv->rank;
-    /* the exact bound of each query (a row and a head of the group), the best of them */
+    const int max_pages = recall_max_pages(kv);
+    /* this head's scratch (recall_scratch sized it for the layer) */
+    struct page_rank *r = kv->rank + (size_t)kvh * kv->rank_cap;
+    int *page_cand = kv->page_cand + (size_t)kvh * kv->rank_cap;
+    struct kv_cand *C = kv->cand + (size_t)kvh * 2 * max_pages * KV_PAGE;
+    float *key = kv->rkey + (size_t)kvh * hd;
+    /* pages: the exact bound of each query (a row and a head of the group), the best of them */
+    int np = 0;
     for (int p = 0; p < ch->n_pages; p++) {
+        page_cand[p] = -1;
+        if (!ch->pages[p]) continue;
         float best = -INFINITY;
-        for (int t = 0; ch->pages[p] && t < n; t++)
+        for (int t = 0; t < n; t++)
             for (int g = 0; g < group; g++) {
                 const float b =
                     kvcache_page_bound(kv, ch->pages[p], q + (size_t)t * q_dim + (size_t)(kvh * group + g) * hd);
                 if (b > best) best = b;
             }
-        r[p] = (struct page_rank){best, p};
+        r[np++] = (struct page_rank){best, p};
     }
-    qsort(r, (size_t)ch->n_pages, sizeof *r, page_rank_cmp);
+    if (np > max_pages) select_pages(r, np, max_pages), np = max_pages;
+    /* tokens: each candidate page's tokens, scored when they are more than the recall */
+    int nc = 0;
+    for (int i = 0; i < np; i++) {
+        const struct kv_page *pg = ch->pages[r[i].page];
+        page_cand[r[i].page] = nc;
+        for (int j = 0; j < pg->n; j++) C[nc++] = (struct kv_cand){0.0f, pg->pos[j], pg, j, 1};
+    }
+    if (nc > kv->recall) {
+        for (int c = 0; c < nc; c++) {
+            cold_row(kv, C[c].pg, 0, C[c].i, key);
+            float best = -INFINITY;
+            for (int t = 0; t < n; t++)
+                for (int g = 0; g < group; g++) {
+                    const float d = vec_dot_f32(q + (size_t)t * q_dim + (size_t)(kvh * group + g) * hd, key, hd);
+                    if (d > best) best = d;
+                }
+            C[c].score = best;
+        }
+        /* the best kv->recall keep their flag (select on a copy: C stays in page order) */
+        struct kv_cand *S = C + nc;
+        memcpy(S, C, (size_t)nc * sizeof *S);
+        for (int c = 0; c < nc; c++) S[c].keep = c, C[c].keep = 0;
+        select_cands(S, nc, kv->recall);
+        for (int k = 0; k < kv->recall; k++) C[S[k].keep].keep = 1;
+    }
+    /* in position order: pages by index, a page's kept tokens by position */
     float *K = kv->rk + (size_t)kvh * kv->recall * hd, *V = kv->rv + (size_t)kvh * kv->recall * hd;
     int got = 0;
-    for (int i = 0; i < ch->n_pages; i++) {
-        const struct kv_page *pg = ch->pages[r[i].page];
-        if (!pg) break; /* the empty ranges rank last */
-        if (got + pg->n > kv->recall) continue; /* a smaller page may still fit */
-        for (int j = 0; j < pg->n; j++) {
-            cold_row(kv, pg, 0, j, K + (size_t)got * hd);
-            cold_row(kv, pg, 1, j, V + (size_t)got * hd);
-            out[got] = (struct kv_entry){K + (size_t)got * hd, V + (size_t)got * hd, pg->pos[j], -1};
-            got++;
+    for (int p = 0; p < ch->n_pages; p++) {
+        const int c0 = page_cand[p];
+        if (c0 < 0) continue;
+        const int start = got;
+        for (int c = c0; c < c0 + ch->pages[p]->n; c++) {
+            if (!C[c].keep) continue;
+            int w = got++; /* insertion by position among this page's kept ones */
+            while (w > start && out[w - 1].pos > C[c].pos) {
+                out[w] = out[w - 1];
+                w--;
+            }
+            out[w] = (struct kv_entry){NULL, NULL, C[c].pos, c};
         }
     }
-    kv->recalled += got;
+    for (int k = 0; k < got; k++) {
+        const struct kv_cand *c = &C[out[k].slot];
+        cold_row(kv, c->pg, 0, c->i, K + (size_t)k * hd);
+        cold_row(kv, c->pg, 1, c->i, V + (size_t)k * hd);
+        out[k] = (struct kv_entry){K + (size_t)k * hd, V + (size_t)k * hd, c->pos, -1};
+    }
     return got;
+}
+
+/* Recall's scratch for a layer: page rankings for its largest cold head. */
+static int recall_scratch(struct kvcache *kv, int layer, char *err, size_t errlen) {
+    int most = 0;
+    for (int h = 0; h < kv->n_kv_heads; h++) {
+        const int np = kv->cheads[(size_t)layer * kv->n_kv_heads + h].n_pages;
+        most = np > most ? np : most;
+    }
+    if (most <= kv->rank_cap) return 0;
+    const size_t cap = (size_t)most * 2, heads = (size_t)kv->n_kv_heads; /* grows with the context, kept */
+    struct page_rank *g = realloc(kv->rank, heads * cap * sizeof *g);
+    if (g) kv->rank = g;
+    int *c = g ? realloc(kv->page_cand, heads * cap * sizeof *c) : NULL;
+    if (c) kv->page_cand = c;
+    if (!g || !c) {
+        snprintf(err, errlen, "out of memory ranking %d cold pages", most);
+        return -1;
+    }
+    kv->rank_cap = (int)cap;
+    return 0;
+}
+
+/* The KV heads' recalls of a call, one head per item: into each head's list
+ * after its hot slots (attend_part merges them). */
+static void recall_worker(void *arg, int ith, int nth) {
+    const struct attend_job *job = arg;
+    struct kvcache *kv = job->kv;
+    const size_t per_head = (size_t)kv->n_slots + (size_t)kv->recall;
+    for (int h = ith; h < kv->n_kv_heads; h += nth) {
+        struct kv_entry *R = kv->list + (size_t)h * per_head + kv->n_used[(size_t)job->layer * kv->n_kv_heads + h];
+        kv->n_recall[h] = recall_pages(kv, job->layer, h, job->q, job->n, R);
+    }
 }
 
 /* One call of at most n_slots - budget tokens (kvcache_attend cuts longer ones). */
@@ -785,8 +904,13 @@ static int attend_part(struct kvcache *kv, int layer, const float *q, const floa
         if (tp) tpool_run(tp, dequant_worker, &job);
         else dequant_worker(&job, 0, 1);
     }
+    if (kv->cheads && kv->recall > 0) {
+        if (recall_scratch(kv, layer, err, errlen) != 0) return -1;
+        if (tp) tpool_run(tp, recall_worker, &job);
+        else recall_worker(&job, 0, 1);
+    }
     /* each head's attention list: hot slots in position order, merged with
-     * the recalled cold tokens (sorted by position) */
+     * the recalled cold tokens (in position order) */
     const size_t per_head = (size_t)kv->n_slots + (size_t)kv->recall;
     for (int h = 0; h < kv->n_kv_heads; h++) {
         const size_t base = head_base(kv, layer, h);
@@ -798,9 +922,8 @@ static int attend_part(struct kvcache *kv, int layer, const float *q, const floa
         struct kv_entry *E = kv->list + (size_t)h * per_head;
         struct kv_entry *R = E + nu; /* the recalled ones, sorted; merged from the front, which never
                                         overwrites one not yet taken (the write index stays below it) */
-        const int nr = kv->cheads ? recall_pages(kv, layer, h, q, n, R, err, errlen) : 0;
-        if (nr < 0) return -1;
-        if (nr > 1) qsort(R, (size_t)nr, sizeof *R, rpos_cmp);
+        const int nr = kv->cheads && kv->recall > 0 ? kv->n_recall[h] : 0;
+        kv->recalled += nr;
         const int32_t *ord = kv->ord + base;
         for (int a = 0, b = 0, w = 0; w < nu + nr; w++) {
             const int32_t hp = a < nu ? kv->pos[base + ord[a]] : INT32_MAX;

@@ -70,12 +70,15 @@ enum kv_type { KV_F32 = 0, KV_F16 = 1, KV_Q8 = 2 };
 
 /* The cold store (hot/cold KV): what H2O evicts is kept, compressed, in
  * pages of one (layer, KV head): page r holds the evicted tokens of
- * positions [16 r, 16 r + 16) (Quest's pages), with the per-channel min
- * and max of its stored keys (Quest's summary). At each call, every KV head scores its pages by the
+ * positions [KV_PAGE r, KV_PAGE r + KV_PAGE) (Quest's pages), with the
+ * per-channel min and max of its stored keys (Quest's summary). At each
+ * call, every KV head recalls in two steps: it scores its pages by the
  * upper bound of q . k over them (max over the group's query heads and the
- * call's rows of sum_c max(q_c min_c, q_c max_c)) and recalls the best
- * pages, up to `recall` tokens; attention runs over the hot slots and the
- * recalled tokens together, in position order, in one softmax. Recalled
+ * call's rows of sum_c max(q_c min_c, q_c max_c)), takes the best pages up
+ * to KV_RECALL_CANDS times `recall` tokens as candidates, then scores each
+ * candidate by its exact q . k (the same max) and keeps the best `recall`
+ * tokens. Attention runs over the hot slots and the recalled tokens
+ * together, in position order, in one softmax. Recalled
  * tokens stay cold (they gather no H2O score). With cold_max > 0 a head
  * keeping more than cold_max / (layers * KV heads) bytes drops its coldest
  * page (the smallest summed score of its tokens when they were evicted);
@@ -92,6 +95,11 @@ enum kv_cold { KV_COLD_OFF = 0, KV_COLD_Q8 = 1, KV_COLD_Q4 = 2, KV_COLD_F32 = 3 
  * the rows of a part share one recall, so fewer rows, a choice closer to
  * each query's (decode has one row). */
 #define KV_RECALL_ROWS 8
+/* Recall reads the keys of the best pages up to this many times its budget
+ * (candidates), scores each candidate token exactly (the best q . k over the
+ * group's query heads and the part's rows) and keeps the best `recall` of
+ * them: pages narrow the search, tokens are chosen one by one. */
+#define KV_RECALL_CANDS 4
 
 struct kv_config {
     int budget;        /* tokens kept per layer and KV head; 0 = none (dense cache) */
@@ -172,9 +180,14 @@ struct kvcache {
     /* per call: the recalled tokens of each KV head (f32), and each head's
      * attention list (hot slots and recalled tokens merged by position) */
     float *rk, *rv;        /* [n_kv_heads][recall][head_dim] (their list entries have slot -1) */
+    /* recall's scratch: candidate tokens (a page's token i, its score, kept or not), twice */
+    struct kv_cand { float score; int32_t pos; const struct kv_page *pg; int i, keep; } *cand; /* [n_kv_heads][2][] */
+    float *rkey;   /* [n_kv_heads][head_dim]: a candidate's key */
+    int *n_recall; /* [n_kv_heads]: tokens the call's recall listed */
     struct kv_entry { const float *k, *v; int32_t pos, slot; } *list; /* [n_kv_heads][n_slots + recall] */
     int *n_list;           /* [n_kv_heads] */
-    struct page_rank *rank; /* [rank_cap] scratch: the pages of a head by bound */
+    struct page_rank *rank; /* [n_kv_heads][rank_cap] scratch: the pages of a head by bound */
+    int *page_cand;         /* [n_kv_heads][rank_cap] scratch: a page's first candidate, or -1 */
     int rank_cap;
 };
 

@@ -27,6 +27,7 @@
 #include "check.h"
 #include "forward.h"
 #include "model.h"
+#include "vec.h"
 
 static float rnd_sym(void) { return (float)((double)(rnd64() >> 11) * 0x1.0p-52 - 1.0); } /* [-1, 1) */
 
@@ -508,7 +509,7 @@ static void test_roundtrip(void) {
  * within its bound. Odd head_dim (q4 packs two per byte), GQA, prefill
  * batches longer than KV_CALL_TOKENS and decode steps. */
 static void test_cold_pages(enum kv_cold type, int64_t cold_max) {
-    enum { HD = 7, NKV = 2, NH = 6, N = 190, BUDGET = 20 };
+    enum { HD = 13, NKV = 2, NH = 6, N = 190, BUDGET = 20 };
     struct kv_config c;
     kv_config_default(&c);
     c.budget = BUDGET;
@@ -558,8 +559,9 @@ static void test_cold_pages(enum kv_cold type, int64_t cold_max) {
                 }
                 for (int trial = 0; trial < 4; trial++) {
                     const float *qq = q + (size_t)(rnd64() % N) * NH * HD + (size_t)(rnd64() % NH) * HD;
-                    float ref = 0.0f;
-                    for (int d = 0; d < HD; d++) ref += fmaxf(qq[d] * mn[d], qq[d] * mx[d]);
+                    float lane[8] = {0}; /* the definition: channel d into lane d % 8, lanes added pairwise */
+                    for (int d = 0; d < HD; d++) lane[d % 8] += fmaxf(qq[d] * mn[d], qq[d] * mx[d]);
+                    const float ref = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
                     const float got = kvcache_page_bound(&kv, pages[p], qq);
                     bad_bound += got != ref;
                     for (int i = 0; i < pages[p]->n; i++) {
@@ -585,6 +587,95 @@ static void test_cold_pages(enum kv_cold type, int64_t cold_max) {
     printf("cold %s%s: %d tokens in pages, %zu bytes (peak %zu), %lld recalled, %lld pages dropped\n",
            kv_cold_name(type), cold_max ? " (bounded)" : "", stored, kvcache_cold_bytes(&kv),
            kvcache_cold_peak_bytes(&kv), (long long)kv.recalled, (long long)kv.cold_dropped);
+    kvcache_destroy(&kv);
+}
+
+struct ranked {
+    float v;
+    int id;
+};
+static int ranked_cmp(const void *a, const void *b) { /* best first, ties to the smaller id */
+    const struct ranked *x = a, *y = b;
+    if (x->v != y->v) return x->v > y->v ? -1 : 1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+/* Recall's choice against brute force, at every decode step: the
+ * KV_RECALL_CANDS * recall / KV_PAGE pages of largest bound (the best over
+ * the group's query heads; ties to the older page), then, where their tokens
+ * are more than the recall, the tokens of largest exact q . k (the same
+ * dot product; ties to the older position); the attention list holds them
+ * in position order. */
+static void test_recall_choice(enum kv_cold type, int recall) {
+    enum { HD = 7, NKV = 2, NH = 6, N = 260, BUDGET = 20, GROUP = NH / NKV };
+    struct kv_config c;
+    kv_config_default(&c);
+    c.budget = BUDGET;
+    c.cold = type;
+    c.recall = recall;
+    char err[256];
+    struct kvcache kv;
+    if (kv_config_resolve(&c, 4096, err, sizeof err) || kvcache_create(&kv, &c, 1, NH, NKV, HD, 40, 1, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        exit(1);
+    }
+    static float q[N * NH * HD], k[N * NKV * HD], v[N * NKV * HD], out[N * NH * HD];
+    for (int i = 0; i < N * NH * HD; i++) q[i] = rnd_sym();
+    for (int i = 0; i < N * NKV * HD; i++) k[i] = rnd_sym() * 3.0f, v[i] = rnd_sym();
+    CHECK(attend(&kv, q, k, v, 40, 0, out) == 0, "prompt");
+    const int max_pages = KV_RECALL_CANDS * recall / KV_PAGE > 0 ? KV_RECALL_CANDS * recall / KV_PAGE : 1;
+    int wrong = 0, steps_selecting = 0, steps = 0;
+    for (int t = 40; t < N; t++) {
+        const float *qt = q + (size_t)t * NH * HD;
+        int want[NKV][N], n_want[NKV];
+        for (int h = 0; h < NKV; h++) {
+            const struct kv_page *const *pages;
+            const int np = kvcache_cold_pages(&kv, 0, h, &pages);
+            struct ranked pr[N], tr[N * KV_PAGE];
+            int n_pr = 0, n_tr = 0;
+            for (int p = 0; p < np; p++) {
+                if (!pages[p]) continue;
+                float best = -INFINITY;
+                for (int g = 0; g < GROUP; g++) best = fmaxf(best, kvcache_page_bound(&kv, pages[p], qt + (h * GROUP + g) * HD));
+                pr[n_pr++] = (struct ranked){best, p};
+            }
+            qsort(pr, (size_t)n_pr, sizeof *pr, ranked_cmp);
+            for (int i = 0; i < n_pr && i < max_pages; i++)
+                for (int j = 0; j < pages[pr[i].id]->n; j++) {
+                    float key[HD], val[HD], best = -INFINITY;
+                    kvcache_cold_read(&kv, pages[pr[i].id], j, key, val);
+                    for (int g = 0; g < GROUP; g++) best = fmaxf(best, vec_dot_f32(qt + (h * GROUP + g) * HD, key, HD));
+                    tr[n_tr++] = (struct ranked){best, pages[pr[i].id]->pos[j]};
+                }
+            if (n_tr > recall) {
+                qsort(tr, (size_t)n_tr, sizeof *tr, ranked_cmp);
+                n_tr = recall;
+                steps_selecting += h == 0;
+            }
+            int mark[N] = {0};
+            for (int i = 0; i < n_tr; i++) mark[tr[i].id] = 1;
+            n_want[h] = 0;
+            for (int p = 0; p < N; p++)
+                if (mark[p]) want[h][n_want[h]++] = p;
+        }
+        CHECK(attend(&kv, qt, k + (size_t)t * NKV * HD, v + (size_t)t * NKV * HD, 1, t, out + (size_t)t * NH * HD) == 0,
+              "decode %d", t);
+        steps++;
+        for (int h = 0; h < NKV; h++) {
+            const struct kv_entry *E = kv.list + (size_t)h * (kv.n_slots + kv.recall);
+            int got = 0, last = -1;
+            for (int i = 0; i < kv.n_list[h]; i++) {
+                if (E[i].slot >= 0) continue;
+                wrong += got >= n_want[h] || E[i].pos != want[h][got] || E[i].pos <= last;
+                last = E[i].pos;
+                got++;
+            }
+            wrong += got != n_want[h];
+        }
+    }
+    CHECK(wrong == 0, "%s, recall %d: %d recalled tokens differ from brute force", kv_cold_name(type), recall, wrong);
+    CHECK(recall >= N || steps_selecting > steps / 2, "%s, recall %d: tokens chosen one by one at %d of %d steps",
+          kv_cold_name(type), recall, steps_selecting, steps);
     kvcache_destroy(&kv);
 }
 
@@ -833,6 +924,10 @@ int main(int argc, char **argv) {
     test_cold_pages(KV_COLD_Q4, 0);
     test_cold_pages(KV_COLD_Q8, 3000);
     test_cold_rewind();
+    test_recall_choice(KV_COLD_Q8, 2 * KV_PAGE);
+    test_recall_choice(KV_COLD_Q4, 2 * KV_PAGE + 3);
+    test_recall_choice(KV_COLD_F32, 5);
+    test_recall_choice(KV_COLD_F32, 4096);
     if (failures) {
         printf("%d failure(s)\n", failures);
         return 1;
