@@ -357,11 +357,13 @@ int serve_parse_request(enum serve_kind kind, const char *body, size_t len, cons
         if (parse_messages(root, r, err) != 0 || parse_sampling(root, r, default_max_tokens, err) != 0) goto out;
         break;
     case SERVE_COMPLETION:
-        if (parse_prompt(root, "prompt", r, PROMPT_ANY, err) != 0 || parse_sampling(root, r, default_max_tokens, err) != 0)
+        if (parse_prompt(root, "prompt", r, PROMPT_ANY, err) != 0 ||
+            parse_sampling(root, r, default_max_tokens, err) != 0)
             goto out;
         break;
     case SERVE_TOKENIZE:
-        if (parse_prompt(root, "content", r, PROMPT_TEXT, err) != 0 || get_bool(root, "add_special", &r->add_special, err) < 0 ||
+        if (parse_prompt(root, "content", r, PROMPT_TEXT, err) != 0 ||
+            get_bool(root, "add_special", &r->add_special, err) < 0 ||
             get_bool(root, "parse_special", &r->parse_special, err) < 0 ||
             get_bool(root, "with_pieces", &r->with_pieces, err) < 0)
             goto out;

@@ -561,7 +561,8 @@ static void test_cold_pages(enum kv_cold type, int64_t cold_max) {
                     const float *qq = q + (size_t)(rnd64() % N) * NH * HD + (size_t)(rnd64() % NH) * HD;
                     float lane[8] = {0}; /* the definition: channel d into lane d % 8, lanes added pairwise */
                     for (int d = 0; d < HD; d++) lane[d % 8] += fmaxf(qq[d] * mn[d], qq[d] * mx[d]);
-                    const float ref = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+                    const float ref =
+                        ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
                     const float got = kvcache_page_bound(&kv, pages[p], qq);
                     bad_bound += got != ref;
                     for (int i = 0; i < pages[p]->n; i++) {
@@ -615,7 +616,8 @@ static void test_recall_choice(enum kv_cold type, int recall) {
     c.recall = recall;
     char err[256];
     struct kvcache kv;
-    if (kv_config_resolve(&c, 4096, err, sizeof err) || kvcache_create(&kv, &c, 1, NH, NKV, HD, 40, 1, err, sizeof err)) {
+    if (kv_config_resolve(&c, 4096, err, sizeof err) ||
+        kvcache_create(&kv, &c, 1, NH, NKV, HD, 40, 1, err, sizeof err)) {
         fprintf(stderr, "%s\n", err);
         exit(1);
     }
@@ -636,7 +638,8 @@ static void test_recall_choice(enum kv_cold type, int recall) {
             for (int p = 0; p < np; p++) {
                 if (!pages[p]) continue;
                 float best = -INFINITY;
-                for (int g = 0; g < GROUP; g++) best = fmaxf(best, kvcache_page_bound(&kv, pages[p], qt + (h * GROUP + g) * HD));
+                for (int g = 0; g < GROUP; g++)
+                    best = fmaxf(best, kvcache_page_bound(&kv, pages[p], qt + (h * GROUP + g) * HD));
                 pr[n_pr++] = (struct ranked){best, p};
             }
             qsort(pr, (size_t)n_pr, sizeof *pr, ranked_cmp);
