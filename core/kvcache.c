@@ -333,7 +333,6 @@ static void compact(struct kvcache *kv, int layer, int kvh) {
 
 /* ---- the cold store ---- */
 
-
 static size_t cold_esize_bytes(enum kv_cold c, int hd) { /* bytes of one stored row */
     return c == KV_COLD_F32 ? (size_t)hd * 4 : c == KV_COLD_Q8 ? (size_t)hd : (size_t)(hd + 1) / 2;
 }
@@ -808,7 +807,8 @@ static int recall_pages(struct kvcache *kv, int layer, int kvh, const float *q, 
                 }
             C[c].score = best;
         }
-        /* the best kv->recall keep their flag (select on a copy: C stays in page order) */
+        /* the best kv->recall keep their flag. The selection runs on a copy S,
+         * so that C stays in page order; in S, `keep` holds the entry's index in C. */
         struct kv_cand *S = C + nc;
         memcpy(S, C, (size_t)nc * sizeof *S);
         for (int c = 0; c < nc; c++) S[c].keep = c, C[c].keep = 0;
@@ -832,6 +832,8 @@ static int recall_pages(struct kvcache *kv, int layer, int kvh, const float *q, 
             out[w] = (struct kv_entry){NULL, NULL, C[c].pos, c};
         }
     }
+    /* the kept keys are dequantized again here (scoring used one row of
+     * scratch): a quarter of the candidates, against keeping all of them */
     for (int k = 0; k < got; k++) {
         const struct kv_cand *c = &C[out[k].slot];
         cold_row(kv, c->pg, 0, c->i, K + (size_t)k * hd);
@@ -968,7 +970,8 @@ int kvcache_attend(struct kvcache *kv, int layer, const float *q, const float *k
     }
     /* with a cold store, recall serves KV_RECALL_ROWS queries at a time (its
      * choice is shared by the rows of a part) */
-    const int part = kv->cheads && kv->n_slots - kv->budget > KV_RECALL_ROWS ? KV_RECALL_ROWS : kv->n_slots - kv->budget;
+    const int room = kv->n_slots - kv->budget;
+    const int part = kv->cheads && room > KV_RECALL_ROWS ? KV_RECALL_ROWS : room;
     const int hd = kv->head_dim;
     const size_t q_dim = (size_t)kv->n_heads * hd, kv_dim = (size_t)kv->n_kv_heads * hd;
     for (int t = 0; t < n; t += part) {

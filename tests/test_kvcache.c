@@ -699,7 +699,8 @@ static void test_cold_rewind(void) {
     char err[256];
     for (int rewind = 0; rewind <= P; rewind += P) {
         struct kvcache used, fresh;
-        if (kv_config_resolve(&c, 4096, err, sizeof err) || kvcache_create(&used, &c, 1, NH, NKV, HD, 1, 1, err, sizeof err) ||
+        if (kv_config_resolve(&c, 4096, err, sizeof err) ||
+            kvcache_create(&used, &c, 1, NH, NKV, HD, 1, 1, err, sizeof err) ||
             kvcache_create(&fresh, &c, 1, NH, NKV, HD, 1, 1, err, sizeof err)) {
             fprintf(stderr, "%s\n", err);
             exit(1);

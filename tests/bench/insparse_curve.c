@@ -118,11 +118,12 @@ static double run_chunks(struct run *r, int32_t *tokens, size_t n_tokens, int n_
 
 /* SCAP's split: down at 1.5 target, the rest evenly to reach target */
 static void allocate_scap(const struct run *r, double target, double *sp) {
-    double total = 0, down = 0;
+    double total = 0;
     for (int s = 0; s < INSPARSE_N_SITES; s++) total += r->site_bytes[s];
-    down = r->site_bytes[INSPARSE_DOWN];
+    const double down = r->site_bytes[INSPARSE_DOWN];
     const double sd = fmin(MAX_SPARSITY, 1.5 * target), so = fmax(0.0, (target * total - sd * down) / (total - down));
-    for (int k = 0; k < r->m.cfg.n_layers * INSPARSE_N_SITES; k++) sp[k] = k % INSPARSE_N_SITES == INSPARSE_DOWN ? sd : so;
+    for (int k = 0; k < r->m.cfg.n_layers * INSPARSE_N_SITES; k++)
+        sp[k] = k % INSPARSE_N_SITES == INSPARSE_DOWN ? sd : so;
 }
 
 /* thresholds of every (layer, site) from per-(layer, site) sparsities */
