@@ -45,7 +45,8 @@ int state_create_seqs(struct llama_state *s, const struct llama_model *m, int n_
     s->v = malloc(B * kv_dim * sizeof(float));
     s->att_out = malloc(B * q_dim * sizeof(float));
     s->acc = malloc(B * c->dim * sizeof(int64_t));
-    s->att = malloc((size_t)n_threads * n_ctx * sizeof(float));
+    const int run = c->n_heads / c->n_kv_heads < VEC_RUN ? c->n_heads / c->n_kv_heads : VEC_RUN;
+    s->att = malloc((size_t)n_threads * run * n_ctx * sizeof(float));
     s->inv_freq = malloc((size_t)(c->rope_dim / 2 + 1) * sizeof(float));
     s->key_cache = calloc(cache, sizeof(float));
     s->value_cache = calloc(cache, sizeof(float));
@@ -251,29 +252,46 @@ static void attn_worker(void *arg, int ith, int nth) {
     const int hd = c->head_dim, kv_dim = c->n_kv_heads * hd, q_dim = c->n_heads * hd;
     const int group = c->n_heads / c->n_kv_heads; /* query heads per KV head */
     const float scale = 1.0f / sqrtf((float)hd);
-    float *att = s->att + (size_t)ith * s->n_ctx;
-
-    for (int item = ith; item < s->n_rows * c->n_heads; item += nth) {
+    float *att = s->att + (size_t)ith * (group < VEC_RUN ? group : VEC_RUN) * s->n_ctx;
+    /* this thread's items (row, query head) are a contiguous range, walked in
+     * runs of the heads of one row that share a KV head: each key and value
+     * row is read once for the run (vec_dots_f32 and vec_axpys_f32 give each
+     * head what the one-head calls give) */
+    const int n_items = s->n_rows * c->n_heads, end = (int)((int64_t)n_items * (ith + 1) / nth);
+    for (int item = (int)((int64_t)n_items * ith / nth); item < end;) {
         const int t = item / c->n_heads, h = item % c->n_heads, kvh = h / group;
+        const int run_end = (kvh + 1) * group < c->n_heads ? (kvh + 1) * group : c->n_heads;
+        int m = run_end - h < end - item ? run_end - h : end - item;
+        m = m < VEC_RUN ? m : VEC_RUN;
         const int pos = s->row_pos[t];
         const size_t cache0 = ((size_t)s->row_seq[t] * c->n_layers + (size_t)job->layer) * s->n_ctx * kv_dim;
         const float *kc = s->key_cache + cache0, *vc = s->value_cache + cache0;
         const float *q = s->q + (size_t)t * q_dim + (size_t)h * hd;
-        float maxv = -INFINITY;
+        float maxv[VEC_RUN], dots[VEC_RUN], inv_sum[VEC_RUN], w[VEC_RUN];
+        for (int g = 0; g < m; g++) maxv[g] = -INFINITY;
         for (int p = 0; p <= pos; p++) {
-            att[p] = vec_dot_f32(q, kc + (size_t)p * kv_dim + (size_t)kvh * hd, hd) * scale;
-            if (att[p] > maxv) maxv = att[p];
+            vec_dots_f32(q, m, kc + (size_t)p * kv_dim + (size_t)kvh * hd, hd, dots);
+            for (int g = 0; g < m; g++) {
+                const float a = dots[g] * scale;
+                att[(size_t)g * s->n_ctx + p] = a;
+                if (a > maxv[g]) maxv[g] = a;
+            }
         }
-        float sum = 0.0f;
-        for (int p = 0; p <= pos; p++) {
-            att[p] = expf(att[p] - maxv);
-            sum += att[p];
+        for (int g = 0; g < m; g++) {
+            float *ag = att + (size_t)g * s->n_ctx, sum = 0.0f;
+            for (int p = 0; p <= pos; p++) {
+                ag[p] = expf(ag[p] - maxv[g]);
+                sum += ag[p];
+            }
+            inv_sum[g] = 1.0f / sum;
         }
         float *out = s->att_out + (size_t)t * q_dim + (size_t)h * hd;
-        memset(out, 0, (size_t)hd * sizeof *out);
-        const float inv_sum = 1.0f / sum;
-        for (int p = 0; p <= pos; p++)
-            vec_axpy_f32(out, att[p] * inv_sum, vc + (size_t)p * kv_dim + (size_t)kvh * hd, hd);
+        memset(out, 0, (size_t)m * hd * sizeof *out);
+        for (int p = 0; p <= pos; p++) {
+            for (int g = 0; g < m; g++) w[g] = att[(size_t)g * s->n_ctx + p] * inv_sum[g];
+            vec_axpys_f32(out, m, w, vc + (size_t)p * kv_dim + (size_t)kvh * hd, hd);
+        }
+        item += m;
     }
 }
 

@@ -57,7 +57,7 @@ struct llama_state {
     float *v;   /* values of this chunk [B, kv_dim] */
     float *att_out; /* attention output before wo [B, n_heads * head_dim] */
     int64_t *acc;   /* FFN output in fixed point [B, dim] */
-    float *att; /* attention scores scratch [n_threads, n_ctx] */
+    float *att; /* attention scores scratch [n_threads, min(group, VEC_RUN), n_ctx] */
     float *inv_freq; /* RoPE frequencies [rope_dim / 2] */
 
     /* KV cache, float32, [n_seq, n_layers, n_ctx, kv_dim]; RoPE already applied to keys.

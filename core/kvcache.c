@@ -115,6 +115,19 @@ static int recall_max_pages(const struct kvcache *kv) {
     return p > 0 ? p : 1;
 }
 
+/* attention's scratch per thread: att_run(kv) rows (the query heads of a
+ * run) of att_stride(kv) weights (a list entry each; at least two rows of
+ * head_dim floats, eviction's scratch) */
+static size_t att_run(const struct kvcache *kv) {
+    const int group = kv->n_heads / kv->n_kv_heads;
+    return (size_t)(group < VEC_RUN ? group : VEC_RUN);
+}
+
+static size_t att_stride(const struct kvcache *kv) {
+    const size_t per_head = (size_t)kv->n_slots + (size_t)kv->recall;
+    return per_head > 2 * (size_t)kv->head_dim ? per_head : 2 * (size_t)kv->head_dim;
+}
+
 int kvcache_create(struct kvcache *kv, const struct kv_config *cfg, int n_layers, int n_heads, int n_kv_heads,
                    int head_dim, int max_batch, int n_threads, char *err, size_t errlen) {
     memset(kv, 0, sizeof *kv);
@@ -153,7 +166,6 @@ int kvcache_create(struct kvcache *kv, const struct kv_config *cfg, int n_layers
     kv->pos = malloc(slots * sizeof(int32_t));
     kv->score = malloc(slots * sizeof(double));
     kv->n_used = calloc(heads, sizeof(int));
-    kv->att = malloc((size_t)n_threads * kv->n_slots * sizeof(float));
     kv->colsum = malloc((size_t)n_heads * kv->n_slots * sizeof(double));
     kv->row_weight = malloc((size_t)max_batch * sizeof(double));
     kv->ord = malloc(slots * sizeof *kv->ord);
@@ -169,16 +181,17 @@ int kvcache_create(struct kvcache *kv, const struct kv_config *cfg, int n_layers
         kv->rk = malloc((size_t)n_kv_heads * kv->recall * head_dim * sizeof(float) + 1);
         kv->rv = malloc((size_t)n_kv_heads * kv->recall * head_dim * sizeof(float) + 1);
         kv->cand = malloc((size_t)n_kv_heads * 2 * cands * sizeof *kv->cand + 1);
-        kv->rkey = malloc((size_t)n_kv_heads * head_dim * sizeof *kv->rkey + 1);
+        const size_t nq = (size_t)KV_RECALL_ROWS * (n_heads / n_kv_heads);
+        kv->rq = malloc((size_t)n_kv_heads * nq * head_dim * sizeof *kv->rq);
+        kv->rdots = malloc((size_t)n_kv_heads * nq * sizeof *kv->rdots);
         kv->n_recall = calloc((size_t)n_kv_heads, sizeof *kv->n_recall);
     }
     kv->list = malloc((size_t)n_kv_heads * per_head * sizeof *kv->list);
     kv->n_list = calloc((size_t)n_kv_heads, sizeof *kv->n_list);
-    free(kv->att); /* per thread: a weight per list entry; also a row or two of scratch (cold_add, recall) */
-    kv->att = malloc((size_t)n_threads * (per_head > 2 * (size_t)head_dim ? per_head : 2 * (size_t)head_dim) *
-                     sizeof(float));
+    free(kv->att); /* per thread: a weight per list entry and query head of a run; also scratch (cold_add) */
+    kv->att = malloc((size_t)n_threads * att_run(kv) * att_stride(kv) * sizeof(float));
     if (!kv->ord || !kv->list || !kv->n_list || !kv->att ||
-        (kv->cold != KV_COLD_OFF && (!kv->cheads || !kv->rk || !kv->rv || !kv->cand || !kv->rkey || !kv->n_recall))) {
+        (kv->cold != KV_COLD_OFF && (!kv->cheads || !kv->rk || !kv->rv || !kv->cand || !kv->rq || !kv->rdots || !kv->n_recall))) {
         snprintf(err, errlen, "out of memory for a KV cache's cold store");
         kvcache_destroy(kv);
         return -1;
@@ -197,7 +210,8 @@ int kvcache_create(struct kvcache *kv, const struct kv_config *cfg, int n_layers
     return 0;
 }
 
-void kvcache_destroy(struct kvcache *kv) {
+extern void kvcache_destroy(struct kvcache *kv) {
+
     free(kv->keys);
     free(kv->values);
     free(kv->kscale);
@@ -217,7 +231,8 @@ void kvcache_destroy(struct kvcache *kv) {
     free(kv->cheads);
     free(kv->rk);
     free(kv->cand);
-    free(kv->rkey);
+    free(kv->rq);
+    free(kv->rdots);
     free(kv->n_recall);
     free(kv->rv);
     free(kv->list);
@@ -350,14 +365,31 @@ static void cold_row(const struct kvcache *kv, const struct kv_page *pg, int whi
     const float d = which ? pg->vscale[i] : pg->kscale[i];
     switch (kv->cold) {
     case KV_COLD_F32: memcpy(out, r, (size_t)hd * sizeof(float)); break;
-    case KV_COLD_Q8:
-        for (int c = 0; c < hd; c++) out[c] = (float)(int8_t)r[c] * d;
-        break;
-    case KV_COLD_Q4:
-        for (int c = 0; c < hd; c++) out[c] = (float)(((r[c / 2] >> (4 * (c & 1))) & 15) - 8) * d;
-        break;
+    case KV_COLD_Q8: vec_i8_to_f32(out, (const int8_t *)r, d, hd); break;
+    case KV_COLD_Q4: vec_q4_to_f32(out, r, d, hd); break;
     case KV_COLD_OFF: break;
     }
+}
+
+static float best_of(const float *x, int n) {
+    float b = -INFINITY;
+    for (int j = 0; j < n; j++) b = x[j] > b ? x[j] : b;
+    return b;
+}
+
+float kvcache_cold_score(const struct kvcache *kv, const struct kv_page *pg, int i, const float *q, int nq,
+                         float *dots) {
+    const int hd = kv->head_dim;
+    const uint8_t *r = (const uint8_t *)pg->k + (size_t)i * cold_esize_bytes(kv->cold, hd);
+    switch (kv->cold) {
+    case KV_COLD_Q8: vec_dots_f32_i8(q, nq, (const int8_t *)r, hd, dots); break;
+    case KV_COLD_Q4: vec_dots_f32_q4(q, nq, r, hd, dots); break;
+    default:
+        for (int j = 0; j < nq; j++) dots[j] = vec_dot_f32(q + (size_t)j * hd, (const float *)r, hd);
+        return best_of(dots, nq);
+    }
+    /* the scale is > 0 or the row all 0: the best dot scaled is the best scaled dot */
+    return best_of(dots, nq) * pg->kscale[i];
 }
 
 void kvcache_cold_read(const struct kvcache *kv, const struct kv_page *pg, int i, float *key, float *value) {
@@ -520,20 +552,7 @@ static void cold_truncate(struct kvcache *kv, int layer, int kvh, int pos) {
 }
 
 float kvcache_page_bound(const struct kvcache *kv, const struct kv_page *pg, const float *q) {
-    /* eight partial sums (channel c into lane c % 8), added pairwise: no
-     * chain of dependent adds, and the compiler's vectors may run it */
-    float s[8] = {0};
-    int c = 0;
-    for (; c + 8 <= kv->head_dim; c += 8)
-        for (int j = 0; j < 8; j++) {
-            const float a = q[c + j] * pg->kmin[c + j], b = q[c + j] * pg->kmax[c + j];
-            s[j] += a > b ? a : b;
-        }
-    for (int j = 0; c + j < kv->head_dim; j++) {
-        const float a = q[c + j] * pg->kmin[c + j], b = q[c + j] * pg->kmax[c + j];
-        s[j] += a > b ? a : b;
-    }
-    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    return vec_bound_f32(q, 1, pg->kmin, pg->kmax, kv->head_dim);
 }
 
 int kvcache_cold_pages(const struct kvcache *kv, int layer, int kvh, const struct kv_page *const **pages) {
@@ -674,41 +693,57 @@ static void attend_worker(void *arg, int ith, int nth) {
     struct kvcache *kv = job->kv;
     const int hd = kv->head_dim, group = kv->n_heads / kv->n_kv_heads, q_dim = kv->n_heads * hd;
     const float scale = 1.0f / sqrtf((float)hd);
-    const size_t per_head = (size_t)kv->n_slots + (size_t)kv->recall;
-    float *att = kv->att + (size_t)ith * (per_head > 2 * (size_t)hd ? per_head : 2 * (size_t)hd);
-    for (int h = ith; h < kv->n_heads; h += nth) {
-        const int kvh = h / group;
-        /* the head's hot slots and recalled tokens, in position order */
+    const size_t per_head = (size_t)kv->n_slots + (size_t)kv->recall, stride = att_stride(kv);
+    float *att = kv->att + (size_t)ith * att_run(kv) * stride;
+    /* the thread's query heads are a contiguous range, taken in runs of heads
+     * that share a KV head: each key and value is read once for the run (the
+     * many-query kernels give each head what the one-head ones give) */
+    const int end = (int)((int64_t)kv->n_heads * (ith + 1) / nth);
+    for (int h = (int)((int64_t)kv->n_heads * ith / nth); h < end;) {
+        const int kvh = h / group, run_end = (kvh + 1) * group < end ? (kvh + 1) * group : end;
+        const int m = run_end - h < VEC_RUN ? run_end - h : VEC_RUN;
+        /* the KV head's hot slots and recalled tokens, in position order */
         const struct kv_entry *E = kv->list + (size_t)kvh * per_head;
-        const int m = kv->n_list[kvh];
-        double *cs = kv->colsum + (size_t)h * kv->n_slots;
-        for (int j = 0; j < kv->n_used[(size_t)job->layer * kv->n_kv_heads + kvh]; j++) cs[j] = 0.0;
+        const int n_list = kv->n_list[kvh], nu = kv->n_used[(size_t)job->layer * kv->n_kv_heads + kvh];
+        for (int g = 0; g < m; g++) {
+            double *cs = kv->colsum + (size_t)(h + g) * kv->n_slots;
+            for (int j = 0; j < nu; j++) cs[j] = 0.0;
+        }
         for (int t = 0; t < job->n; t++) {
             const int qpos = job->pos0 + t;
             const double rw = kv->row_weight[t];
             const float *q = job->q + (size_t)t * q_dim + (size_t)h * hd;
-            float maxv = -INFINITY;
-            for (int j = 0; j < m; j++) {
+            float maxv[VEC_RUN], dots[VEC_RUN], inv_sum[VEC_RUN], w[VEC_RUN];
+            for (int g = 0; g < m; g++) maxv[g] = -INFINITY;
+            for (int j = 0; j < n_list; j++) {
                 if (E[j].pos > qpos) continue;
-                att[j] = vec_dot_f32(q, E[j].k, hd) * scale;
-                if (att[j] > maxv) maxv = att[j];
+                vec_dots_f32(q, m, E[j].k, hd, dots);
+                for (int g = 0; g < m; g++) {
+                    const float x = dots[g] * scale;
+                    att[(size_t)g * stride + j] = x;
+                    if (x > maxv[g]) maxv[g] = x;
+                }
             }
-            float sum = 0.0f;
-            for (int j = 0; j < m; j++) {
-                if (E[j].pos > qpos) continue;
-                att[j] = expf(att[j] - maxv);
-                sum += att[j];
+            for (int g = 0; g < m; g++) {
+                float *ag = att + (size_t)g * stride, sum = 0.0f;
+                for (int j = 0; j < n_list; j++) {
+                    if (E[j].pos > qpos) continue;
+                    ag[j] = expf(ag[j] - maxv[g]);
+                    sum += ag[j];
+                }
+                inv_sum[g] = 1.0f / sum;
             }
             float *out = job->out + (size_t)t * q_dim + (size_t)h * hd;
-            memset(out, 0, (size_t)hd * sizeof *out);
-            const float inv_sum = 1.0f / sum;
-            for (int j = 0; j < m; j++) {
+            memset(out, 0, (size_t)m * hd * sizeof *out);
+            for (int j = 0; j < n_list; j++) {
                 if (E[j].pos > qpos) continue;
-                const float w = att[j] * inv_sum;
-                vec_axpy_f32(out, w, E[j].v, hd);
-                if (E[j].slot >= 0) cs[E[j].slot] += w * rw;
+                for (int g = 0; g < m; g++) w[g] = att[(size_t)g * stride + j] * inv_sum[g];
+                vec_axpys_f32(out, m, w, E[j].v, hd);
+                if (E[j].slot >= 0)
+                    for (int g = 0; g < m; g++) kv->colsum[(size_t)(h + g) * kv->n_slots + E[j].slot] += w[g] * rw;
             }
         }
+        h += m;
     }
 }
 
@@ -760,8 +795,8 @@ DEFINE_SELECT(select_cands, struct kv_cand, cand_better)
  *   bound over the group's query heads and the rows; their tokens are the
  *   candidates;
  * - tokens: where the candidates are more than kv->recall, each is scored by
- *   its exact best q . k (the same heads and rows, its key dequantized) and
- *   the best kv->recall are kept.
+ *   its best q . k over the same heads and rows (kvcache_cold_score: on the
+ *   stored row, then its scale) and the best kv->recall are kept.
  * The kept ones are dequantized into rk/rv and listed in out (slot -1) in
  * position order; returns their count. */
 static int recall_pages(struct kvcache *kv, int layer, int kvh, const float *q, int n, struct kv_entry *out) {
@@ -773,20 +808,20 @@ static int recall_pages(struct kvcache *kv, int layer, int kvh, const float *q, 
     struct page_rank *r = kv->rank + (size_t)kvh * kv->rank_cap;
     int *page_cand = kv->page_cand + (size_t)kvh * kv->rank_cap;
     struct kv_cand *C = kv->cand + (size_t)kvh * 2 * max_pages * KV_PAGE;
-    float *key = kv->rkey + (size_t)kvh * hd;
+    /* the call's queries of this head's group, packed: row t's head g at t * group + g */
+    const int nq = n * group;
+    float *rq = kv->rq + (size_t)kvh * KV_RECALL_ROWS * group * hd;
+    float *dots = kv->rdots + (size_t)kvh * KV_RECALL_ROWS * group;
+    for (int t = 0; t < n; t++)
+        memcpy(rq + (size_t)t * group * hd, q + (size_t)t * q_dim + (size_t)kvh * group * hd,
+               (size_t)group * hd * sizeof *rq);
     /* pages: the exact bound of each query (a row and a head of the group), the best of them */
     int np = 0;
     for (int p = 0; p < ch->n_pages; p++) {
         page_cand[p] = -1;
         if (!ch->pages[p]) continue;
-        float best = -INFINITY;
-        for (int t = 0; t < n; t++)
-            for (int g = 0; g < group; g++) {
-                const float b =
-                    kvcache_page_bound(kv, ch->pages[p], q + (size_t)t * q_dim + (size_t)(kvh * group + g) * hd);
-                if (b > best) best = b;
-            }
-        r[np++] = (struct page_rank){best, p};
+        if (p + 4 < ch->n_pages && ch->pages[p + 4]) __builtin_prefetch(ch->pages[p + 4]); /* scattered pages */
+        r[np++] = (struct page_rank){vec_bound_f32(rq, nq, ch->pages[p]->kmin, ch->pages[p]->kmax, hd), p};
     }
     if (np > max_pages) select_pages(r, np, max_pages), np = max_pages;
     /* tokens: each candidate page's tokens, scored when they are more than the recall */
@@ -797,16 +832,7 @@ static int recall_pages(struct kvcache *kv, int layer, int kvh, const float *q, 
         for (int j = 0; j < pg->n; j++) C[nc++] = (struct kv_cand){0.0f, pg->pos[j], pg, j, 1};
     }
     if (nc > kv->recall) {
-        for (int c = 0; c < nc; c++) {
-            cold_row(kv, C[c].pg, 0, C[c].i, key);
-            float best = -INFINITY;
-            for (int t = 0; t < n; t++)
-                for (int g = 0; g < group; g++) {
-                    const float d = vec_dot_f32(q + (size_t)t * q_dim + (size_t)(kvh * group + g) * hd, key, hd);
-                    if (d > best) best = d;
-                }
-            C[c].score = best;
-        }
+        for (int c = 0; c < nc; c++) C[c].score = kvcache_cold_score(kv, C[c].pg, C[c].i, rq, nq, dots);
         /* the best kv->recall keep their flag. The selection runs on a copy S,
          * so that C stays in page order; in S, `keep` holds the entry's index in C. */
         struct kv_cand *S = C + nc;
@@ -832,8 +858,7 @@ static int recall_pages(struct kvcache *kv, int layer, int kvh, const float *q, 
             out[w] = (struct kv_entry){NULL, NULL, C[c].pos, c};
         }
     }
-    /* the kept keys are dequantized again here (scoring used one row of
-     * scratch): a quarter of the candidates, against keeping all of them */
+    /* the kept ones dequantized (scoring read the stored rows) */
     for (int k = 0; k < got; k++) {
         const struct kv_cand *c = &C[out[k].slot];
         cold_row(kv, c->pg, 0, c->i, K + (size_t)k * hd);

@@ -132,14 +132,14 @@ const char *kv_cold_name(enum kv_cold c);
 int kv_cold_parse(const char *s, enum kv_cold *c);
 
 /* One page of the cold store (see enum kv_cold). */
-struct kv_page {
+struct kv_page { /* what recall reads of every page comes first: one cache line */
     int n;            /* tokens stored, <= KV_PAGE */
+    float *kmin, *kmax; /* [head_dim] over the stored (dequantized) keys */
+    void *k, *v;      /* [KV_PAGE][head_dim] elements (q4: two per byte) */
     double score;     /* their summed H2O scores when evicted */
     int32_t pos[KV_PAGE];
     float kscale[KV_PAGE], vscale[KV_PAGE]; /* q8, q4: x = q * scale */
     double tscore[KV_PAGE]; /* each token's H2O score when it went cold (score is their sum) */
-    float *kmin, *kmax; /* [head_dim] over the stored (dequantized) keys */
-    void *k, *v;      /* [KV_PAGE][head_dim] elements (q4: two per byte) */
 };
 
 struct kv_cold_head {
@@ -182,7 +182,8 @@ struct kvcache {
     float *rk, *rv;        /* [n_kv_heads][recall][head_dim] (their list entries have slot -1) */
     /* recall's scratch: candidate tokens (a page's token i, its score, kept or not), twice */
     struct kv_cand { float score; int32_t pos; const struct kv_page *pg; int i, keep; } *cand; /* [n_kv_heads][2][] */
-    float *rkey;   /* [n_kv_heads][head_dim]: a candidate's key */
+    float *rq;     /* [n_kv_heads][KV_RECALL_ROWS * group][head_dim]: the call's queries of a KV head, packed */
+    float *rdots;  /* [n_kv_heads][KV_RECALL_ROWS * group]: a candidate's dot with each */
     int *n_recall; /* [n_kv_heads]: tokens the call's recall listed */
     struct kv_entry { const float *k, *v; int32_t pos, slot; } *list; /* [n_kv_heads][n_slots + recall] */
     int *n_list;           /* [n_kv_heads] */
@@ -206,6 +207,11 @@ size_t kvcache_cold_peak_bytes(const struct kvcache *kv);
 float kvcache_page_bound(const struct kvcache *kv, const struct kv_page *pg, const float *q);
 /* For tests: the cold pages of (layer, kv head), by position range (entries may be NULL). */
 int kvcache_cold_pages(const struct kvcache *kv, int layer, int kvh, const struct kv_page *const **pages);
+/* A cold key's score as recall ranks it: the best q . k over the nq queries
+ * q [nq][head_dim] (contiguous), computed on the stored row (int8 / int4
+ * dots, then its scale); dots: nq floats of scratch. */
+float kvcache_cold_score(const struct kvcache *kv, const struct kv_page *pg, int i, const float *q, int nq,
+                         float *dots);
 /* For tests: one stored cold key / value, dequantized */
 void kvcache_cold_read(const struct kvcache *kv, const struct kv_page *pg, int i, float *key, float *value);
 /* The same, before creating one (e.g. for a cache held by another process). */

@@ -20,3 +20,8 @@ if(TARGET hearth AND NOT HEARTH_SANITIZE)
            --kv-score all)
   set_tests_properties(kv_needle PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)
 endif()
+
+# microbenchmark (not run by ctest): one decode step's attention at a depth,
+# full cache against H2O against hot/cold KV, see its header comment
+add_executable(bench_kvattn ${CMAKE_SOURCE_DIR}/tests/bench/bench_kvattn.c)
+target_link_libraries(bench_kvattn PRIVATE hearth_core m)

@@ -534,7 +534,7 @@ static void test_cold_pages(enum kv_cold type, int64_t cold_max) {
                   "decode: %s", err);
     }
     const float tol = type == KV_COLD_F32 ? 0.0f : type == KV_COLD_Q8 ? 3.0f / 127 * 0.51f : 3.0f / 7 * 0.51f;
-    int stored = 0, bad_bound = 0, bad_value = 0, over = 0;
+    int stored = 0, bad_bound = 0, bad_value = 0, bad_score = 0, over = 0;
     for (int l = 0; l < 2; l++)
         for (int h = 0; h < NKV; h++) {
             const struct kv_page *const *pages;
@@ -567,9 +567,12 @@ static void test_cold_pages(enum kv_cold type, int64_t cold_max) {
                     bad_bound += got != ref;
                     for (int i = 0; i < pages[p]->n; i++) {
                         kvcache_cold_read(&kv, pages[p], i, key, val);
-                        double dot = 0;
-                        for (int d = 0; d < HD; d++) dot += (double)qq[d] * key[d];
+                        double dot = 0, mag = 0;
+                        for (int d = 0; d < HD; d++) dot += (double)qq[d] * key[d], mag += fabs((double)qq[d] * key[d]);
                         bad_bound += dot > (double)got + 1e-4;
+                        /* recall's score of the token, on its stored row: the dot with the dequantized key */
+                        float one;
+                        bad_score += fabs(kvcache_cold_score(&kv, pages[p], i, qq, 1, &one) - dot) > 1e-5 * mag + 1e-30;
                     }
                 }
             }
@@ -579,6 +582,7 @@ static void test_cold_pages(enum kv_cold type, int64_t cold_max) {
     CHECK(stored > 0, "%s: nothing went cold", kv_cold_name(type));
     CHECK(bad_bound == 0, "%s: %d page bounds differ from brute force or are exceeded", kv_cold_name(type), bad_bound);
     CHECK(bad_value == 0, "%s: %d stored values outside the rounding bound", kv_cold_name(type), bad_value);
+    CHECK(bad_score == 0, "%s: %d token scores differ from the dequantized key's dot", kv_cold_name(type), bad_score);
     CHECK(over == 0, "%s: %d positions not in exactly one of hot and cold", kv_cold_name(type), over);
     if (cold_max)
         CHECK(kvcache_cold_bytes(&kv) <= (size_t)cold_max + 2 * 2 * 600 && kv.cold_dropped > 0,
@@ -645,9 +649,8 @@ static void test_recall_choice(enum kv_cold type, int recall) {
             qsort(pr, (size_t)n_pr, sizeof *pr, ranked_cmp);
             for (int i = 0; i < n_pr && i < max_pages; i++)
                 for (int j = 0; j < pages[pr[i].id]->n; j++) {
-                    float key[HD], val[HD], best = -INFINITY;
-                    kvcache_cold_read(&kv, pages[pr[i].id], j, key, val);
-                    for (int g = 0; g < GROUP; g++) best = fmaxf(best, vec_dot_f32(qt + (h * GROUP + g) * HD, key, HD));
+                    float dots[GROUP];
+                    const float best = kvcache_cold_score(&kv, pages[pr[i].id], j, qt + h * GROUP * HD, GROUP, dots);
                     tr[n_tr++] = (struct ranked){best, pages[pr[i].id]->pos[j]};
                 }
             if (n_tr > recall) {
