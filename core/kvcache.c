@@ -688,6 +688,14 @@ static void dequant_worker(void *arg, int ith, int nth) {
     }
 }
 
+/* Attention visits the rows in position order, which after evictions is
+ * not their order in memory: each is fetched this many entries ahead. */
+#define KV_AHEAD 8
+
+static void prefetch_row(const float *row, int hd) {
+    for (int c = 0; c < hd; c += 16) __builtin_prefetch(row + c);
+}
+
 static void attend_worker(void *arg, int ith, int nth) {
     const struct attend_job *job = arg;
     struct kvcache *kv = job->kv;
@@ -716,6 +724,7 @@ static void attend_worker(void *arg, int ith, int nth) {
             float maxv[VEC_RUN], dots[VEC_RUN], inv_sum[VEC_RUN], w[VEC_RUN];
             for (int g = 0; g < m; g++) maxv[g] = -INFINITY;
             for (int j = 0; j < n_list; j++) {
+                if (j + KV_AHEAD < n_list) prefetch_row(E[j + KV_AHEAD].k, hd);
                 if (E[j].pos > qpos) continue;
                 vec_dots_f32(q, m, E[j].k, hd, dots);
                 for (int g = 0; g < m; g++) {
@@ -736,6 +745,7 @@ static void attend_worker(void *arg, int ith, int nth) {
             float *out = job->out + (size_t)t * q_dim + (size_t)h * hd;
             memset(out, 0, (size_t)m * hd * sizeof *out);
             for (int j = 0; j < n_list; j++) {
+                if (j + KV_AHEAD < n_list) prefetch_row(E[j + KV_AHEAD].v, hd);
                 if (E[j].pos > qpos) continue;
                 for (int g = 0; g < m; g++) w[g] = att[(size_t)g * stride + j] * inv_sum[g];
                 vec_axpys_f32(out, m, w, E[j].v, hd);
@@ -832,7 +842,11 @@ static int recall_pages(struct kvcache *kv, int layer, int kvh, const float *q, 
         for (int j = 0; j < pg->n; j++) C[nc++] = (struct kv_cand){0.0f, pg->pos[j], pg, j, 1};
     }
     if (nc > kv->recall) {
-        for (int c = 0; c < nc; c++) C[c].score = kvcache_cold_score(kv, C[c].pg, C[c].i, rq, nq, dots);
+        const size_t rb = cold_esize_bytes(kv->cold, hd);
+        for (int c = 0; c < nc; c++) {
+            if (c + KV_AHEAD < nc) __builtin_prefetch((const uint8_t *)C[c + KV_AHEAD].pg->k + C[c + KV_AHEAD].i * rb);
+            C[c].score = kvcache_cold_score(kv, C[c].pg, C[c].i, rq, nq, dots);
+        }
         /* the best kv->recall keep their flag. The selection runs on a copy S,
          * so that C stays in page order; in S, `keep` holds the entry's index in C. */
         struct kv_cand *S = C + nc;
