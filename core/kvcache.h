@@ -76,7 +76,8 @@ enum kv_type { KV_F32 = 0, KV_F16 = 1, KV_Q8 = 2 };
  * upper bound of q . k over them (max over the group's query heads and the
  * call's rows of sum_c max(q_c min_c, q_c max_c)), takes the best pages up
  * to KV_RECALL_CANDS times `recall` tokens as candidates, then scores each
- * candidate by its exact q . k (the same max) and keeps the best `recall`
+ * candidate by its q . k on the stored row (the same max; int8 / int4 dots,
+ * then the row's scale: kvcache_cold_score) and keeps the best `recall`
  * tokens. Attention runs over the hot slots and the recalled tokens
  * together, in position order, in one softmax. Recalled
  * tokens stay cold (they gather no H2O score). With cold_max > 0 a head
