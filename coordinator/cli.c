@@ -206,6 +206,9 @@ int cli_parse(struct cli_opts *o, int argc, char **argv, int first, unsigned all
         } else if ((allowed & (CLI_RUNTIME | CLI_BENCH | CLI_PPL)) && !strcmp(a, "--kv-recall")) {
             NEED_VALUE();
             if (parse_int(a, v, 1, 1 << 20, &o->eng.kv.recall)) return -1;
+        } else if ((allowed & (CLI_RUNTIME | CLI_BENCH | CLI_PPL)) && !strcmp(a, "--kv-recall-cands")) {
+            NEED_VALUE();
+            if (parse_int(a, v, 1, 1 << 20, &o->eng.kv.cands)) return -1;
         } else if ((allowed & (CLI_RUNTIME | CLI_BENCH | CLI_PPL)) && !strcmp(a, "--kv-cold-max")) {
             NEED_VALUE();
             if (cli_parse_size(a, v, &o->eng.kv.cold_max) != 0) return -1;

@@ -79,9 +79,11 @@ static const char k_run_help[] =
     "      --kv-decay D        sum only: each query's attention weighs D^(its age), so old attention fades\n"
     "                          (default 1, H2O's plain sum; measured with 0.95 in docs/kv-cache.md)\n"
     "      --kv-cold T         hot/cold KV: keep what the budget evicts in host memory as q8, q4 or f32 (pages of\n"
-    "                          16 tokens with their keys' min/max) and recall the pages each step's queries may\n"
-    "                          need (default off: evicted tokens are dropped, plain H2O)\n"
+    "                          16 tokens with their keys' min/max); each step recalls the cold tokens its\n"
+    "                          queries score best (default off: evicted tokens are dropped, plain H2O)\n"
     "      --kv-recall N       cold tokens recalled per layer and KV head per step (default: 10% of -c)\n"
+    "      --kv-recall-cands M keys scored per recall, M times N, from the pages of best bound (default 4;\n"
+    "                          M >= 8 at the default N: every cold key, slower at long contexts)\n"
     "      --kv-cold-max SIZE  bound on the cold store's host memory per sequence (e.g. 256M; beyond it the\n"
     "                          coldest pages are dropped; default unbounded)\n";
 

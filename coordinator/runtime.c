@@ -310,6 +310,7 @@ static int send_assign(struct runtime *rt, struct rworker *w) {
         a->kv_decay = rt->o.kv.decay;
         a->kv_cold = (uint32_t)rt->o.kv.cold;
         a->kv_recall = (uint32_t)rt->o.kv.recall;
+        a->kv_recall_cands = (uint32_t)rt->o.kv.cands;
         a->kv_cold_max = (uint64_t)rt->o.kv.cold_max;
     }
     rc |= ctl_shards_new(a, (size_t)c->n_layers);

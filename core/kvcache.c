@@ -70,8 +70,9 @@ int kv_config_resolve(struct kv_config *c, int n_ctx, char *err, size_t errlen) 
                  (double)c->decay);
         return -1;
     }
-    if (c->recall < 0 || c->cold_max < 0) {
-        snprintf(err, errlen, "kv recall %d / cold store bound %lld: must be >= 0", c->recall, (long long)c->cold_max);
+    if (c->recall < 0 || c->cold_max < 0 || c->cands < 0) {
+        snprintf(err, errlen, "kv recall %d / candidates %d / cold store bound %lld: must be >= 0", c->recall, c->cands,
+                 (long long)c->cold_max);
         return -1;
     }
     if (c->cold != KV_COLD_OFF && c->window) {
@@ -80,6 +81,10 @@ int kv_config_resolve(struct kv_config *c, int n_ctx, char *err, size_t errlen) 
     }
     /* the default recall: a tenth of the context, in whole pages */
     if (c->cold != KV_COLD_OFF && c->recall == 0) c->recall = (n_ctx / 10 + KV_PAGE - 1) / KV_PAGE * KV_PAGE;
+    /* candidates: at most every page of the context (more would only be scratch) */
+    if (c->cands == 0) c->cands = KV_RECALL_CANDS;
+    if (c->recall > 0 && (int64_t)c->cands * c->recall > (int64_t)n_ctx + KV_PAGE)
+        c->cands = (n_ctx + KV_PAGE + c->recall - 1) / c->recall;
     if (c->budget == 0 && c->budget_frac > 0.0f) c->budget = (int)lrintf(c->budget_frac * (float)n_ctx);
     if (c->budget == 0 && (c->type != KV_F32 || c->window)) c->budget = n_ctx; /* compression only */
     if (c->budget > n_ctx) c->budget = n_ctx;
@@ -111,7 +116,7 @@ static size_t type_esize(enum kv_type t) { return t == KV_F32 ? 4 : t == KV_F16 
 
 /* The candidate pages of one recall (at least one). */
 static int recall_max_pages(const struct kvcache *kv) {
-    const int p = KV_RECALL_CANDS * kv->recall / KV_PAGE;
+    const int p = (int)((int64_t)kv->cands * kv->recall / KV_PAGE);
     return p > 0 ? p : 1;
 }
 
@@ -171,6 +176,7 @@ int kvcache_create(struct kvcache *kv, const struct kv_config *cfg, int n_layers
     kv->ord = malloc(slots * sizeof *kv->ord);
     kv->cold = cfg->cold;
     kv->recall = cfg->cold != KV_COLD_OFF ? cfg->recall : 0;
+    kv->cands = cfg->cands > 0 ? cfg->cands : KV_RECALL_CANDS;
     kv->cold_head_max = cfg->cold_max > 0 ? (size_t)cfg->cold_max / heads : 0;
     const size_t per_head = (size_t)kv->n_slots + (size_t)kv->recall;
     if (kv->cold != KV_COLD_OFF) {
@@ -801,7 +807,7 @@ DEFINE_SELECT(select_pages, struct page_rank, page_better)
 DEFINE_SELECT(select_cands, struct kv_cand, cand_better)
 
 /* Recall for (layer, kvh) and the n queries q of the call, in two steps:
- * - pages: the KV_RECALL_CANDS * kv->recall / KV_PAGE pages with the largest
+ * - pages: the kv->cands * kv->recall / KV_PAGE pages with the largest
  *   bound over the group's query heads and the rows; their tokens are the
  *   candidates;
  * - tokens: where the candidates are more than kv->recall, each is scored by

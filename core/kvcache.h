@@ -75,7 +75,7 @@ enum kv_type { KV_F32 = 0, KV_F16 = 1, KV_Q8 = 2 };
  * call, every KV head recalls in two steps: it scores its pages by the
  * upper bound of q . k over them (max over the group's query heads and the
  * call's rows of sum_c max(q_c min_c, q_c max_c)), takes the best pages up
- * to KV_RECALL_CANDS times `recall` tokens as candidates, then scores each
+ * to `cands` times `recall` tokens as candidates, then scores each
  * candidate by its q . k on the stored row (the same max; int8 / int4 dots,
  * then the row's scale: kvcache_cold_score) and keeps the best `recall`
  * tokens. Attention runs over the hot slots and the recalled tokens
@@ -97,9 +97,11 @@ enum kv_cold { KV_COLD_OFF = 0, KV_COLD_Q8 = 1, KV_COLD_Q4 = 2, KV_COLD_F32 = 3 
  * each query's (decode has one row). */
 #define KV_RECALL_ROWS 8
 /* Recall reads the keys of the best pages up to this many times its budget
- * (candidates), scores each candidate token exactly (the best q . k over the
- * group's query heads and the part's rows) and keeps the best `recall` of
- * them: pages narrow the search, tokens are chosen one by one. */
+ * (candidates; the default of kv_config.cands), scores each candidate token
+ * (the best q . k over the group's query heads and the part's rows) and
+ * keeps the best `recall` of them: pages narrow the search, tokens are
+ * chosen one by one. More candidates: a choice closer to the query's own
+ * (docs/kv-cache.md: the needle), more keys scored per step. */
 #define KV_RECALL_CANDS 4
 
 struct kv_config {
@@ -113,6 +115,7 @@ struct kv_config {
     float decay;       /* in (0, 1]: each query's weight is decay^(its age); 1 = H2O's plain sum */
     enum kv_cold cold; /* the cold store's element type; OFF: evicted tokens are dropped (plain H2O) */
     int recall;        /* cold tokens recalled per layer and KV head per call (whole pages) */
+    int cands;         /* the candidates of a recall, in multiples of it; 0: KV_RECALL_CANDS */
     int64_t cold_max;  /* bytes of the cold store, all layers and heads; 0: unbounded */
 };
 
@@ -153,6 +156,7 @@ struct kv_cold_head {
 struct kvcache {
     int n_layers, n_kv_heads, n_heads, head_dim;
     int budget, max_batch, n_slots;
+    int cands; /* recall's candidates, in multiples of the recall */
     int n_sinks, n_recent, window, score_mean;
     double decay;
     enum kv_type type;

@@ -91,6 +91,7 @@ static int setup(struct gpu_worker *g, char *err, size_t errlen) {
                                      .decay = a->kv_decay > 0.0f ? a->kv_decay : 1.0f,
                                      .cold = (enum kv_cold)a->kv_cold,
                                      .recall = (int)a->kv_recall,
+                                     .cands = (int)a->kv_recall_cands,
                                      .cold_max = (int64_t)a->kv_cold_max};
         if (backend_host_set_kv(&g->be, &kv, err, errlen) != 0) return -1;
     }

@@ -138,6 +138,15 @@ static void test_config(void) {
     CHECK(kv_config_resolve(&c, 1000, err, sizeof err) != 0 && strstr(err, "mean"), "decay with mean refused");
     c.score_mean = 0;
     CHECK(kv_config_resolve(&c, 1000, err, sizeof err) == 0, "decay 0.9 with the sum: %s", err);
+    kv_config_default(&c);
+    c.budget_frac = 0.2f;
+    c.cold = KV_COLD_Q8;
+    CHECK(kv_config_resolve(&c, 1000, err, sizeof err) == 0 && c.recall == 112 && c.cands == KV_RECALL_CANDS,
+          "cold defaults: recall %d (a tenth of 1000 in pages), candidates %d", c.recall, c.cands);
+    c.cands = 1000; /* more than every page: cut to the context's pages */
+    CHECK(kv_config_resolve(&c, 1000, err, sizeof err) == 0 && c.cands == 10, "candidates cut to %d", c.cands);
+    c.cands = -1;
+    CHECK(kv_config_resolve(&c, 1000, err, sizeof err) != 0 && strstr(err, "candidates"), "candidates -1 refused");
     enum kv_type t;
     CHECK(kv_type_parse("q8", &t) == 0 && t == KV_Q8 && kv_type_parse("q4", &t) != 0, "type names");
 }
@@ -606,18 +615,19 @@ static int ranked_cmp(const void *a, const void *b) { /* best first, ties to the
 }
 
 /* Recall's choice against brute force, at every decode step: the
- * KV_RECALL_CANDS * recall / KV_PAGE pages of largest bound (the best over
- * the group's query heads; ties to the older page), then, where their tokens
- * are more than the recall, the tokens of largest exact q . k (the same
- * dot product; ties to the older position); the attention list holds them
- * in position order. */
-static void test_recall_choice(enum kv_cold type, int recall) {
+ * cands * recall / KV_PAGE pages of largest bound (the best over the
+ * group's query heads; ties to the older page), then, where their tokens
+ * are more than the recall, the tokens of largest q . k (kvcache_cold_score;
+ * ties to the older position); the attention list holds them in position
+ * order. cands 0: the default, KV_RECALL_CANDS. */
+static void test_recall_choice(enum kv_cold type, int recall, int cands) {
     enum { HD = 7, NKV = 2, NH = 6, N = 260, BUDGET = 20, GROUP = NH / NKV };
     struct kv_config c;
     kv_config_default(&c);
     c.budget = BUDGET;
     c.cold = type;
     c.recall = recall;
+    c.cands = cands;
     char err[256];
     struct kvcache kv;
     if (kv_config_resolve(&c, 4096, err, sizeof err) ||
@@ -629,7 +639,7 @@ static void test_recall_choice(enum kv_cold type, int recall) {
     for (int i = 0; i < N * NH * HD; i++) q[i] = rnd_sym();
     for (int i = 0; i < N * NKV * HD; i++) k[i] = rnd_sym() * 3.0f, v[i] = rnd_sym();
     CHECK(attend(&kv, q, k, v, 40, 0, out) == 0, "prompt");
-    const int max_pages = KV_RECALL_CANDS * recall / KV_PAGE > 0 ? KV_RECALL_CANDS * recall / KV_PAGE : 1;
+    const int m = cands ? cands : KV_RECALL_CANDS, max_pages = m * recall / KV_PAGE > 0 ? m * recall / KV_PAGE : 1;
     int wrong = 0, steps_selecting = 0, steps = 0;
     for (int t = 40; t < N; t++) {
         const float *qt = q + (size_t)t * NH * HD;
@@ -931,10 +941,12 @@ int main(int argc, char **argv) {
     test_cold_pages(KV_COLD_Q4, 0);
     test_cold_pages(KV_COLD_Q8, 3000);
     test_cold_rewind();
-    test_recall_choice(KV_COLD_Q8, 2 * KV_PAGE);
-    test_recall_choice(KV_COLD_Q4, 2 * KV_PAGE + 3);
-    test_recall_choice(KV_COLD_F32, 5);
-    test_recall_choice(KV_COLD_F32, 4096);
+    test_recall_choice(KV_COLD_Q8, 2 * KV_PAGE, 0);
+    test_recall_choice(KV_COLD_Q8, 2 * KV_PAGE, 2);
+    test_recall_choice(KV_COLD_Q8, KV_PAGE, 9);
+    test_recall_choice(KV_COLD_Q4, 2 * KV_PAGE + 3, 0);
+    test_recall_choice(KV_COLD_F32, 5, 0);
+    test_recall_choice(KV_COLD_F32, 4096, 0);
     if (failures) {
         printf("%d failure(s)\n", failures);
         return 1;

@@ -63,6 +63,8 @@ def main():
                          "--kv-decay 0.95); both: sum and mean; all: the three, one table row each")
     ap.add_argument("--kv-cold", choices=["q8", "q4", "f32"], help="hot/cold KV: the cold store's type")
     ap.add_argument("--kv-recall", type=int, default=0, help="with --kv-cold: tokens recalled per step (default 10%%)")
+    ap.add_argument("--kv-recall-cands", type=int, default=0,
+                    help="with --kv-cold: keys scored per recall, in multiples of it (default 4)")
     args = ap.parse_args()
     model = os.environ.get("HEARTH_TEST_MODEL", "")
     if not model or not os.path.exists(model):
@@ -79,6 +81,7 @@ def main():
     extra = ["-t", "2"] + ([] if args.multi_process else ["--single-process"])
     if args.kv_cold:
         extra += ["--kv-cold", args.kv_cold] + (["--kv-recall", str(args.kv_recall)] if args.kv_recall else [])
+        extra += ["--kv-recall-cands", str(args.kv_recall_cands)] if args.kv_recall_cands else []
     prompts = []
     for d in depths:
         key = str(rng.randrange(10000, 100000))

@@ -204,9 +204,11 @@ int main(int argc, char **argv) {
                             "H2O cache (budget 16, q8, decay 0.95), hot fraction 0.3, 2 CPU workers") != 0;
     }
     /* hot/cold KV: what the budget evicts kept as q4 and recalled per step
-     * (a page's worth): the cold store lives in the GPU worker */
+     * (a page's worth, from two pages' candidates: not the default, so the
+     * Assign must carry it): the cold store lives in the GPU worker */
     kv.cold = KV_COLD_Q4;
     kv.recall = KV_PAGE;
+    kv.cands = 2;
     if (run_config(model, 1, 0, 0, &kv, n_prompts, n_tokens, ref, n_vocab, err, sizeof err) != 0) {
         printf("FAIL: single process, hot/cold KV: %s\n", err);
         failures++;
@@ -215,7 +217,8 @@ int main(int argc, char **argv) {
         failures++;
     } else {
         failures += compare(ref, got, n_prompts, n_tokens, n_vocab,
-                            "hot/cold KV (budget 16, q8 hot, q4 cold, recall 16), hot fraction 0.3, 2 CPU workers") != 0;
+                            "hot/cold KV (budget 16, q8 hot, q4 cold, recall 16, 2x candidates), hot fraction 0.3, "
+                            "2 CPU workers") != 0;
     }
     for (int p = 0; p < n_prompts; p++) {
         free(ref[p].tokens);
