@@ -358,3 +358,163 @@ int insparse_site_norms(const struct llama_layer *L, int site, float *norm, char
     free(row);
     return 0;
 }
+
+/* ---- q4t: the model's Q4_1 weights input-major (insparse.h) ---- */
+
+/* Output o (0..63) of a chunk sits in byte q4t_byte(o) of the chunk's 32,
+ * low nibble for o < 32, high for o >= 32: the kernel's unpacks put byte
+ * 4k + l (l < 4) and 16 + 4k + l - 4 (l >= 4) in lane l of its k-th
+ * register, and lane l of register t holds output 8t + l. */
+static int q4t_byte(int o) {
+    const int k = (o / 8) % 4, l = o % 8;
+    return l < 4 ? 4 * k + l : 16 + 4 * k + (l - 4);
+}
+
+int insparse_q4t_build(struct insparse_q4t *m, const struct weight *w, char *err, size_t errlen) {
+    memset(m, 0, sizeof *m);
+    if (w->type != HEARTH_TYPE_Q4_1 || !w->data) {
+        snprintf(err, errlen, "insparse: q4t needs a Q4_1 weight (type %u)", w->type);
+        return -1;
+    }
+    if (w->n_in <= 0 || w->n_in % 32 != 0 || w->n_out <= 0 || w->n_out % 64 != 0) {
+        snprintf(err, errlen, "insparse: q4t shape [%lld, %lld] is not usable (inputs a multiple of 32, outputs of 64)",
+                 (long long)w->n_in, (long long)w->n_out);
+        return -1;
+    }
+    const int64_t n_in = w->n_in, n_out = w->n_out, ng = n_in / 32;
+    m->n_in = n_in;
+    m->n_out = n_out;
+    m->group_bytes = (size_t)(4 * n_out + 16 * n_out);
+    m->data = calloc((size_t)ng, m->group_bytes);
+    if (!m->data) {
+        snprintf(err, errlen, "insparse: out of memory for a [%lld, %lld] q4t matrix", (long long)n_in,
+                 (long long)n_out);
+        return -1;
+    }
+    const block_q4_1 *src = w->data;
+    for (int64_t r = 0; r < n_out; r++) {
+        const int64_t c = r / 64;
+        const int o = (int)(r % 64), byte = q4t_byte(o), shift = o < 32 ? 0 : 4;
+        for (int64_t g = 0; g < ng; g++) {
+            const block_q4_1 *b = src + r * ng + g;
+            uint8_t *grp = m->data + (size_t)g * m->group_bytes;
+            memcpy(grp + 2 * r, &b->d, 2);
+            memcpy(grp + 2 * n_out + 2 * r, &b->m, 2);
+            for (int e = 0; e < 32; e++) {
+                const int q = e < 16 ? b->qs[e] & 15 : b->qs[e - 16] >> 4;
+                uint8_t *row = grp + 4 * n_out + (size_t)e * (size_t)(n_out / 2);
+                row[c * 32 + byte] |= (uint8_t)(q << shift);
+            }
+        }
+    }
+    return 0;
+}
+
+void insparse_q4t_free(struct insparse_q4t *m) {
+    free(m->data);
+    memset(m, 0, sizeof *m);
+}
+
+int insparse_q4t_nibble(const struct insparse_q4t *m, int64_t r, int64_t i) {
+    const uint8_t *row = m->data + (size_t)(i / 32) * m->group_bytes + 4 * m->n_out +
+                         (size_t)(i % 32) * (size_t)(m->n_out / 2);
+    const int o = (int)(r % 64);
+    const uint8_t b = row[(r / 64) * 32 + q4t_byte(o)];
+    return o < 32 ? b & 15 : b >> 4;
+}
+
+int64_t insparse_q4t_dot_ref(const struct insparse_q4t *m, const block_q8_1 *xq, float *acc, float *accm,
+                             int64_t c0, int64_t c1) {
+    const int64_t ng = m->n_in / 32;
+    int64_t read = 0;
+    for (int64_t r = 64 * c0; r < 64 * c1; r++) {
+        float a = 0.0f, am = 0.0f;
+        for (int64_t g = 0; g < ng; g++) {
+            const uint8_t *grp = m->data + (size_t)g * m->group_bytes;
+            int isum = 0, any = 0;
+            for (int e = 0; e < 32; e++) {
+                if (!xq[g].qs[e]) continue;
+                any = 1;
+                isum += insparse_q4t_nibble(m, r, 32 * g + e) * xq[g].qs[e];
+                if (r % 64 == 0) read++;
+            }
+            if (!any) continue;
+            uint16_t d, mm;
+            memcpy(&d, grp + 2 * r, 2);
+            memcpy(&mm, grp + 2 * m->n_out + 2 * r, 2);
+            a = fmaf(fp16_to_f32(d) * fp16_to_f32(xq[g].d), (float)isum, a);
+            am = fmaf(fp16_to_f32(mm), fp16_to_f32(xq[g].s), am);
+        }
+        acc[r] = a;
+        accm[r] = am;
+    }
+    return read;
+}
+
+int64_t insparse_q4t_dot_avx2(const struct insparse_q4t *m, const block_q8_1 *xq, float *acc, float *accm,
+                              int64_t c0, int64_t c1);
+int64_t insparse_q4t_dot_vnni(const struct insparse_q4t *m, const block_q8_1 *xq, float *acc, float *accm,
+                              int64_t c0, int64_t c1);
+typedef int64_t (*q4t_dot_fn)(const struct insparse_q4t *m, const block_q8_1 *xq, float *acc, float *accm,
+                              int64_t c0, int64_t c1);
+static q4t_dot_fn g_q4t_dot;
+static pthread_once_t g_q4t_once = PTHREAD_ONCE_INIT;
+
+static void q4t_init(void) {
+    g_q4t_dot = insparse_q4t_dot_ref;
+#if defined(HEARTH_HAVE_AVX2_BUILD)
+    if (quant_have_avx2()) {
+        g_q4t_dot = insparse_q4t_dot_avx2;
+        if (!strcmp(quant_isa(), "avx512-vnni")) g_q4t_dot = insparse_q4t_dot_vnni; /* quant's choice, HEARTH_NO_VNNI */
+    }
+#endif
+}
+
+int64_t insparse_q4t_dot(const struct insparse_q4t *m, const block_q8_1 *xq, float *acc, float *accm, int64_t c0,
+                         int64_t c1) {
+    pthread_once(&g_q4t_once, q4t_init);
+    return g_q4t_dot(m, xq, acc, accm, c0, c1);
+}
+
+size_t insparse_q4t_scratch_bytes(const struct insparse_q4t *m, int n_tok) {
+    return (size_t)n_tok * ((size_t)(m->n_in / 32) * sizeof(block_q8_1) + 2 * (size_t)m->n_out * sizeof(float));
+}
+
+struct q4t_call {
+    const struct insparse_q4t *m;
+    const block_q8_1 *xq;
+    float *acc, *accm, *y;
+    int n_tok;
+    _Atomic int64_t read;
+};
+
+static void q4t_worker(void *arg, int ith, int nth) {
+    struct q4t_call *c = arg;
+    const int64_t nc = c->m->n_out / 64, ng = c->m->n_in / 32, n_out = c->m->n_out;
+    const int64_t c0 = nc * ith / nth, c1 = nc * (ith + 1) / nth;
+    if (c0 == c1) return;
+    int64_t read = 0;
+    for (int t = 0; t < c->n_tok; t++) {
+        float *acc = c->acc + (size_t)t * (size_t)n_out, *accm = c->accm + (size_t)t * (size_t)n_out;
+        read += insparse_q4t_dot(c->m, c->xq + (size_t)t * (size_t)ng, acc, accm, c0, c1);
+        float *y = c->y + (size_t)t * (size_t)n_out;
+        for (int64_t r = 64 * c0; r < 64 * c1; r++) y[r] = acc[r] + accm[r];
+    }
+    atomic_fetch_add(&c->read, read);
+}
+
+int64_t insparse_q4t_matmul(const struct insparse_q4t *m, const float *x, int n_tok, float *y, void *scratch,
+                            struct tpool *tp, char *err, size_t errlen) {
+    const struct quant_traits *q8 = quant_traits(HEARTH_TYPE_Q8_1);
+    if (!q8 || !q8->from_float || n_tok <= 0) {
+        snprintf(err, errlen, "insparse: q4t needs the Q8_1 quantiser and at least one token");
+        return -1;
+    }
+    const int64_t ng = m->n_in / 32;
+    block_q8_1 *xq = scratch;
+    float *acc = (float *)(xq + (size_t)n_tok * (size_t)ng);
+    for (int t = 0; t < n_tok; t++) q8->from_float(x + (size_t)t * (size_t)m->n_in, xq + (size_t)t * (size_t)ng, m->n_in);
+    struct q4t_call c = {m, xq, acc, acc + (size_t)n_tok * (size_t)m->n_out, y, n_tok, 0};
+    tpool_run(tp, q4t_worker, &c);
+    return atomic_load(&c.read) / (m->n_out / 64);
+}

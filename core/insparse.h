@@ -164,4 +164,61 @@ void insparse_mask(const struct llama_layer *L, int site, float *x, int64_t coun
  * negative with err filled. */
 int insparse_site_norms(const struct llama_layer *L, int site, float *norm, char *err, size_t errlen);
 
+/* ---- the model's own Q4_1 weights, input-major, with an integer kernel ----
+ *
+ * q4t: a Q4_1 matrix regrouped without a second rounding. Its blocks are 32
+ * inputs of one output row (d, m and 32 nibbles); here each group g of 32
+ * inputs is stored as
+ *
+ *     d[n_out], m[n_out]      (fp16: the blocks' own scales and offsets)
+ *     32 nibble rows, one per input of the group, n_out / 2 bytes each
+ *
+ * so an input whose quantised activation is 0 is a nibble row never read
+ * (the scales of a group are read when any of its inputs is). Within a
+ * row, each chunk of 64 outputs is 32 bytes laid out for the kernel's byte
+ * interleave (insparse.c, q4t_byte): four active rows are interleaved so
+ * that each 32-bit lane holds one output's four weights, and one vpdpbusd
+ * (maddubs + madd without VNNI) sums four inputs for eight outputs.
+ *
+ * The product is the dense Q4_1 kernel's, bit for bit: with xq the input's
+ * Q8_1 blocks (what matmul quantises x to), per output r, over blocks g in
+ * ascending order,
+ *     acc  = fmaf(d[g, r] * xq[g].d, (float) isum(g, r), acc)
+ *     accm = fmaf(m[g, r], xq[g].s, accm)
+ *     y[r] = acc + accm
+ * with isum the exact integer sum over the block's nonzero xq entries (a
+ * zero entry adds nothing, and a block of zeros leaves both sums as they
+ * are), which is vec_dot_q4_1_q8_1's fold. So input sparsity (a mask before
+ * quantisation) costs bytes and time only where the mask zeroes, and the
+ * result equals the dense matmul of the masked input. */
+struct insparse_q4t {
+    int64_t n_in, n_out; /* n_in a multiple of 32, n_out of 64 */
+    size_t group_bytes;  /* 4 * n_out + 32 * n_out / 2 */
+    uint8_t *data;       /* [n_in / 32] groups, owned */
+};
+/* From a Q4_1 weight (n_out a multiple of 64). 0, or negative with err. */
+int insparse_q4t_build(struct insparse_q4t *m, const struct weight *w, char *err, size_t errlen);
+void insparse_q4t_free(struct insparse_q4t *m);
+/* The weight of output r, input i, as its nibble (0..15): for tests. */
+int insparse_q4t_nibble(const struct insparse_q4t *m, int64_t r, int64_t i);
+
+/* One token: acc[r], accm[r] for r in [64 c0, 64 c1) over xq [n_in / 32]
+ * blocks as defined above (acc and accm are written, not added to; the
+ * caller adds them). Returns the nibble rows read (inputs with a nonzero
+ * xq, times the chunks). _ref is the scalar version; insparse_q4t_dot the
+ * fastest (VNNI, AVX2 or scalar: HEARTH_NO_VNNI, HEARTH_NO_SIMD); all are
+ * bit-identical. */
+int64_t insparse_q4t_dot_ref(const struct insparse_q4t *m, const block_q8_1 *xq, float *acc, float *accm,
+                             int64_t c0, int64_t c1);
+int64_t insparse_q4t_dot(const struct insparse_q4t *m, const block_q8_1 *xq, float *acc, float *accm, int64_t c0,
+                         int64_t c1);
+/* y [n_tok][n_out] = W x_t for each token (x: [n_tok][n_in] floats,
+ * quantised to Q8_1 as matmul does), threads splitting the chunks. scratch:
+ * n_in / 32 blocks of Q8_1 and 2 * n_out floats per token, from
+ * insparse_q4t_scratch_bytes. Returns the nibble rows read (inputs with a
+ * nonzero quantised entry), summed over the tokens, or negative with err filled. tp may be NULL. */
+size_t insparse_q4t_scratch_bytes(const struct insparse_q4t *m, int n_tok);
+int64_t insparse_q4t_matmul(const struct insparse_q4t *m, const float *x, int n_tok, float *y, void *scratch,
+                            struct tpool *tp, char *err, size_t errlen);
+
 #endif

@@ -8,6 +8,7 @@
 #include "fp16.h"
 #include "insparse.h"
 
+#ifndef HEARTH_VNNI
 void insparse_axpy_q4_1_avx2(float *y, const block_q4_1 *rows, int64_t row_blocks, const int32_t *idx,
                              const float *h, int64_t cnt, int64_t b0, int64_t b1);
 
@@ -39,4 +40,103 @@ void insparse_axpy_q4_1_avx2(float *y, const block_q4_1 *rows, int64_t row_block
         _mm256_storeu_ps(yb + 16, a2);
         _mm256_storeu_ps(yb + 24, a3);
     }
+}
+#endif
+
+/* ---- q4t (insparse.h): four active nibble rows interleaved per step ----
+ *
+ * Per group of 32 inputs, the nonzero entries of the group's Q8_1 block are
+ * taken four at a time (the last quad padded with a zero weight). For each
+ * chunk of 64 outputs, the four rows' 32 bytes are interleaved (unpack
+ * epi8, then epi16) so that every 32-bit lane holds one output's four
+ * weights; the low and high nibbles then give eight registers of eight
+ * outputs, each dotted with the quad's four bytes of x. The integer sums are
+ * exact, so the float fold that follows is the scalar reference's. */
+static inline __m256i q4t_dot4(__m256i isum, __m256i u, __m256i s) {
+#ifdef HEARTH_VNNI
+    return _mm256_dpbusd_epi32(isum, u, s);
+#else
+    return _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+#endif
+}
+
+#ifdef HEARTH_VNNI
+int64_t insparse_q4t_dot_vnni(const struct insparse_q4t *m, const block_q8_1 *xq, float *acc, float *accm,
+                              int64_t c0, int64_t c1);
+int64_t insparse_q4t_dot_vnni(const struct insparse_q4t *m, const block_q8_1 *xq, float *acc, float *accm,
+                              int64_t c0, int64_t c1) {
+#else
+int64_t insparse_q4t_dot_avx2(const struct insparse_q4t *m, const block_q8_1 *xq, float *acc, float *accm,
+                              int64_t c0, int64_t c1);
+int64_t insparse_q4t_dot_avx2(const struct insparse_q4t *m, const block_q8_1 *xq, float *acc, float *accm,
+                              int64_t c0, int64_t c1) {
+#endif
+    const int64_t ng = m->n_in / 32, n_out = m->n_out;
+    const size_t rb = (size_t)(n_out / 2);
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    int64_t read = 0;
+    for (int64_t r = 64 * c0; r < 64 * c1; r += 8) {
+        _mm256_storeu_ps(acc + r, _mm256_setzero_ps());
+        _mm256_storeu_ps(accm + r, _mm256_setzero_ps());
+    }
+    for (int64_t g = 0; g < ng; g++) {
+        const __m256i xv = _mm256_loadu_si256((const __m256i *)xq[g].qs);
+        uint32_t nz = ~(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(xv, _mm256_setzero_si256()));
+        if (!nz) continue;
+        const uint8_t *grp = m->data + (size_t)g * m->group_bytes;
+        const uint8_t *rows = grp + 4 * n_out;
+        /* the quads: row pointers' offsets and the four x bytes */
+        size_t off[32];
+        int32_t xs[8];
+        int n = 0, nq = 0;
+        uint8_t xb[32];
+        while (nz) {
+            const int e = __builtin_ctz(nz);
+            nz &= nz - 1;
+            off[n] = (size_t)e * rb;
+            xb[n] = (uint8_t)xq[g].qs[e];
+            n++;
+        }
+        read += (int64_t)n * (c1 - c0);
+        while (n % 4) {
+            off[n] = off[0];
+            xb[n] = 0;
+            n++;
+        }
+        nq = n / 4;
+        for (int q = 0; q < nq; q++) memcpy(&xs[q], xb + 4 * q, 4);
+        const __m256 dx = _mm256_set1_ps(fp16_to_f32(xq[g].d)), sx = _mm256_set1_ps(fp16_to_f32(xq[g].s));
+        for (int64_t c = c0; c < c1; c++) {
+            __m256i is[8];
+            for (int t = 0; t < 8; t++) is[t] = _mm256_setzero_si256();
+            const uint8_t *base = rows + (size_t)c * 32;
+            for (int q = 0; q < nq; q++) {
+                const __m256i a = _mm256_loadu_si256((const __m256i *)(base + off[4 * q]));
+                const __m256i b = _mm256_loadu_si256((const __m256i *)(base + off[4 * q + 1]));
+                const __m256i cc = _mm256_loadu_si256((const __m256i *)(base + off[4 * q + 2]));
+                const __m256i d = _mm256_loadu_si256((const __m256i *)(base + off[4 * q + 3]));
+                const __m256i ablo = _mm256_unpacklo_epi8(a, b), abhi = _mm256_unpackhi_epi8(a, b);
+                const __m256i cdlo = _mm256_unpacklo_epi8(cc, d), cdhi = _mm256_unpackhi_epi8(cc, d);
+                const __m256i p[4] = {_mm256_unpacklo_epi16(ablo, cdlo), _mm256_unpackhi_epi16(ablo, cdlo),
+                                      _mm256_unpacklo_epi16(abhi, cdhi), _mm256_unpackhi_epi16(abhi, cdhi)};
+                const __m256i xq4 = _mm256_set1_epi32(xs[q]);
+#pragma GCC unroll 4
+                for (int k = 0; k < 4; k++) {
+                    is[k] = q4t_dot4(is[k], _mm256_and_si256(p[k], m4), xq4);
+                    is[4 + k] = q4t_dot4(is[4 + k], _mm256_and_si256(_mm256_srli_epi16(p[k], 4), m4), xq4);
+                }
+            }
+            const int64_t r0 = c * 64;
+#pragma GCC unroll 8
+            for (int t = 0; t < 8; t++) {
+                const int64_t r = r0 + 8 * t;
+                const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(grp + 2 * r)));
+                const __m256 mw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(grp + 2 * n_out + 2 * r)));
+                _mm256_storeu_ps(acc + r, _mm256_fmadd_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(is[t]),
+                                                          _mm256_loadu_ps(acc + r)));
+                _mm256_storeu_ps(accm + r, _mm256_fmadd_ps(mw, sx, _mm256_loadu_ps(accm + r)));
+            }
+        }
+    }
+    return read;
 }

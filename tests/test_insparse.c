@@ -535,6 +535,124 @@ static int check_model(const char *path) {
     return 0;
 }
 
+/* q4t: the model's Q4_1 rows regrouped input-major. Its nibbles are the
+ * source's; the scalar product equals the dense SIMD kernel (vec_dot on the
+ * same Q8_1 input) bit for bit, over masked inputs too; the fast kernel and
+ * the threaded product equal the scalar one and matmul. Under
+ * HEARTH_NO_SIMD the dense kernel is quant.c's scalar one, whose fold
+ * differs (one sum per block): there the two agree to float rounding. */
+static int same_or_near(const float *a, const float *b, int64_t n, int exact) {
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (exact)
+            bad += memcmp(&a[i], &b[i], sizeof a[i]) != 0;
+        else
+            bad += !(fabsf(a[i] - b[i]) <= 1e-4f * (1.0f + fabsf(b[i])));
+    }
+    return bad;
+}
+
+static void check_q4t(int64_t n_in, int64_t n_out, struct tpool **pools) {
+    char err[256];
+    struct tmat t;
+    tmat_make(&t, HEARTH_TYPE_Q4_1, n_in, n_out);
+    struct insparse_q4t m;
+    if (insparse_q4t_build(&m, &t.w, err, sizeof err)) {
+        CHECK(0, "q4t %lldx%lld: build: %s", (long long)n_in, (long long)n_out, err);
+        tmat_free(&t);
+        return;
+    }
+    const size_t rs = hearth_row_size(HEARTH_TYPE_Q4_1, n_in);
+    int bad_nib = 0;
+    for (int64_t r = 0; r < n_out; r++)
+        for (int64_t i = 0; i < n_in; i++) {
+            const block_q4_1 *b = (const block_q4_1 *)((const char *)t.q + (size_t)r * rs) + i / 32;
+            const int e = (int)(i % 32), q = e < 16 ? b->qs[e] & 15 : b->qs[e - 16] >> 4;
+            bad_nib += insparse_q4t_nibble(&m, r, i) != q;
+        }
+    CHECK(bad_nib == 0, "q4t %lldx%lld: %d nibbles differ from the source", (long long)n_in, (long long)n_out,
+          bad_nib);
+    const struct quant_traits *qt = quant_traits(HEARTH_TYPE_Q4_1), *q8 = quant_traits(HEARTH_TYPE_Q8_1);
+    const int64_t ng = n_in / 32, nc = n_out / 64;
+    const int n_tok = 3;
+    block_q8_1 *xq = xmalloc((size_t)ng * sizeof *xq);
+    float *x = xmalloc((size_t)(n_tok * n_in) * sizeof(float));
+    float *acc = xmalloc((size_t)n_out * sizeof(float)), *accm = xmalloc((size_t)n_out * sizeof(float));
+    float *acc2 = xmalloc((size_t)n_out * sizeof(float)), *accm2 = xmalloc((size_t)n_out * sizeof(float));
+    float *yd = xmalloc((size_t)(n_tok * n_out) * sizeof(float)), *ys = xmalloc((size_t)(n_tok * n_out) * sizeof(float));
+    void *scratch = xmalloc(insparse_q4t_scratch_bytes(&m, n_tok));
+    struct matmul_scratch ms = MATMUL_SCRATCH_INIT;
+    const double dens[] = {1.0, 0.7, 0.3, 0.05, 0.0};
+    for (int di = 0; di < 5; di++) {
+        int64_t nonzero = 0;
+        for (int64_t k = 0; k < n_tok * n_in; k++) {
+            /* a masked input: some entries zero, and in places a whole block */
+            const int64_t blk = (k % n_in) / 32;
+            x[k] = (rnd_unit() < dens[di] && blk % 3 != 1) ? rnd_normal() : 0.0f;
+        }
+        /* 1. scalar against the dense kernel, token 0 */
+        q8->from_float(x, xq, n_in);
+        for (int64_t i = 0; i < n_in; i++) nonzero += xq[i / 32].qs[i % 32] != 0;
+        const int64_t read = insparse_q4t_dot_ref(&m, xq, acc, accm, 0, nc);
+        CHECK(read == nonzero * nc, "q4t %lldx%lld density %.2f: %lld rows read, %lld nonzero inputs x %lld chunks",
+              (long long)n_in, (long long)n_out, dens[di], (long long)read, (long long)nonzero, (long long)nc);
+        const int exact = quant_have_avx2();
+        int bad_dense = 0, bad_fast = 0;
+        for (int64_t r = 0; r < n_out; r++) {
+            float want;
+            qt->vec_dot(n_in, &want, (const char *)t.q + (size_t)r * rs, xq);
+            const float got = acc[r] + accm[r];
+            bad_dense += same_or_near(&got, &want, 1, exact);
+        }
+        CHECK(bad_dense == 0, "q4t %lldx%lld density %.2f: %d outputs differ from vec_dot", (long long)n_in,
+              (long long)n_out, dens[di], bad_dense);
+        /* 2. the fast kernel over every chunk range that splits the outputs in two */
+        for (int64_t cut = 0; cut <= nc; cut++) {
+            const int64_t r1 = insparse_q4t_dot(&m, xq, acc2, accm2, 0, cut);
+            const int64_t r2 = insparse_q4t_dot(&m, xq, acc2, accm2, cut, nc);
+            bad_fast += r1 + r2 != read;
+            bad_fast += memcmp(acc, acc2, (size_t)n_out * sizeof(float)) != 0;
+            bad_fast += memcmp(accm, accm2, (size_t)n_out * sizeof(float)) != 0;
+        }
+        CHECK(bad_fast == 0, "q4t %lldx%lld density %.2f: the fast kernel differs from the scalar one (%d)",
+              (long long)n_in, (long long)n_out, dens[di], bad_fast);
+        /* 3. the threaded product against matmul on the same masked input */
+        if (matmul(pools[0], yd, t.q, HEARTH_TYPE_Q4_1, x, n_in, n_out, n_tok, &ms, err, sizeof err))
+            CHECK(0, "q4t: matmul: %s", err);
+        for (int p = 0; p < 3; p++) {
+            memset(ys, 0xff, (size_t)(n_tok * n_out) * sizeof(float));
+            const int64_t rd = insparse_q4t_matmul(&m, x, n_tok, ys, scratch, pools[p], err, sizeof err);
+            CHECK(rd >= 0, "q4t: matmul: %s", err);
+            CHECK(same_or_near(ys, yd, (int64_t)n_tok * n_out, exact) == 0,
+                  "q4t %lldx%lld density %.2f, %d threads: differs from matmul", (long long)n_in, (long long)n_out,
+                  dens[di], p + 1);
+        }
+    }
+    /* refusals: not Q4_1, outputs not a multiple of 64 */
+    struct tmat t8;
+    tmat_make(&t8, HEARTH_TYPE_Q8_0, 64, 64);
+    struct insparse_q4t bad;
+    CHECK(insparse_q4t_build(&bad, &t8.w, err, sizeof err) < 0 && strstr(err, "Q4_1"), "q4t: a Q8_0 weight accepted");
+    tmat_free(&t8);
+    struct tmat t32;
+    tmat_make(&t32, HEARTH_TYPE_Q4_1, 64, 96);
+    CHECK(insparse_q4t_build(&bad, &t32.w, err, sizeof err) < 0 && strstr(err, "outputs of 64"),
+          "q4t: 96 outputs accepted");
+    tmat_free(&t32);
+    matmul_scratch_free(&ms);
+    free(xq);
+    free(x);
+    free(acc);
+    free(accm);
+    free(acc2);
+    free(accm2);
+    free(yd);
+    free(ys);
+    free(scratch);
+    insparse_q4t_free(&m);
+    tmat_free(&t);
+}
+
 int main(int argc, char **argv) {
     uint64_t seed = 0x1A5BA75E0015ull;
     const char *env = getenv("HEARTH_TEST_SEED");
@@ -558,6 +676,9 @@ int main(int argc, char **argv) {
     run_case("q4_k 512x64", HEARTH_TYPE_Q4_K, 512, 64, INSPARSE_Q4_1, pools);
     run_case("q6_k 768x32", HEARTH_TYPE_Q6_K, 768, 32, INSPARSE_Q8_0, pools);
     run_case("f32 32x224", HEARTH_TYPE_F32, 32, 224, INSPARSE_Q4_1, pools);
+    check_q4t(32, 64, pools);
+    check_q4t(96, 192, pools);
+    check_q4t(576, 576, pools);
     check_refusals();
     check_probe();
     for (int i = 0; i < 3; i++) tpool_destroy(pools[i]);

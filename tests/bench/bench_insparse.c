@@ -2,7 +2,9 @@
  * of one layer, dense (matmul_fused over the model's rows, repacked into
  * 8-row groups as the forward pass runs them) against insparse_matmul over
  * the input-major copy (Q4_1 and Q8_0) at several densities (the share of
- * inputs active; |x| thresholded at its quantile, x gaussian).
+ * inputs active; |x| thresholded at its quantile, x gaussian), and
+ * insparse_q4t_matmul (the model's own Q4_1 nibbles input-major, the
+ * integer kernel) on the masked x.
  *
  *   bench_insparse [-m MODEL] [-l LAYER] [-t THREADS] [-r REPS] [--tiny]
  *
@@ -117,10 +119,20 @@ int main(int argc, char **argv) {
             o.n8 = w->x8_r1 / 8 * 8;
         }
         const struct matmul_in in = {x, NULL, NULL};
-        for (int f = 0; f < 2; f++) {
+        float *xm = xmalloc((size_t)n_in * sizeof(float));
+        for (int f = 0; f < 3; f++) {
             struct insparse_mat im;
             struct insparse_scratch ss;
-            if (insparse_build(&im, w, f ? INSPARSE_Q8_0 : INSPARSE_Q4_1, err, sizeof err) ||
+            struct insparse_q4t qt = {0};
+            void *qscr = NULL;
+            if (f == 2) {
+                if (insparse_q4t_build(&qt, w, err, sizeof err)) {
+                    printf("| %s | q4t: %s |\n", names[k], err);
+                    continue;
+                }
+                qscr = xmalloc(insparse_q4t_scratch_bytes(&qt, 1));
+            }
+            if (insparse_build(&im, w, f == 1 ? INSPARSE_Q8_0 : INSPARSE_Q4_1, err, sizeof err) ||
                 insparse_scratch_create(&ss, n_in, n_out, 1, err, sizeof err)) {
                 fprintf(stderr, "bench_insparse: %s\n", err);
                 return 1;
@@ -131,6 +143,7 @@ int main(int argc, char **argv) {
             for (int di = 0; di < nd; di++) {
                 /* inputs with |x| above the (1 - density) quantile */
                 const float thr = densities[di] >= 1.0 ? -1.0f : a[(int64_t)((1.0 - densities[di]) * (double)n_in)];
+                for (int64_t i = 0; i < n_in; i++) xm[i] = fabsf(x[i]) > thr ? x[i] : 0.0f;
                 for (int r = 0; r < reps; r++) {
                     double t0 = now_us();
                     if (matmul_fused(tp, &in, n_in, 1, &o, 1, &ms, err, sizeof err)) {
@@ -139,7 +152,8 @@ int main(int argc, char **argv) {
                     }
                     double t1 = now_us();
                     memset(acc, 0, (size_t)n_out * sizeof(int64_t));
-                    if (insparse_matmul(&im, x, 1, thr, NULL, acc, NULL, &ss, tp, err, sizeof err)) {
+                    if (f == 2 ? insparse_q4t_matmul(&qt, xm, 1, y, qscr, tp, err, sizeof err) < 0
+                               : insparse_matmul(&im, x, 1, thr, NULL, acc, NULL, &ss, tp, err, sizeof err)) {
                         fprintf(stderr, "bench_insparse: %s\n", err);
                         return 1;
                     }
@@ -150,8 +164,11 @@ int main(int argc, char **argv) {
                 const double d = median(td, reps), s = median(ts, reps);
                 if (di == 0) {
                     dense_us = d;
-                    printf(" %.1f (%zu) | %s %zu B/input |", d, model_weight_size(w), insparse_fmt_name(im.fmt),
-                           im.row_bytes);
+                    if (f == 2)
+                        printf(" %.1f (%zu) | q4t %zu B/input |", d, model_weight_size(w), (size_t)(n_out / 2));
+                    else
+                        printf(" %.1f (%zu) | %s %zu B/input |", d, model_weight_size(w), insparse_fmt_name(im.fmt),
+                               im.row_bytes);
                 }
                 printf(" %.1f: %.1f, %.2fx |", densities[di], s, d / s);
             }
@@ -162,7 +179,10 @@ int main(int argc, char **argv) {
             free(ts);
             insparse_scratch_free(&ss);
             insparse_free(&im);
+            insparse_q4t_free(&qt);
+            free(qscr);
         }
+        free(xm);
         matmul_scratch_free(&ms);
         free(x);
         free(y);
