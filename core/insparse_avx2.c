@@ -2,7 +2,8 @@
  * -mfma -mf16c). Per Q4_1 block of 32 outputs the sums stay in four
  * registers while the active rows are folded in; each step is one fused
  * multiply-add then one add, as fmaf and + in the scalar reference, so the
- * two agree to the bit. */
+ * two agree to the bit. The q4t kernel below is built here for AVX2 and again
+ * by insparse_vnni.c (HEARTH_VNNI), which leaves the axpy out. */
 #include <immintrin.h>
 
 #include "fp16.h"
