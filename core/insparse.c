@@ -22,10 +22,24 @@ typedef void (*axpy_q4_1_fn)(float *y, const block_q4_1 *rows, int64_t row_block
 static axpy_q4_1_fn g_axpy_q4_1;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
+int64_t insparse_q4t_dot_avx2(const struct insparse_q4t *m, const block_q8_1 *xq, float *acc, float *accm,
+                              int64_t c0, int64_t c1);
+int64_t insparse_q4t_dot_vnni(const struct insparse_q4t *m, const block_q8_1 *xq, float *acc, float *accm,
+                              int64_t c0, int64_t c1);
+typedef int64_t (*q4t_dot_fn)(const struct insparse_q4t *m, const block_q8_1 *xq, float *acc, float *accm,
+                              int64_t c0, int64_t c1);
+static q4t_dot_fn g_q4t_dot;
+
+/* every kernel of this file chosen once: quant's CPU check, HEARTH_NO_SIMD
+ * and (for q4t) its VNNI choice, HEARTH_NO_VNNI */
 static void kernels_init(void) {
     g_axpy_q4_1 = insparse_axpy_q4_1_ref;
+    g_q4t_dot = insparse_q4t_dot_ref;
 #if defined(HEARTH_HAVE_AVX2_BUILD)
-    if (quant_have_avx2()) g_axpy_q4_1 = insparse_axpy_q4_1_avx2; /* quant's CPU check and HEARTH_NO_SIMD */
+    if (quant_have_avx2()) {
+        g_axpy_q4_1 = insparse_axpy_q4_1_avx2;
+        g_q4t_dot = strcmp(quant_isa(), "avx512-vnni") ? insparse_q4t_dot_avx2 : insparse_q4t_dot_vnni;
+    }
 #endif
 }
 
@@ -451,28 +465,10 @@ int64_t insparse_q4t_dot_ref(const struct insparse_q4t *m, const block_q8_1 *xq,
     return read;
 }
 
-int64_t insparse_q4t_dot_avx2(const struct insparse_q4t *m, const block_q8_1 *xq, float *acc, float *accm,
-                              int64_t c0, int64_t c1);
-int64_t insparse_q4t_dot_vnni(const struct insparse_q4t *m, const block_q8_1 *xq, float *acc, float *accm,
-                              int64_t c0, int64_t c1);
-typedef int64_t (*q4t_dot_fn)(const struct insparse_q4t *m, const block_q8_1 *xq, float *acc, float *accm,
-                              int64_t c0, int64_t c1);
-static q4t_dot_fn g_q4t_dot;
-static pthread_once_t g_q4t_once = PTHREAD_ONCE_INIT;
-
-static void q4t_init(void) {
-    g_q4t_dot = insparse_q4t_dot_ref;
-#if defined(HEARTH_HAVE_AVX2_BUILD)
-    if (quant_have_avx2()) {
-        g_q4t_dot = insparse_q4t_dot_avx2;
-        if (!strcmp(quant_isa(), "avx512-vnni")) g_q4t_dot = insparse_q4t_dot_vnni; /* quant's choice, HEARTH_NO_VNNI */
-    }
-#endif
-}
 
 int64_t insparse_q4t_dot(const struct insparse_q4t *m, const block_q8_1 *xq, float *acc, float *accm, int64_t c0,
                          int64_t c1) {
-    pthread_once(&g_q4t_once, q4t_init);
+    pthread_once(&g_once, kernels_init);
     return g_q4t_dot(m, xq, acc, accm, c0, c1);
 }
 

@@ -47,7 +47,7 @@ void insparse_axpy_q4_1_avx2(float *y, const block_q4_1 *rows, int64_t row_block
 /* ---- q4t (insparse.h): four active nibble rows interleaved per step ----
  *
  * Per group of 32 inputs, the nonzero entries of the group's Q8_1 block are
- * taken four at a time (the last quad padded with a zero weight). For each
+ * taken four at a time (the last quad padded with a zero x byte). For each
  * chunk of 64 outputs, the four rows' 32 bytes are interleaved (unpack
  * epi8, then epi16) so that every 32-bit lane holds one output's four
  * weights; the low and high nibbles then give eight registers of eight
