@@ -239,6 +239,48 @@ static int mm(struct llama_state *s, float *y, const struct weight *w, const flo
     return matmul_fused(s->tp, &in, w->n_in, n_tok, &o, 1, &s->ms, err, errlen);
 }
 
+/* y = W x over a q4t copy (insparse.h): x_t at x + t * ldx; y_t at y + t *
+ * ldy, or with acc (y NULL) acc += each `group` inputs' sum in fixed point.
+ * The rows read are counted in fs. */
+static int q4t_mm(struct ffn_scratch *fs, const struct insparse_q4t *q, const float *x, int64_t ldx, int n,
+                  float *y, int64_t *acc, int64_t ldy, int64_t group, struct tpool *tp, char *err, size_t errlen) {
+    const size_t need = insparse_q4t_scratch_bytes(q, n);
+    if (need > fs->q4t_bytes) {
+        void *p = realloc(fs->q4t, need);
+        if (!p) {
+            snprintf(err, errlen, "out of memory for an input-sparse product of %d tokens", n);
+            return -1;
+        }
+        fs->q4t = p;
+        fs->q4t_bytes = need;
+    }
+    const int64_t rows = insparse_q4t_matmul_ex(q, x, ldx, n, y, acc, ldy, group, fs->q4t, tp, err, errlen);
+    if (rows < 0) return -1;
+    const uint64_t row_bytes = (uint64_t)q->group_bytes / 32;
+    fs->in_read_bytes += (uint64_t)rows * row_bytes;
+    fs->in_dense_bytes += (uint64_t)n * (uint64_t)q->n_in * row_bytes;
+    return 0;
+}
+
+/* The products of one site's matrices (mats[k] into outs[k], a whole
+ * matrix each): those with a q4t copy over it, the rest in one fused dense
+ * product. */
+static int site_mm(struct llama_state *s, const struct llama_layer *L, const int *mats, const struct matmul_out *outs,
+                   int n_mats, const float *x, int64_t n_in, int n, char *err, size_t errlen) {
+    struct matmul_out dense[3];
+    int n_dense = 0;
+    for (int k = 0; k < n_mats; k++) {
+        const struct insparse_q4t *q = insparse_layer_q4t(L, mats[k], 0, 0);
+        if (!q) {
+            dense[n_dense++] = outs[k];
+            continue;
+        }
+        if (q4t_mm(&s->fs, q, x, n_in, n, outs[k].y, NULL, q->n_out, 0, s->tp, err, errlen)) return -1;
+    }
+    const struct matmul_in in = {x, NULL, NULL};
+    return n_dense ? matmul_fused(s->tp, &in, n_in, n, dense, n_dense, &s->ms, err, errlen) : 0;
+}
+
 /* One query head of one row attends over its sequence's cached positions 0..pos. */
 struct attn_job {
     struct llama_state *s;
@@ -312,13 +354,13 @@ int forward_attention_batch(struct llama_state *s, int l, char *err, size_t errl
 
     rmsnorm(s->xb, s->x, L->attn_norm, dim, n, c->norm_eps);
     insparse_mask(L, INSPARSE_QKV, s->xb, (int64_t)n * dim, 0, dim);
-    const struct matmul_in in = {s->xb, NULL, NULL};
     const struct matmul_out qkv[3] = {
         weight_out(&L->wq, 0, L->wq.n_out, 0, dim, s->q),
         weight_out(&L->wk, 0, L->wk.n_out, 0, dim, s->k),
         weight_out(&L->wv, 0, L->wv.n_out, 0, dim, s->v),
     };
-    if (matmul_fused(s->tp, &in, dim, n, qkv, 3, &s->ms, err, errlen)) return -1;
+    static const int qkv_mats[3] = {INSPARSE_MQ, INSPARSE_MK, INSPARSE_MV};
+    if (site_mm(s, L, qkv_mats, qkv, 3, s->xb, dim, n, err, errlen)) return -1;
     for (int t = 0; t < n; t++) {
         float *q = s->q + (size_t)t * q_dim, *k = s->k + (size_t)t * kv_dim, *v = s->v + (size_t)t * kv_dim;
         if (L->bq)
@@ -354,7 +396,9 @@ int forward_attention_batch(struct llama_state *s, int l, char *err, size_t errl
     clock_gettime(CLOCK_MONOTONIC, &t1);
     s->attn_ns += (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec));
     insparse_mask(L, INSPARSE_O, s->att_out, (int64_t)n * q_dim, 0, q_dim);
-    if (mm(s, s->xb2, &L->wo, s->att_out, n, err, errlen)) return -1;
+    static const int o_mat[1] = {INSPARSE_MO};
+    const struct matmul_out o = weight_out(&L->wo, 0, L->wo.n_out, 0, q_dim, s->xb2);
+    if (site_mm(s, L, o_mat, &o, 1, s->att_out, q_dim, n, err, errlen)) return -1;
     for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
     return 0;
 }
@@ -389,6 +433,7 @@ int ffn_scratch_create(struct ffn_scratch *fs, const struct llama_model *m, int 
 void ffn_scratch_free(struct ffn_scratch *fs) {
     free(fs->gate);
     free(fs->up);
+    free(fs->q4t);
     matmul_scratch_free(&fs->ms);
     memset(fs, 0, sizeof *fs);
 }
@@ -451,16 +496,26 @@ int ffn_partial_layer(const struct llama_config *c, const struct llama_layer *L,
         return -1;
     }
     if (n1 == n0) return 0;
-    /* gate and up rows of the shard, one product: [n, hidden] with columns [n0, n1) written */
+    /* gate and up rows of the shard, one product: [n, hidden] with columns
+     * [n0, n1) written (those with an input-major copy of the shard over it) */
     const struct matmul_in in = {xn, NULL, NULL};
-    const struct matmul_out gu[2] = {
-        weight_out(&L->w_up, n0, n1, 0, c->dim, fs->up),
-        c->ffn_gated ? weight_out(&L->w_gate, n0, n1, 0, c->dim, fs->gate) : (struct matmul_out){0},
-    };
-    if (matmul_fused(tp, &in, c->dim, n, gu, c->ffn_gated ? 2 : 1, &fs->ms, err, errlen)) return -1;
+    struct matmul_out gu[2];
+    int n_gu = 0;
+    const struct insparse_q4t *q_up = insparse_layer_q4t(L, INSPARSE_MUP, n0, n1),
+                              *q_gate = c->ffn_gated ? insparse_layer_q4t(L, INSPARSE_MGATE, n0, n1) : NULL;
+    if (q_up && q4t_mm(fs, q_up, xn, c->dim, n, fs->up + n0, NULL, hidden, 0, tp, err, errlen)) return -1;
+    if (q_gate && q4t_mm(fs, q_gate, xn, c->dim, n, fs->gate + n0, NULL, hidden, 0, tp, err, errlen)) return -1;
+    if (!q_up) gu[n_gu++] = weight_out(&L->w_up, n0, n1, 0, c->dim, fs->up);
+    if (c->ffn_gated && !q_gate) gu[n_gu++] = weight_out(&L->w_gate, n0, n1, 0, c->dim, fs->gate);
+    if (n_gu && matmul_fused(tp, &in, c->dim, n, gu, n_gu, &fs->ms, err, errlen)) return -1;
     /* acc += down[:, n0:n1] h, each group of FFN_GROUP neurons rounded to
      * fixed point on its own (FFN_GROUP); h is made as it is quantized */
     struct swiglu a = {fs->gate, fs->up, hidden, n0, c->ffn_gated, c->ffn_act, L};
+    const struct insparse_q4t *q_down = insparse_layer_q4t(L, INSPARSE_MDOWN, n0, n1);
+    if (q_down) { /* h whole (masked) into gate's columns, then the input-major product */
+        for (int t = 0; t < n; t++) swiglu_fill(&a, t, 0, n1 - n0, fs->gate + (size_t)t * hidden + n0);
+        return q4t_mm(fs, q_down, fs->gate + n0, hidden, n, NULL, acc, c->dim, FFN_GROUP, tp, err, errlen);
+    }
     const struct matmul_in hin = {NULL, swiglu_fill, &a};
     struct matmul_out down = weight_out(&L->w_down, 0, c->dim, n0, n1 - n0, NULL);
     down.acc = acc;

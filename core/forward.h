@@ -27,6 +27,12 @@ struct ffn_scratch {
     float *gate; /* [B, hidden_dim] */
     float *up;   /* [B, hidden_dim] */
     struct matmul_scratch ms;
+    /* input sparsity's products (insparse.h, q4t), grown on demand */
+    void *q4t;
+    size_t q4t_bytes;
+    /* input rows of the q4t products: read (a nonzero quantised input), and
+     * all, summed over tokens and matrices, weighted by each row's bytes */
+    uint64_t in_read_bytes, in_dense_bytes;
 };
 
 /* A batch holds several independent sequences (continuous batching): one

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "forward.h"
 #include "fp16.h"
 #include "sparse.h"
 
@@ -385,17 +386,26 @@ static int q4t_byte(int o) {
 }
 
 int insparse_q4t_build(struct insparse_q4t *m, const struct weight *w, char *err, size_t errlen) {
+    return insparse_q4t_build_range(m, w, 0, w->n_out, 0, w->n_in, err, errlen);
+}
+
+int insparse_q4t_build_range(struct insparse_q4t *m, const struct weight *w, int64_t r0, int64_t r1, int64_t c0,
+                             int64_t c1, char *err, size_t errlen) {
     memset(m, 0, sizeof *m);
     if (w->type != HEARTH_TYPE_Q4_1 || !w->data) {
         snprintf(err, errlen, "insparse: q4t needs a Q4_1 weight (type %u)", w->type);
         return -1;
     }
-    if (w->n_in <= 0 || w->n_in % 32 != 0 || w->n_out <= 0 || w->n_out % 64 != 0) {
-        snprintf(err, errlen, "insparse: q4t shape [%lld, %lld] is not usable (inputs a multiple of 32, outputs of 64)",
-                 (long long)w->n_in, (long long)w->n_out);
+    if (w->n_in <= 0 || w->n_in % 32 != 0 || r0 < 0 || r1 > w->n_out || r1 <= r0 || (r1 - r0) % 64 != 0 ||
+        r0 % 64 != 0 || c0 < 0 || c1 > w->n_in || c1 <= c0 || c0 % 32 != 0 || c1 % 32 != 0) {
+        snprintf(err, errlen,
+                 "insparse: q4t rows [%lld, %lld), columns [%lld, %lld) of a [%lld, %lld] weight are not usable "
+                 "(inputs in whole 32s, outputs in whole 64s)",
+                 (long long)r0, (long long)r1, (long long)c0, (long long)c1, (long long)w->n_in,
+                 (long long)w->n_out);
         return -1;
     }
-    const int64_t n_in = w->n_in, n_out = w->n_out, ng = n_in / 32;
+    const int64_t n_in = c1 - c0, n_out = r1 - r0, ng = n_in / 32, src_ng = w->n_in / 32;
     m->n_in = n_in;
     m->n_out = n_out;
     m->group_bytes = (size_t)(4 * n_out + 16 * n_out);
@@ -410,7 +420,7 @@ int insparse_q4t_build(struct insparse_q4t *m, const struct weight *w, char *err
         const int64_t c = r / 64;
         const int o = (int)(r % 64), byte = q4t_byte(o), shift = o < 32 ? 0 : 4;
         for (int64_t g = 0; g < ng; g++) {
-            const block_q4_1 *b = src + r * ng + g;
+            const block_q4_1 *b = src + (r0 + r) * src_ng + c0 / 32 + g;
             uint8_t *grp = m->data + (size_t)g * m->group_bytes;
             memcpy(grp + 2 * r, &b->d, 2);
             memcpy(grp + 2 * n_out + 2 * r, &b->m, 2);
@@ -480,6 +490,8 @@ struct q4t_call {
     const struct insparse_q4t *m;
     const block_q8_1 *xq;
     float *acc, *accm, *y;
+    int64_t *iacc;
+    int64_t ldy, group;
     int n_tok;
     _Atomic int64_t read;
 };
@@ -489,28 +501,112 @@ static void q4t_worker(void *arg, int ith, int nth) {
     const int64_t nc = c->m->n_out / 64, ng = c->m->n_in / 32, n_out = c->m->n_out;
     const int64_t c0 = nc * ith / nth, c1 = nc * (ith + 1) / nth;
     if (c0 == c1) return;
+    /* a group's inputs as a matrix of their own: the groups are contiguous */
+    const int64_t gg = c->group ? c->group / 32 : ng;
     int64_t read = 0;
     for (int t = 0; t < c->n_tok; t++) {
         float *acc = c->acc + (size_t)t * (size_t)n_out, *accm = c->accm + (size_t)t * (size_t)n_out;
-        read += insparse_q4t_dot(c->m, c->xq + (size_t)t * (size_t)ng, acc, accm, c0, c1);
-        float *y = c->y + (size_t)t * (size_t)n_out;
-        for (int64_t r = 64 * c0; r < 64 * c1; r++) y[r] = acc[r] + accm[r];
+        for (int64_t g0 = 0; g0 < ng; g0 += gg) {
+            const int64_t g1 = g0 + gg < ng ? g0 + gg : ng;
+            const struct insparse_q4t part = {32 * (g1 - g0), n_out, c->m->group_bytes,
+                                              c->m->data + (size_t)g0 * c->m->group_bytes};
+            read += insparse_q4t_dot(&part, c->xq + (size_t)t * (size_t)ng + g0, acc, accm, c0, c1);
+            for (int64_t r = 64 * c0; r < 64 * c1; r++) acc[r] += accm[r];
+            if (c->iacc)
+                ffn_acc_add_fixed(c->iacc + (size_t)t * (size_t)c->ldy + 64 * c0, acc + 64 * c0,
+                                  (size_t)(64 * (c1 - c0)));
+            else
+                memcpy(c->y + (size_t)t * (size_t)c->ldy + 64 * c0, acc + 64 * c0,
+                       (size_t)(64 * (c1 - c0)) * sizeof(float));
+        }
     }
     atomic_fetch_add(&c->read, read);
 }
 
 int64_t insparse_q4t_matmul(const struct insparse_q4t *m, const float *x, int n_tok, float *y, void *scratch,
                             struct tpool *tp, char *err, size_t errlen) {
+    return insparse_q4t_matmul_ex(m, x, m->n_in, n_tok, y, NULL, m->n_out, 0, scratch, tp, err, errlen);
+}
+
+int64_t insparse_q4t_matmul_ex(const struct insparse_q4t *m, const float *x, int64_t ldx, int n_tok, float *y,
+                               int64_t *acc, int64_t ldy, int64_t group, void *scratch, struct tpool *tp, char *err,
+                               size_t errlen) {
     const struct quant_traits *q8 = quant_traits(HEARTH_TYPE_Q8_1);
-    if (!q8 || !q8->from_float || n_tok <= 0) {
-        snprintf(err, errlen, "insparse: q4t needs the Q8_1 quantiser and at least one token");
+    if (!q8 || !q8->from_float || n_tok <= 0 || (!y == !acc) || group < 0 || group % 32 || (y && group) ||
+        ldx < m->n_in || ldy < m->n_out) {
+        snprintf(err, errlen, "insparse: a q4t product needs the Q8_1 quantiser, at least one token, one output "
+                              "(y, or acc with whole groups of 32) and strides that hold a row");
         return -1;
     }
     const int64_t ng = m->n_in / 32;
     block_q8_1 *xq = scratch;
-    float *acc = (float *)(xq + (size_t)n_tok * (size_t)ng);
-    for (int t = 0; t < n_tok; t++) q8->from_float(x + (size_t)t * (size_t)m->n_in, xq + (size_t)t * (size_t)ng, m->n_in);
-    struct q4t_call c = {m, xq, acc, acc + (size_t)n_tok * (size_t)m->n_out, y, n_tok, 0};
+    float *tmp = (float *)(xq + (size_t)n_tok * (size_t)ng);
+    for (int t = 0; t < n_tok; t++) q8->from_float(x + (size_t)t * (size_t)ldx, xq + (size_t)t * (size_t)ng, m->n_in);
+    struct q4t_call c = {m, xq, tmp, tmp + (size_t)n_tok * (size_t)m->n_out, y, acc, ldy, group, n_tok, 0};
     tpool_run(tp, q4t_worker, &c);
     return atomic_load(&c.read) / (m->n_out / 64);
+}
+
+/* ---- input sparsity's weights in a layer ---- */
+
+const char *insparse_mat_name(int mat) {
+    static const char *const names[INSPARSE_N_MATS] = {"q", "k", "v", "o", "gate", "up", "down"};
+    return mat >= 0 && mat < INSPARSE_N_MATS ? names[mat] : "?";
+}
+
+int insparse_mat_site(int mat) {
+    static const int sites[INSPARSE_N_MATS] = {INSPARSE_QKV, INSPARSE_QKV, INSPARSE_QKV, INSPARSE_O,
+                                               INSPARSE_GU,  INSPARSE_GU,  INSPARSE_DOWN};
+    return sites[mat];
+}
+
+const struct weight *insparse_mat_weight(const struct llama_layer *L, int mat) {
+    const struct weight *all[INSPARSE_N_MATS] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+    return all[mat];
+}
+
+void insparse_layer_free(struct llama_layer *L) {
+    for (int k = 0; k < INSPARSE_N_MATS; k++) {
+        if (!L->in_q4t[k]) continue;
+        insparse_q4t_free(L->in_q4t[k]);
+        free(L->in_q4t[k]);
+        L->in_q4t[k] = NULL;
+    }
+    L->in_n0 = L->in_n1 = 0;
+}
+
+int insparse_layer_build(struct llama_layer *L, const int *use, int64_t n0, int64_t n1, size_t *bytes, char *err,
+                         size_t errlen) {
+    insparse_layer_free(L);
+    for (int k = 0; k < INSPARSE_N_MATS; k++) {
+        if (!use[k]) continue;
+        const struct weight *w = insparse_mat_weight(L, k);
+        const int site = insparse_mat_site(k), ffn = site >= INSPARSE_GU;
+        if (!w->data) continue; /* an ungated FFN's gate */
+        struct insparse_q4t *q = malloc(sizeof *q);
+        char inner[256];
+        int rc = -1;
+        if (!q) snprintf(inner, sizeof inner, "out of memory");
+        else if (!ffn) rc = insparse_q4t_build(q, w, inner, sizeof inner);
+        else if (site == INSPARSE_GU) rc = insparse_q4t_build_range(q, w, n0, n1, 0, w->n_in, inner, sizeof inner);
+        else rc = insparse_q4t_build_range(q, w, 0, w->n_out, n0, n1, inner, sizeof inner);
+        if (rc != 0) {
+            free(q);
+            insparse_layer_free(L);
+            snprintf(err, errlen, "input-major %s: %s", insparse_mat_name(k), inner);
+            return -1;
+        }
+        L->in_q4t[k] = q;
+        if (bytes) *bytes += (size_t)(q->n_in / 32) * q->group_bytes;
+    }
+    L->in_n0 = n0;
+    L->in_n1 = n1;
+    return 0;
+}
+
+const struct insparse_q4t *insparse_layer_q4t(const struct llama_layer *L, int mat, int64_t n0, int64_t n1) {
+    const struct insparse_q4t *q = L->in_q4t[mat];
+    if (!q) return NULL;
+    if (insparse_mat_site(mat) >= INSPARSE_GU && (n0 != L->in_n0 || n1 != L->in_n1)) return NULL;
+    return q;
 }

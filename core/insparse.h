@@ -198,6 +198,11 @@ struct insparse_q4t {
 };
 /* From a Q4_1 weight (n_out a multiple of 64). 0, or negative with err. */
 int insparse_q4t_build(struct insparse_q4t *m, const struct weight *w, char *err, size_t errlen);
+/* The same for rows [r0, r1) and input columns [c0, c1) of w (r0, r1
+ * multiples of 64 or r1 = n_out; c0, c1 multiples of 32): a shard's gate/up
+ * rows, or its down columns. */
+int insparse_q4t_build_range(struct insparse_q4t *m, const struct weight *w, int64_t r0, int64_t r1, int64_t c0,
+                             int64_t c1, char *err, size_t errlen);
 void insparse_q4t_free(struct insparse_q4t *m);
 /* The weight of output r, input i, as its nibble (0..15): for tests. */
 int insparse_q4t_nibble(const struct insparse_q4t *m, int64_t r, int64_t i);
@@ -220,5 +225,43 @@ int64_t insparse_q4t_dot(const struct insparse_q4t *m, const block_q8_1 *xq, flo
 size_t insparse_q4t_scratch_bytes(const struct insparse_q4t *m, int n_tok);
 int64_t insparse_q4t_matmul(const struct insparse_q4t *m, const float *x, int n_tok, float *y, void *scratch,
                             struct tpool *tp, char *err, size_t errlen);
+/* The general form: x_t at x + t * ldx, y_t at y + t * ldy; or, with acc
+ * (y NULL), acc[t * ldy + r] += the fixed-point sum (ffn_acc_add_fixed,
+ * forward.h) of each group of `group` inputs' product on its own, which is
+ * what the dense matmul does for the FFN's down (matmul_out.group). group: a
+ * multiple of 32 (0: all inputs, with y). */
+int64_t insparse_q4t_matmul_ex(const struct insparse_q4t *m, const float *x, int64_t ldx, int n_tok, float *y,
+                               int64_t *acc, int64_t ldy, int64_t group, void *scratch, struct tpool *tp, char *err,
+                               size_t errlen);
+
+/* ---- input sparsity's weights in a layer ----
+ *
+ * The matrices of a layer by their place in llama_layer.in_q4t; each reads
+ * the input of its site (insparse_mat_site). */
+enum insparse_matrix {
+    INSPARSE_MQ = 0, INSPARSE_MK, INSPARSE_MV, INSPARSE_MO, INSPARSE_MGATE, INSPARSE_MUP, INSPARSE_MDOWN,
+    INSPARSE_N_MATS,
+};
+_Static_assert(INSPARSE_N_MATS == LLAMA_IN_MATS, "llama_layer.in_q4t has one entry per matrix");
+const char *insparse_mat_name(int mat);
+int insparse_mat_site(int mat);
+/* The weight of matrix mat in L (its data NULL: absent). */
+const struct weight *insparse_mat_weight(const struct llama_layer *L, int mat);
+/* Density (share of input rows a token reads) below which the q4t product
+ * beats the dense kernel: tests/bench/bench_insparse on this project's
+ * machine put break-even at ~0.8 for q, k, up and down (docs/hot-cold.md). */
+#define INSPARSE_Q4T_BREAK_EVEN 0.8
+/* Builds the q4t copies of L's matrices with use[mat] set (the attention
+ * matrices whole, the FFN's for neurons [n0, n1): gate/up rows, down
+ * columns) into L->in_q4t, freeing earlier ones; a matrix that is not Q4_1
+ * or of an unusable shape is an error. *bytes (may be NULL) is added to. */
+int insparse_layer_build(struct llama_layer *L, const int *use, int64_t n0, int64_t n1, size_t *bytes, char *err,
+                         size_t errlen);
+void insparse_layer_free(struct llama_layer *L);
+/* The q4t copy of mat that the forward pass reads for neurons [n0, n1)
+ * (ignored for attention), or NULL: none, or one of other neurons. The
+ * product is the dense one bit for bit, so a copy is used whatever the
+ * threshold (0 still skips a ReLU input's zeros). */
+const struct insparse_q4t *insparse_layer_q4t(const struct llama_layer *L, int mat, int64_t n0, int64_t n1);
 
 #endif

@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "insparse.h"
 #include "quant.h"
 #include "types.h"
 
@@ -324,6 +325,7 @@ void model_free(struct llama_model *m) {
             struct llama_layer *L = &m->layers[l];
             struct weight *all[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
             for (int k = 0; k < 7; k++) weight_repack_free(all[k]);
+            insparse_layer_free(L);
             free(L->attn_norm);
             free(L->ffn_norm);
             free(L->bq);

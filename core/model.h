@@ -62,6 +62,8 @@ struct weight {
 };
 
 struct insparse_probe; /* core/insparse.h */
+struct insparse_q4t;
+#define LLAMA_IN_MATS 7 /* enum insparse_matrix */
 
 struct llama_layer {
     float *attn_norm;           /* [dim] */
@@ -83,6 +85,13 @@ struct llama_layer {
     float in_thr[4];
     const float *in_norm[4];
     struct insparse_probe *in_probe;
+    /* The matrices whose masked input pays to skip, stored input-major
+     * (insparse.h, q4t; enum insparse_matrix: q, k, v, o, gate, up, down),
+     * which the forward pass then reads instead of the dense kernels; NULL:
+     * dense. The FFN's copies cover neurons [in_n0, in_n1). Owned here
+     * (insparse_layer_build/free; model_free frees them). */
+    struct insparse_q4t *in_q4t[LLAMA_IN_MATS];
+    int64_t in_n0, in_n1;
 };
 
 struct llama_model {

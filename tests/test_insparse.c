@@ -462,6 +462,23 @@ static void check_probe(void) {
 }
 
 /* 7. on the real model */
+/* q4t: the model's Q4_1 rows regrouped input-major. Its nibbles are the
+ * source's; the scalar product equals the dense SIMD kernel (vec_dot on the
+ * same Q8_1 input) bit for bit, over masked inputs too; the fast kernel and
+ * the threaded product equal the scalar one and matmul. Under
+ * HEARTH_NO_SIMD the dense kernel is quant.c's scalar one, whose fold
+ * differs (one sum per block): there the two agree to float rounding. */
+static int same_or_near(const float *a, const float *b, int64_t n, int exact) {
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (exact)
+            bad += memcmp(&a[i], &b[i], sizeof a[i]) != 0;
+        else
+            bad += !(fabsf(a[i] - b[i]) <= 1e-4f * (1.0f + fabsf(b[i])));
+    }
+    return bad;
+}
+
 static int check_model(const char *path) {
     char err[256];
     struct llama_model m;
@@ -526,6 +543,39 @@ static int check_model(const char *path) {
     for (int64_t i = 0; i < (int64_t)n_tok * nv; i++) diff = fmax(diff, fabs((double)got[i] - dense[i]));
     CHECK(diff > 1e-3, "sparsity 0.3 left the logits as they were (max change %g)", diff);
     printf("  model: thresholds 0 bit-identical; sparsity 0.3 moves the logits by up to %.3f\n", diff);
+    /* the same masks through the input-major copies of every matrix: the
+     * same logits bit for bit, fewer bytes read (under HEARTH_NO_SIMD the
+     * dense scalar kernel folds otherwise: near there) */
+    {
+        const int use[INSPARSE_N_MATS] = {1, 1, 1, 1, 1, 1, 1};
+        for (int l = 0; l < nl; l++)
+            CHECK(insparse_layer_build(&m.layers[l], use, 0, m.cfg.hidden_dim, NULL, err, sizeof err) == 0,
+                  "layer %d: %s", l, err);
+        float *q4 = xmalloc((size_t)n_tok * nv * sizeof(float));
+        s.fs.in_read_bytes = s.fs.in_dense_bytes = 0;
+        CHECK(forward(&s, toks, n_tok, 0, q4, 1, err, sizeof err) == 0, "forward (q4t): %s", err);
+        if (quant_have_avx2()) {
+            CHECK(same_or_near(q4, got, (int64_t)n_tok * nv, 1) == 0,
+                  "the input-major copies changed the masked model's logits");
+        } else { /* rounding differences flip inputs across the thresholds: the same top token, mostly */
+            int same_top = 0;
+            for (int t = 0; t < n_tok; t++) {
+                int a = 0, b = 0;
+                for (int i = 1; i < nv; i++) {
+                    if (q4[(size_t)t * nv + i] > q4[(size_t)t * nv + a]) a = i;
+                    if (got[(size_t)t * nv + i] > got[(size_t)t * nv + b]) b = i;
+                }
+                same_top += a == b;
+            }
+            CHECK(same_top >= n_tok * 3 / 4, "scalar kernels: the input-major copies agree on %d of %d top tokens",
+                  same_top, n_tok);
+        }
+        const double share = s.fs.in_dense_bytes ? (double)s.fs.in_read_bytes / (double)s.fs.in_dense_bytes : 1.0;
+        CHECK(s.fs.in_dense_bytes > 0 && share < 0.8, "the input-major copies read %.1f%% of their rows",
+              100.0 * share);
+        printf("  model: every matrix input-major: the same logits, %.1f%% of the rows read\n", 100.0 * share);
+        free(q4);
+    }
     free(calib);
     free(pr);
     free(dense);
@@ -533,23 +583,6 @@ static int check_model(const char *path) {
     state_free(&s);
     model_free(&m);
     return 0;
-}
-
-/* q4t: the model's Q4_1 rows regrouped input-major. Its nibbles are the
- * source's; the scalar product equals the dense SIMD kernel (vec_dot on the
- * same Q8_1 input) bit for bit, over masked inputs too; the fast kernel and
- * the threaded product equal the scalar one and matmul. Under
- * HEARTH_NO_SIMD the dense kernel is quant.c's scalar one, whose fold
- * differs (one sum per block): there the two agree to float rounding. */
-static int same_or_near(const float *a, const float *b, int64_t n, int exact) {
-    int bad = 0;
-    for (int64_t i = 0; i < n; i++) {
-        if (exact)
-            bad += memcmp(&a[i], &b[i], sizeof a[i]) != 0;
-        else
-            bad += !(fabsf(a[i] - b[i]) <= 1e-4f * (1.0f + fabsf(b[i])));
-    }
-    return bad;
 }
 
 static void check_q4t(int64_t n_in, int64_t n_out, struct tpool **pools) {
@@ -628,6 +661,61 @@ static void check_q4t(int64_t n_in, int64_t n_out, struct tpool **pools) {
                   dens[di], p + 1);
         }
     }
+    /* 4. a shard: rows [64, n_out) and columns [32, n_in) (when there are
+     * such), with each group of 64 inputs rounded to fixed point on its own
+     * (the FFN's down), against vec_dot over the blocks of each group */
+    if (n_out > 64 && n_in > 32) {
+        struct insparse_q4t part;
+        const int64_t pr0 = 64, pc0 = 32, pin = n_in - pc0, pout = n_out - pr0, group = 64;
+        if (insparse_q4t_build_range(&part, &t.w, pr0, n_out, pc0, n_in, err, sizeof err)) {
+            CHECK(0, "q4t range: %s", err);
+        } else {
+            int bad_nib2 = 0;
+            for (int64_t r = 0; r < pout; r++)
+                for (int64_t i = 0; i < pin; i++)
+                    bad_nib2 += insparse_q4t_nibble(&part, r, i) != insparse_q4t_nibble(&m, r + pr0, i + pc0);
+            CHECK(bad_nib2 == 0, "q4t range: %d nibbles differ from the whole matrix's", bad_nib2);
+            const int64_t ldx = n_in, ldy = n_out + 3;
+            int64_t *got = xmalloc((size_t)(n_tok * ldy) * sizeof(int64_t));
+            int64_t *want = xmalloc((size_t)(n_tok * ldy) * sizeof(int64_t));
+            void *ps = xmalloc(insparse_q4t_scratch_bytes(&part, n_tok));
+            for (int64_t k = 0; k < n_tok * n_in; k++) x[k] = rnd_unit() < 0.5 ? rnd_normal() : 0.0f;
+            memset(want, 0, (size_t)(n_tok * ldy) * sizeof(int64_t));
+            for (int tk = 0; tk < n_tok; tk++) {
+                q8->from_float(x + tk * ldx + pc0, xq, pin);
+                for (int64_t r = 0; r < pout; r++)
+                    for (int64_t g0 = 0; g0 < pin; g0 += group) {
+                        const int64_t gn = g0 + group <= pin ? group : pin - g0;
+                        float y;
+                        qt->vec_dot(gn, &y, (const block_q4_1 *)((const char *)t.q + (size_t)(r + pr0) * rs) +
+                                                (pc0 + g0) / 32, xq + g0 / 32);
+                        ffn_acc_add_fixed(want + tk * ldy + r, &y, 1);
+                    }
+            }
+            for (int p = 0; p < 3; p++) {
+                for (int64_t k = 0; k < n_tok * ldy; k++) got[k] = 0;
+                const int64_t rd = insparse_q4t_matmul_ex(&part, x + pc0, ldx, n_tok, NULL, got, ldy, group, ps,
+                                                          pools[p], err, sizeof err);
+                CHECK(rd >= 0, "q4t grouped: %s", err);
+                int bad = 0;
+                for (int64_t k = 0; k < n_tok * ldy; k++)
+                    bad += quant_have_avx2() ? got[k] != want[k] : llabs(got[k] - want[k]) > (1ll << (FFN_FIXED_SHIFT - 12));
+                CHECK(bad == 0, "q4t %lldx%lld grouped by %lld, %d threads: %d sums differ from vec_dot's",
+                      (long long)pin, (long long)pout, (long long)group, p + 1, bad);
+            }
+            CHECK(insparse_q4t_matmul_ex(&part, x, ldx, n_tok, ys, got, ldy, group, ps, pools[0], err,
+                                         sizeof err) < 0,
+                  "q4t: both y and acc accepted");
+            free(got);
+            free(want);
+            free(ps);
+            insparse_q4t_free(&part);
+        }
+        CHECK(insparse_q4t_build_range(&part, &t.w, 32, n_out, 0, n_in, err, sizeof err) < 0,
+              "q4t: rows from 32 accepted");
+        CHECK(insparse_q4t_build_range(&part, &t.w, 0, n_out, 16, n_in, err, sizeof err) < 0,
+              "q4t: columns from 16 accepted");
+    }
     /* refusals: not Q4_1, outputs not a multiple of 64 */
     struct tmat t8;
     tmat_make(&t8, HEARTH_TYPE_Q8_0, 64, 64);
@@ -636,7 +724,7 @@ static void check_q4t(int64_t n_in, int64_t n_out, struct tpool **pools) {
     tmat_free(&t8);
     struct tmat t32;
     tmat_make(&t32, HEARTH_TYPE_Q4_1, 64, 96);
-    CHECK(insparse_q4t_build(&bad, &t32.w, err, sizeof err) < 0 && strstr(err, "outputs of 64"),
+    CHECK(insparse_q4t_build(&bad, &t32.w, err, sizeof err) < 0 && strstr(err, "outputs in whole 64s"),
           "q4t: 96 outputs accepted");
     tmat_free(&t32);
     matmul_scratch_free(&ms);
