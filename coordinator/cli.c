@@ -278,6 +278,17 @@ int cli_parse(struct cli_opts *o, int argc, char **argv, int first, unsigned all
         } else if ((allowed & CLI_PROFILE) && !strcmp(a, "--sparsity")) {
             NEED_VALUE();
             if (parse_float(a, v, 0.0f, 0.99f, &o->sparsity)) return -1;
+        } else if ((allowed & CLI_PROFILE) && !strcmp(a, "--in-sparsity")) {
+            NEED_VALUE();
+            if (parse_float(a, v, 0.0f, 0.9f, &o->in_sparsity)) return -1;
+        } else if ((allowed & CLI_PROFILE) && !strcmp(a, "--in-alloc")) {
+            NEED_VALUE();
+            if (!strcmp(v, "uniform")) o->in_alloc = 0;
+            else if (!strcmp(v, "greedy")) o->in_alloc = 1;
+            else {
+                fprintf(stderr, "hearth: --in-alloc %s: want uniform or greedy\n", v);
+                return -1;
+            }
         } else if ((allowed & CLI_PROFILE) && !strcmp(a, "--tokens")) {
             NEED_VALUE();
             if (parse_int(a, v, 16, 1 << 24, &o->profile_tokens)) return -1;

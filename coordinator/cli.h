@@ -16,7 +16,7 @@ enum cli_opt_set {
     CLI_RUNTIME = 1 << 3, /* -c -t -b -np */
     CLI_BENCH = 1 << 4,   /* -p N, -n N, -r, --json */
     CLI_PPL = 1 << 5,     /* -f FILE, --chunks */
-    CLI_PROFILE = 1 << 6, /* -f FILE, -o SIDECAR, --sparsity, --tokens, --svg */
+    CLI_PROFILE = 1 << 6, /* -f FILE, -o SIDECAR, --sparsity, --tokens, --svg, --in-sparsity, --in-alloc */
     CLI_PLAN = 1 << 7,    /* --sidecar, --gpu-budget, --min-hot, --max-rank, --epochs, --retrain, --predictors */
     CLI_SERVE = 1 << 8,   /* --host, --port, --api-key, --api-key-file, --alias, --queue, --timeout */
 };
@@ -42,6 +42,8 @@ struct cli_opts {
     const char *svg;         /* profile --svg */
     float sparsity;          /* profile --sparsity */
     int profile_tokens;      /* profile --tokens */
+    float in_sparsity;       /* profile --in-sparsity (0: none) */
+    int in_alloc;            /* profile --in-alloc: enum insparse_alloc */
     int64_t gpu_budget;      /* plan --gpu-budget, bytes; -1 unset */
     int min_hot;             /* plan --min-hot */
     int max_rank;            /* plan --max-rank */

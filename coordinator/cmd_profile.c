@@ -26,6 +26,7 @@
 #include "cli.h"
 #include "engine.h"
 #include "fp16.h"
+#include "insparse.h"
 #include "log.h"
 #include "plot.h"
 #include "quant.h"
@@ -76,6 +77,65 @@ static double coverage(const float *sorted_desc, int64_t n, double share) {
     return 1;
 }
 
+/* Input sparsity (insparse.h) from the matrix inputs' scores over the
+ * calibration text: the allocation's thresholds, their densities, and per
+ * matrix whether its input-major copy beats the dense kernel at that density
+ * (INSPARSE_Q4T_BREAK_EVEN). An input none of whose matrices goes
+ * input-major is left unmasked: its accuracy would be spent for nothing. */
+static int calibrate_insparse(struct sidecar *sc, const struct llama_model *m, const struct insparse_probe *probes,
+                              double target, enum insparse_alloc alloc, char *err, size_t errlen) {
+    const int nl = sc->n_layers, ns = nl * INSPARSE_N_SITES;
+    double *bytes = calloc((size_t)ns, sizeof *bytes), *sp = calloc((size_t)ns, sizeof *sp);
+    if (!bytes || !sp || sidecar_alloc_insparse(sc, err, errlen)) {
+        free(bytes);
+        free(sp);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    double total = 0, read = 0;
+    for (int l = 0; l < nl; l++)
+        for (int k = 0; k < INSPARSE_N_MATS; k++)
+            bytes[l * INSPARSE_N_SITES + insparse_mat_site(k)] +=
+                (double)model_weight_size(insparse_mat_weight(&m->layers[l], k));
+    insparse_allocate(probes, nl, bytes, target, alloc, sp);
+    printf("\ninput sparsity, target %.2f (%s): per layer the threshold and the share of inputs kept (density) of\n"
+           "q/k/v's, o's, gate/up's and down's input on the calibration text; * = read input-major\n",
+           target, alloc == INSPARSE_ALLOC_GREEDY ? "greedy" : "uniform");
+    for (int l = 0; l < nl; l++) {
+        printf("%5d", l);
+        for (int site = 0; site < INSPARSE_N_SITES; site++) {
+            const int at = l * INSPARSE_N_SITES + site;
+            float thr = insparse_probe_threshold(&probes[l], site, sp[at]);
+            double den = insparse_probe_kept(&probes[l], site, thr);
+            int any = 0;
+            for (int k = 0; k < INSPARSE_N_MATS; k++) {
+                const struct weight *w = insparse_mat_weight(&m->layers[l], k);
+                if (insparse_mat_site(k) != site || !w->data) continue;
+                const int u = thr > 0 && den < INSPARSE_Q4T_BREAK_EVEN && w->type == HEARTH_TYPE_Q4_1 &&
+                              w->n_in % 32 == 0 && w->n_out % 64 == 0;
+                sc->in_use[l * INSPARSE_N_MATS + k] = u;
+                any |= u;
+            }
+            if (!any) { /* dense: unmasked */
+                thr = 0.0f;
+                den = 1.0;
+            }
+            sc->in_thr[at] = thr;
+            sc->in_density[at] = (float)den;
+            total += bytes[at];
+            read += bytes[at] * (any ? (den * 4.0 + 1.0) / 5.0 : 1.0); /* q4t: 4 bits a row, 1 the scales */
+            printf("  %-6s %9.3g %5.1f%%%s", insparse_site_name(site), thr, 100.0 * den, any ? "*" : " ");
+        }
+        printf("\n");
+    }
+    sc->in_target = (float)target;
+    printf("input sparsity: about %.1f%% of the matrices' bytes read per token on the calibration text\n",
+           total > 0 ? 100.0 * read / total : 100.0);
+    free(bytes);
+    free(sp);
+    return 0;
+}
+
 int cmd_profile(int argc, char **argv) {
     struct cli_opts o;
     if (cli_parse(&o, argc, argv, 2, CLI_MODEL | CLI_PROFILE | CLI_RUNTIME, "profile") != 0) return 1;
@@ -89,6 +149,7 @@ int cmd_profile(int argc, char **argv) {
     char *text = cli_open_with_text(&o, &s, &len, err, sizeof err);
     if (!text) return cli_fail(err);
     struct sidecar sc = {0};
+    struct insparse_probe *probes = NULL; /* [n_layers], with --in-sparsity */
     uint16_t **absh = NULL; /* [n_layers][T][hidden] |act(gate x)| (then times scale_i) as half bits */
     uint64_t *hist = NULL;
     double *usq = NULL; /* [n_layers][hidden] sum of (up x)^2 */
@@ -138,6 +199,13 @@ int cmd_profile(int argc, char **argv) {
     usq = calloc((size_t)n_layers * hidden, sizeof *usq);
     rowbuf = malloc((size_t)hidden * sizeof *rowbuf);
     if (!absh || !hist || !usq || !rowbuf) goto oom;
+    if (o.in_sparsity > 0) { /* the matrix inputs' scores, recorded by the dense pass's masks (thresholds 0) */
+        if (!(probes = malloc((size_t)n_layers * sizeof *probes))) goto oom;
+        for (int l = 0; l < n_layers; l++) {
+            insparse_probe_reset(&probes[l]);
+            s.model.layers[l].in_probe = &probes[l];
+        }
+    }
     for (int l = 0; l < n_layers; l++)
         if (!(absh[l] = malloc((size_t)(T * hidden) * sizeof(uint16_t)))) {
             snprintf(err, sizeof err, "out of memory: profiling %lld tokens keeps %.0f MiB of activations (use --tokens)",
@@ -251,6 +319,11 @@ int cmd_profile(int argc, char **argv) {
                100 * coverage(sorted[l], hidden, 0.9));
     }
 
+    for (int l = 0; l < n_layers; l++) s.model.layers[l].in_probe = NULL;
+    if (probes && calibrate_insparse(&sc, &s.model, probes, o.in_sparsity, (enum insparse_alloc)o.in_alloc, err,
+                                     sizeof err))
+        goto out;
+
     /* provenance */
     uint8_t digest[SHA256_DIGEST_SIZE];
     char hex[SHA256_HEX_SIZE];
@@ -296,6 +369,7 @@ out:
     free(usq);
     free(rowbuf);
     sidecar_free(&sc);
+    free(probes);
     free(tokens);
     free(text);
     engine_close(&s);

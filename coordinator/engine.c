@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "fetch.h"
+#include "insparse.h"
 #include "log.h"
 
 double engine_now(void) {
@@ -78,7 +79,7 @@ int engine_open(struct engine *s, const struct engine_opts *o, char *err, size_t
             engine_close(s);
             return -1;
         }
-        if (o->sidecar_path) {
+        if (s->sc.planned) {
             int64_t *p0 = calloc((size_t)c->n_layers, sizeof *p0), *p1 = malloc((size_t)c->n_layers * sizeof *p1);
             int hrc = -1;
             if (p0 && p1) {
@@ -99,12 +100,21 @@ int engine_open(struct engine *s, const struct engine_opts *o, char *err, size_t
          * attention always, the FFN unless the sparse FFN reads it */
         const double t0 = engine_now();
         size_t bytes = 0;
-        if (model_repack_all(&s->model, !o->sidecar_path, &bytes, err, errlen) != 0) {
+        if (model_repack_all(&s->model, !s->sc.planned, &bytes, err, errlen) != 0) {
             engine_close(s);
             return -1;
         }
         log_info("repacked %.1f MiB of weights into 8-row groups in %.0f ms", (double)bytes / (1 << 20),
                  (engine_now() - t0) * 1e3);
+        /* input sparsity: every matrix's input here, the FFN's unless the plan's hot/cold FFN computes it */
+        if (s->sc.in_thr) {
+            if (insparse_layers_apply(s->model.layers, c->n_layers, s->sc.in_thr, s->sc.in_use, 1, !s->sc.planned,
+                                      NULL, NULL, &bytes, err, errlen) != 0) {
+                engine_close(s);
+                return -1;
+            }
+            log_info("input sparsity: %.1f MiB of input-major weights", (double)bytes / (1 << 20));
+        }
     } else {
         struct runtime_opts ro = {.model_path = s->model_path,
                                   .n_cpu_workers = o->n_cpu_workers,

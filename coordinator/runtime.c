@@ -166,7 +166,8 @@ static int64_t align_down(int64_t v, int64_t a) { return v / a * a; }
 static int plan_neurons(struct runtime *rt, char *err, size_t errlen) {
     const struct llama_config *c = &rt->m->cfg;
     const int64_t hidden = c->hidden_dim;
-    const int64_t align = rt->o.sidecar ? SPARSE_GROUP : ffn_neuron_align(rt->m);
+    const int planned = rt->o.sidecar && rt->o.sidecar->planned; /* else no sidecar, or input sparsity only */
+    const int64_t align = planned ? SPARSE_GROUP : ffn_neuron_align(rt->m);
     int64_t hot_all = align_down((int64_t)(rt->o.hot_fraction * (double)hidden + 0.5), align);
     if (rt->o.hot_fraction >= 1.0f) hot_all = hidden;
     for (int i = 0; i < rt->n_workers; i++) {
@@ -178,7 +179,7 @@ static int plan_neurons(struct runtime *rt, char *err, size_t errlen) {
             return -1;
         }
         for (int l = 0; l < c->n_layers; l++) {
-            const int64_t hot = rt->o.sidecar ? rt->o.sidecar->layers[l].hot : hot_all;
+            const int64_t hot = planned ? rt->o.sidecar->layers[l].hot : hot_all;
             const int64_t cold_blocks = (hidden - hot + align - 1) / align;
             int64_t a, b;
             if (i == 0) {
@@ -195,7 +196,7 @@ static int plan_neurons(struct runtime *rt, char *err, size_t errlen) {
             w->n1[l] = b;
         }
         log_info("%s: neurons [%lld, %lld) of %lld in %s", w->role, (long long)w->n0[0], (long long)w->n1[0],
-                 (long long)hidden, rt->o.sidecar ? "layer 0 (positions of the sidecar's plan)" : "every layer");
+                 (long long)hidden, planned ? "layer 0 (positions of the sidecar's plan)" : "every layer");
     }
     return 0;
 }

@@ -270,7 +270,7 @@ static int site_mm(struct llama_state *s, const struct llama_layer *L, const int
     struct matmul_out dense[3];
     int n_dense = 0;
     for (int k = 0; k < n_mats; k++) {
-        const struct insparse_q4t *q = insparse_layer_q4t(L, mats[k], 0, 0);
+        const struct insparse_q4t *q = insparse_layer_q4t(L, mats[k], 0, 0, n);
         if (!q) {
             dense[n_dense++] = outs[k];
             continue;
@@ -501,8 +501,8 @@ int ffn_partial_layer(const struct llama_config *c, const struct llama_layer *L,
     const struct matmul_in in = {xn, NULL, NULL};
     struct matmul_out gu[2];
     int n_gu = 0;
-    const struct insparse_q4t *q_up = insparse_layer_q4t(L, INSPARSE_MUP, n0, n1),
-                              *q_gate = c->ffn_gated ? insparse_layer_q4t(L, INSPARSE_MGATE, n0, n1) : NULL;
+    const struct insparse_q4t *q_up = insparse_layer_q4t(L, INSPARSE_MUP, n0, n1, n),
+                              *q_gate = c->ffn_gated ? insparse_layer_q4t(L, INSPARSE_MGATE, n0, n1, n) : NULL;
     if (q_up && q4t_mm(fs, q_up, xn, c->dim, n, fs->up + n0, NULL, hidden, 0, tp, err, errlen)) return -1;
     if (q_gate && q4t_mm(fs, q_gate, xn, c->dim, n, fs->gate + n0, NULL, hidden, 0, tp, err, errlen)) return -1;
     if (!q_up) gu[n_gu++] = weight_out(&L->w_up, n0, n1, 0, c->dim, fs->up);
@@ -511,7 +511,7 @@ int ffn_partial_layer(const struct llama_config *c, const struct llama_layer *L,
     /* acc += down[:, n0:n1] h, each group of FFN_GROUP neurons rounded to
      * fixed point on its own (FFN_GROUP); h is made as it is quantized */
     struct swiglu a = {fs->gate, fs->up, hidden, n0, c->ffn_gated, c->ffn_act, L};
-    const struct insparse_q4t *q_down = insparse_layer_q4t(L, INSPARSE_MDOWN, n0, n1);
+    const struct insparse_q4t *q_down = insparse_layer_q4t(L, INSPARSE_MDOWN, n0, n1, n);
     if (q_down) { /* h whole (masked) into gate's columns, then the input-major product */
         for (int t = 0; t < n; t++) swiglu_fill(&a, t, 0, n1 - n0, fs->gate + (size_t)t * hidden + n0);
         return q4t_mm(fs, q_down, fs->gate + n0, hidden, n, NULL, acc, c->dim, FFN_GROUP, tp, err, errlen);

@@ -10,7 +10,7 @@
 int hotcold_load_sidecar(struct sidecar *sc, const char *path, const struct llama_model *m, char *err,
                          size_t errlen) {
     if (sidecar_load(sc, path, 0, err, errlen)) return -1;
-    if (sidecar_check_model(sc, m, err, errlen) || sidecar_check_planned(sc, path, err, errlen)) {
+    if (sidecar_check_model(sc, m, err, errlen) || sidecar_check_usable(sc, path, err, errlen)) {
         sidecar_free(sc);
         return -1;
     }

@@ -70,8 +70,9 @@ void hotcold_destroy(struct hotcold *hc);
 int hotcold_ffn(struct hotcold *hc, int l, const float *xn, int n, int64_t *acc, struct tpool *tp, char *err,
                 size_t errlen);
 
-/* Loads PATH (without samples), checks it against the model and that it is
- * planned. */
+/* Loads PATH (without samples), checks it against the model and that it
+ * holds a plan (sc->planned: the hot/cold FFN) or input sparsity (sc->in_thr),
+ * or both. */
 int hotcold_load_sidecar(struct sidecar *sc, const char *path, const struct llama_model *m, char *err, size_t errlen);
 
 #endif

@@ -24,11 +24,11 @@ static axpy_q4_1_fn g_axpy_q4_1;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 int64_t insparse_q4t_dot_avx2(const struct insparse_q4t *m, const block_q8_1 *xq, float *acc, float *accm,
-                              int64_t c0, int64_t c1);
+                              int64_t c0, int64_t c1, int64_t g0, int64_t g1);
 int64_t insparse_q4t_dot_vnni(const struct insparse_q4t *m, const block_q8_1 *xq, float *acc, float *accm,
-                              int64_t c0, int64_t c1);
+                              int64_t c0, int64_t c1, int64_t g0, int64_t g1);
 typedef int64_t (*q4t_dot_fn)(const struct insparse_q4t *m, const block_q8_1 *xq, float *acc, float *accm,
-                              int64_t c0, int64_t c1);
+                              int64_t c0, int64_t c1, int64_t g0, int64_t g1);
 static q4t_dot_fn g_q4t_dot;
 
 /* every kernel of this file chosen once: quant's CPU check, HEARTH_NO_SIMD
@@ -304,6 +304,51 @@ double insparse_probe_energy_below(const struct insparse_probe *p, int site, flo
     return all > 0.0 ? below / all : 0.0;
 }
 
+double insparse_probe_kept(const struct insparse_probe *p, int site, float t) {
+    const uint64_t seen = atomic_load(&p->seen[site]);
+    if (!seen) return 1.0;
+    uint64_t kept = 0;
+    for (int k = 0; k < INSPARSE_BINS; k++)
+        if (k > 0 && insparse_bin_edge(k) >= t) kept += atomic_load(&p->hist[site][k]);
+    return t > 0 ? (double)kept / (double)seen : 1.0;
+}
+
+#define ALLOC_STEP 0.05
+#define ALLOC_MAX 0.9
+
+void insparse_allocate(const struct insparse_probe *probes, int n_layers, const double *bytes, double target,
+                       enum insparse_alloc alloc, double *sp) {
+    const int ns = n_layers * INSPARSE_N_SITES;
+    if (alloc == INSPARSE_ALLOC_UNIFORM) {
+        for (int k = 0; k < ns; k++) sp[k] = bytes[k] > 0 ? fmin(target, ALLOC_MAX) : 0.0;
+        return;
+    }
+    double total = 0, skipped = 0;
+    for (int k = 0; k < ns; k++) {
+        sp[k] = 0;
+        total += bytes[k];
+    }
+    while (skipped < target * total) {
+        int best = -1;
+        double best_cost = INFINITY;
+        for (int k = 0; k < ns; k++) {
+            if (sp[k] + ALLOC_STEP > ALLOC_MAX + 1e-9 || bytes[k] <= 0) continue;
+            const struct insparse_probe *p = &probes[k / INSPARSE_N_SITES];
+            const int s = k % INSPARSE_N_SITES;
+            const double e0 = insparse_probe_energy_below(p, s, insparse_probe_threshold(p, s, sp[k]));
+            const double e1 = insparse_probe_energy_below(p, s, insparse_probe_threshold(p, s, sp[k] + ALLOC_STEP));
+            const double cost = (e1 - e0) / (ALLOC_STEP * bytes[k]);
+            if (cost < best_cost) {
+                best_cost = cost;
+                best = k;
+            }
+        }
+        if (best < 0) break;
+        sp[best] += ALLOC_STEP;
+        skipped += ALLOC_STEP * bytes[best];
+    }
+}
+
 void insparse_mask(const struct llama_layer *L, int site, float *x, int64_t count, int64_t col0, int64_t width) {
     const float thr = L->in_thr[site], *norm = L->in_norm[site];
     struct insparse_probe *p = L->in_probe;
@@ -409,7 +454,8 @@ int insparse_q4t_build_range(struct insparse_q4t *m, const struct weight *w, int
     m->n_in = n_in;
     m->n_out = n_out;
     m->group_bytes = (size_t)(4 * n_out + 16 * n_out);
-    m->data = calloc((size_t)ng, m->group_bytes);
+    m->data = aligned_alloc(64, (size_t)ng * m->group_bytes); /* group_bytes: 1280 per 64 outputs */
+    if (m->data) memset(m->data, 0, (size_t)ng * m->group_bytes);
     if (!m->data) {
         snprintf(err, errlen, "insparse: out of memory for a [%lld, %lld] q4t matrix", (long long)n_in,
                  (long long)n_out);
@@ -421,13 +467,12 @@ int insparse_q4t_build_range(struct insparse_q4t *m, const struct weight *w, int
         const int o = (int)(r % 64), byte = q4t_byte(o), shift = o < 32 ? 0 : 4;
         for (int64_t g = 0; g < ng; g++) {
             const block_q4_1 *b = src + (r0 + r) * src_ng + c0 / 32 + g;
-            uint8_t *grp = m->data + (size_t)g * m->group_bytes;
-            memcpy(grp + 2 * r, &b->d, 2);
-            memcpy(grp + 2 * n_out + 2 * r, &b->m, 2);
+            memcpy((uint8_t *)insparse_q4t_scale(m, g, r, 0), &b->d, 2);
+            memcpy((uint8_t *)insparse_q4t_scale(m, g, r, 1), &b->m, 2);
             for (int e = 0; e < 32; e++) {
                 const int q = e < 16 ? b->qs[e] & 15 : b->qs[e - 16] >> 4;
-                uint8_t *row = grp + 4 * n_out + (size_t)e * (size_t)(n_out / 2);
-                row[c * 32 + byte] |= (uint8_t)(q << shift);
+                uint8_t *row = (uint8_t *)insparse_q4t_row(m, g, e, c);
+                row[byte] |= (uint8_t)(q << shift);
             }
         }
     }
@@ -440,21 +485,17 @@ void insparse_q4t_free(struct insparse_q4t *m) {
 }
 
 int insparse_q4t_nibble(const struct insparse_q4t *m, int64_t r, int64_t i) {
-    const uint8_t *row = m->data + (size_t)(i / 32) * m->group_bytes + 4 * m->n_out +
-                         (size_t)(i % 32) * (size_t)(m->n_out / 2);
     const int o = (int)(r % 64);
-    const uint8_t b = row[(r / 64) * 32 + q4t_byte(o)];
+    const uint8_t b = insparse_q4t_row(m, i / 32, (int)(i % 32), r / 64)[q4t_byte(o)];
     return o < 32 ? b & 15 : b >> 4;
 }
 
 int64_t insparse_q4t_dot_ref(const struct insparse_q4t *m, const block_q8_1 *xq, float *acc, float *accm,
-                             int64_t c0, int64_t c1) {
-    const int64_t ng = m->n_in / 32;
+                             int64_t c0, int64_t c1, int64_t g0, int64_t g1) {
     int64_t read = 0;
     for (int64_t r = 64 * c0; r < 64 * c1; r++) {
         float a = 0.0f, am = 0.0f;
-        for (int64_t g = 0; g < ng; g++) {
-            const uint8_t *grp = m->data + (size_t)g * m->group_bytes;
+        for (int64_t g = g0; g < g1; g++) {
             int isum = 0, any = 0;
             for (int e = 0; e < 32; e++) {
                 if (!xq[g].qs[e]) continue;
@@ -464,8 +505,8 @@ int64_t insparse_q4t_dot_ref(const struct insparse_q4t *m, const block_q8_1 *xq,
             }
             if (!any) continue;
             uint16_t d, mm;
-            memcpy(&d, grp + 2 * r, 2);
-            memcpy(&mm, grp + 2 * m->n_out + 2 * r, 2);
+            memcpy(&d, insparse_q4t_scale(m, g, r, 0), 2);
+            memcpy(&mm, insparse_q4t_scale(m, g, r, 1), 2);
             a = fmaf(fp16_to_f32(d) * fp16_to_f32(xq[g].d), (float)isum, a);
             am = fmaf(fp16_to_f32(mm), fp16_to_f32(xq[g].s), am);
         }
@@ -477,9 +518,9 @@ int64_t insparse_q4t_dot_ref(const struct insparse_q4t *m, const block_q8_1 *xq,
 
 
 int64_t insparse_q4t_dot(const struct insparse_q4t *m, const block_q8_1 *xq, float *acc, float *accm, int64_t c0,
-                         int64_t c1) {
+                         int64_t c1, int64_t g0, int64_t g1) {
     pthread_once(&g_once, kernels_init);
-    return g_q4t_dot(m, xq, acc, accm, c0, c1);
+    return g_q4t_dot(m, xq, acc, accm, c0, c1, g0, g1);
 }
 
 size_t insparse_q4t_scratch_bytes(const struct insparse_q4t *m, int n_tok) {
@@ -499,18 +540,17 @@ struct q4t_call {
 static void q4t_worker(void *arg, int ith, int nth) {
     struct q4t_call *c = arg;
     const int64_t nc = c->m->n_out / 64, ng = c->m->n_in / 32, n_out = c->m->n_out;
-    const int64_t c0 = nc * ith / nth, c1 = nc * (ith + 1) / nth;
+    const int64_t nb = (nc + INSPARSE_Q4T_BAND - 1) / INSPARSE_Q4T_BAND; /* whole bands: contiguous reads */
+    const int64_t c0 = nb * ith / nth * INSPARSE_Q4T_BAND, c1e = nb * (ith + 1) / nth * INSPARSE_Q4T_BAND,
+                  c1 = c1e < nc ? c1e : nc;
     if (c0 == c1) return;
-    /* a group's inputs as a matrix of their own: the groups are contiguous */
     const int64_t gg = c->group ? c->group / 32 : ng;
     int64_t read = 0;
     for (int t = 0; t < c->n_tok; t++) {
         float *acc = c->acc + (size_t)t * (size_t)n_out, *accm = c->accm + (size_t)t * (size_t)n_out;
         for (int64_t g0 = 0; g0 < ng; g0 += gg) {
             const int64_t g1 = g0 + gg < ng ? g0 + gg : ng;
-            const struct insparse_q4t part = {32 * (g1 - g0), n_out, c->m->group_bytes,
-                                              c->m->data + (size_t)g0 * c->m->group_bytes};
-            read += insparse_q4t_dot(&part, c->xq + (size_t)t * (size_t)ng + g0, acc, accm, c0, c1);
+            read += insparse_q4t_dot(c->m, c->xq + (size_t)t * (size_t)ng, acc, accm, c0, c1, g0, g1);
             for (int64_t r = 64 * c0; r < 64 * c1; r++) acc[r] += accm[r];
             if (c->iacc)
                 ffn_acc_add_fixed(c->iacc + (size_t)t * (size_t)c->ldy + 64 * c0, acc + 64 * c0,
@@ -604,9 +644,33 @@ int insparse_layer_build(struct llama_layer *L, const int *use, int64_t n0, int6
     return 0;
 }
 
-const struct insparse_q4t *insparse_layer_q4t(const struct llama_layer *L, int mat, int64_t n0, int64_t n1) {
+const struct insparse_q4t *insparse_layer_q4t(const struct llama_layer *L, int mat, int64_t n0, int64_t n1,
+                                              int n_tok) {
     const struct insparse_q4t *q = L->in_q4t[mat];
-    if (!q) return NULL;
+    if (!q || n_tok > INSPARSE_Q4T_MAX_TOKENS) return NULL;
     if (insparse_mat_site(mat) >= INSPARSE_GU && (n0 != L->in_n0 || n1 != L->in_n1)) return NULL;
     return q;
+}
+
+int insparse_layers_apply(struct llama_layer *layers, int n_layers, const float *thr, const int32_t *use, int attn,
+                          int ffn, const int64_t *n0, const int64_t *n1, size_t *bytes, char *err, size_t errlen) {
+    size_t total = 0;
+    for (int l = 0; l < n_layers; l++) {
+        struct llama_layer *L = &layers[l];
+        const int64_t a = n0 ? n0[l] : 0, b = n1 ? n1[l] : L->w_up.n_out;
+        int u[INSPARSE_N_MATS];
+        for (int k = 0; k < INSPARSE_N_MATS; k++) {
+            const int is_ffn = insparse_mat_site(k) >= INSPARSE_GU;
+            u[k] = use[l * INSPARSE_N_MATS + k] && (is_ffn ? ffn && b > a : attn);
+        }
+        for (int site = 0; site < INSPARSE_N_SITES; site++)
+            if (site >= INSPARSE_GU ? ffn : attn) L->in_thr[site] = thr[l * INSPARSE_N_SITES + site];
+        char inner[256];
+        if (insparse_layer_build(L, u, a, b, &total, inner, sizeof inner)) {
+            snprintf(err, errlen, "layer %d: %s", l, inner);
+            return -1;
+        }
+    }
+    if (bytes) *bytes = total;
+    return 0;
 }

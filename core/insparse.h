@@ -151,6 +151,22 @@ float insparse_probe_threshold(const struct insparse_probe *p, int site, double 
  * threshold t: the relative error a random-direction W gives its output. */
 double insparse_probe_energy_below(const struct insparse_probe *p, int site, float t);
 
+/* Share of the site's recorded entries above threshold t (a bin edge, as
+ * insparse_probe_threshold gives): the rows a product reads, its density. */
+double insparse_probe_kept(const struct insparse_probe *p, int site, float t);
+
+/* A model-wide target sparsity S spread over the (layer, site) inputs:
+ * sp[l * 4 + site] for probes[0..n_layers). bytes[l * 4 + site]: the dense
+ * weight bytes that input multiplies (0: not sparsified).
+ *   uniform  every input zeroes the S-quantile of its calibration scores;
+ *   greedy   steps of 5% per input, cheapest first, a step's cost the
+ *            calibration x^2 mass it drops per weight byte it skips, until
+ *            the skipped bytes are S of all (at most 90% per input).
+ * Uniform is the better on the default model (docs/hot-cold.md). */
+enum insparse_alloc { INSPARSE_ALLOC_UNIFORM = 0, INSPARSE_ALLOC_GREEDY = 1 };
+void insparse_allocate(const struct insparse_probe *probes, int n_layers, const double *bytes, double target,
+                       enum insparse_alloc alloc, double *sp);
+
 /* Zeroes the entries of x [count] whose score (model.h, llama_layer.in_thr)
  * is <= L->in_thr[site], after recording the scores in L->in_probe when
  * set. Entry k is column (col0 + k) % width of the site's input (width: the
@@ -193,9 +209,33 @@ int insparse_site_norms(const struct llama_layer *L, int site, float *norm, char
  * result equals the dense matmul of the masked input. */
 struct insparse_q4t {
     int64_t n_in, n_out; /* n_in a multiple of 32, n_out of 64 */
-    size_t group_bytes;  /* 4 * n_out + 32 * n_out / 2 */
-    uint8_t *data;       /* [n_in / 32] groups, owned */
+    size_t group_bytes;  /* one group's bytes, all bands: 4 * n_out + 32 * n_out / 2 */
+    uint8_t *data;       /* group_bytes * n_in / 32, owned, 64-byte aligned */
 };
+/* Stored band-major, so that each thread reads one contiguous run: the
+ * outputs are cut in bands of INSPARSE_Q4T_BAND chunks of 64 (the last band
+ * shorter, wb chunks), and band b holds, for each group g in turn, the
+ * band's fp16 d[64 wb] and m[64 wb], then the group's 32 nibble rows of the
+ * band, 32 wb bytes each (one cache line at wb = 2, skipped as a whole when
+ * the input is zero). The band-group block of chunk c, group g: */
+#define INSPARSE_Q4T_BAND 2
+static inline const uint8_t *insparse_q4t_block(const struct insparse_q4t *m, int64_t g, int64_t c, int64_t *wb) {
+    const int64_t nc = m->n_out / 64, b0 = c / INSPARSE_Q4T_BAND * INSPARSE_Q4T_BAND;
+    *wb = nc - b0 < INSPARSE_Q4T_BAND ? nc - b0 : INSPARSE_Q4T_BAND;
+    return m->data + (size_t)(m->n_in / 32) * 1280 * (size_t)b0 + (size_t)g * 1280 * (size_t)*wb;
+}
+/* Row e's 32 bytes of chunk c in group g. */
+static inline const uint8_t *insparse_q4t_row(const struct insparse_q4t *m, int64_t g, int e, int64_t c) {
+    int64_t wb;
+    const uint8_t *blk = insparse_q4t_block(m, g, c, &wb);
+    return blk + (size_t)(256 * wb) + (size_t)(e * 32 * wb) + (size_t)(32 * (c % INSPARSE_Q4T_BAND));
+}
+/* The fp16 d (scale) and m (offset) of output r in group g. */
+static inline const uint8_t *insparse_q4t_scale(const struct insparse_q4t *m, int64_t g, int64_t r, int offset) {
+    int64_t wb;
+    const uint8_t *blk = insparse_q4t_block(m, g, r / 64, &wb);
+    return blk + (offset ? 128 * wb : 0) + 2 * (r - r / 64 / INSPARSE_Q4T_BAND * INSPARSE_Q4T_BAND * 64);
+}
 /* From a Q4_1 weight (n_out a multiple of 64). 0, or negative with err. */
 int insparse_q4t_build(struct insparse_q4t *m, const struct weight *w, char *err, size_t errlen);
 /* The same for rows [r0, r1) and input columns [c0, c1) of w (r0, r1
@@ -207,16 +247,16 @@ void insparse_q4t_free(struct insparse_q4t *m);
 /* The weight of output r, input i, as its nibble (0..15): for tests. */
 int insparse_q4t_nibble(const struct insparse_q4t *m, int64_t r, int64_t i);
 
-/* One token: acc[r], accm[r] for r in [64 c0, 64 c1) over xq [n_in / 32]
- * blocks as defined above (acc and accm are written, not added to; the
- * caller adds them). Returns the nibble rows read (inputs with a nonzero
+/* One token: acc[r], accm[r] for r in [64 c0, 64 c1) over the blocks
+ * [g0, g1) of xq [n_in / 32] as defined above (acc and accm are written,
+ * not added to; the caller adds them). Returns the nibble rows read (inputs with a nonzero
  * xq, times the chunks). _ref is the scalar version; insparse_q4t_dot the
  * fastest (VNNI, AVX2 or scalar: HEARTH_NO_VNNI, HEARTH_NO_SIMD); all are
  * bit-identical. */
 int64_t insparse_q4t_dot_ref(const struct insparse_q4t *m, const block_q8_1 *xq, float *acc, float *accm,
-                             int64_t c0, int64_t c1);
+                             int64_t c0, int64_t c1, int64_t g0, int64_t g1);
 int64_t insparse_q4t_dot(const struct insparse_q4t *m, const block_q8_1 *xq, float *acc, float *accm, int64_t c0,
-                         int64_t c1);
+                         int64_t c1, int64_t g0, int64_t g1);
 /* y [n_tok][n_out] = W x_t for each token (x: [n_tok][n_in] floats,
  * quantised to Q8_1 as matmul does), threads splitting the chunks. scratch:
  * n_in / 32 blocks of Q8_1 and 2 * n_out floats per token, from
@@ -258,10 +298,22 @@ const struct weight *insparse_mat_weight(const struct llama_layer *L, int mat);
 int insparse_layer_build(struct llama_layer *L, const int *use, int64_t n0, int64_t n1, size_t *bytes, char *err,
                          size_t errlen);
 void insparse_layer_free(struct llama_layer *L);
+/* A sidecar's input sparsity (sidecar.h: thr [n_layers][4], use
+ * [n_layers][7]) put into layers[0..n_layers): with attn, the attention
+ * inputs' thresholds and q/k/v/o copies; with ffn, the FFN's thresholds and
+ * gate/up/down copies for neurons [n0[l], n1[l]) (n0 NULL: 0; n1 NULL: the
+ * layer's own count). *bytes (may be NULL) gets the copies' bytes. */
+int insparse_layers_apply(struct llama_layer *layers, int n_layers, const float *thr, const int32_t *use, int attn,
+                          int ffn, const int64_t *n0, const int64_t *n1, size_t *bytes, char *err, size_t errlen);
 /* The q4t copy of mat that the forward pass reads for neurons [n0, n1)
- * (ignored for attention), or NULL: none, or one of other neurons. The
- * product is the dense one bit for bit, so a copy is used whatever the
+ * (ignored for attention) in a batch of n_tok rows, or NULL: none, one of
+ * other neurons, or more rows than INSPARSE_Q4T_MAX_TOKENS (the dense
+ * product reads each weight once for all rows; the input-major one reads
+ * the rows' union of inputs once per row). The product is the dense one bit
+ * for bit, so the choice changes no result, and a copy is used whatever the
  * threshold (0 still skips a ReLU input's zeros). */
-const struct insparse_q4t *insparse_layer_q4t(const struct llama_layer *L, int mat, int64_t n0, int64_t n1);
+#define INSPARSE_Q4T_MAX_TOKENS 1
+const struct insparse_q4t *insparse_layer_q4t(const struct llama_layer *L, int mat, int64_t n0, int64_t n1,
+                                              int n_tok);
 
 #endif

@@ -63,81 +63,88 @@ static inline __m256i q4t_dot4(__m256i isum, __m256i u, __m256i s) {
 
 #ifdef HEARTH_VNNI
 int64_t insparse_q4t_dot_vnni(const struct insparse_q4t *m, const block_q8_1 *xq, float *acc, float *accm,
-                              int64_t c0, int64_t c1);
+                              int64_t c0, int64_t c1, int64_t g0, int64_t g1);
 int64_t insparse_q4t_dot_vnni(const struct insparse_q4t *m, const block_q8_1 *xq, float *acc, float *accm,
-                              int64_t c0, int64_t c1) {
+                              int64_t c0, int64_t c1, int64_t g0, int64_t g1) {
 #else
 int64_t insparse_q4t_dot_avx2(const struct insparse_q4t *m, const block_q8_1 *xq, float *acc, float *accm,
-                              int64_t c0, int64_t c1);
+                              int64_t c0, int64_t c1, int64_t g0, int64_t g1);
 int64_t insparse_q4t_dot_avx2(const struct insparse_q4t *m, const block_q8_1 *xq, float *acc, float *accm,
-                              int64_t c0, int64_t c1) {
+                              int64_t c0, int64_t c1, int64_t g0, int64_t g1) {
 #endif
-    const int64_t ng = m->n_in / 32, n_out = m->n_out;
-    const size_t rb = (size_t)(n_out / 2);
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     int64_t read = 0;
     for (int64_t r = 64 * c0; r < 64 * c1; r += 8) {
         _mm256_storeu_ps(acc + r, _mm256_setzero_ps());
         _mm256_storeu_ps(accm + r, _mm256_setzero_ps());
     }
-    for (int64_t g = 0; g < ng; g++) {
-        const __m256i xv = _mm256_loadu_si256((const __m256i *)xq[g].qs);
-        uint32_t nz = ~(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(xv, _mm256_setzero_si256()));
-        if (!nz) continue;
-        const uint8_t *grp = m->data + (size_t)g * m->group_bytes;
-        const uint8_t *rows = grp + 4 * n_out;
-        /* the quads: row pointers' offsets and the four x bytes */
-        size_t off[32];
-        int32_t xs[8];
-        int n = 0, nq = 0;
-        uint8_t xb[32];
-        while (nz) {
-            const int e = __builtin_ctz(nz);
-            nz &= nz - 1;
-            off[n] = (size_t)e * rb;
-            xb[n] = (uint8_t)xq[g].qs[e];
-            n++;
-        }
-        read += (int64_t)n * (c1 - c0);
-        while (n % 4) {
-            off[n] = off[0];
-            xb[n] = 0;
-            n++;
-        }
-        nq = n / 4;
-        for (int q = 0; q < nq; q++) memcpy(&xs[q], xb + 4 * q, 4);
-        const __m256 dx = _mm256_set1_ps(fp16_to_f32(xq[g].d)), sx = _mm256_set1_ps(fp16_to_f32(xq[g].s));
-        for (int64_t c = c0; c < c1; c++) {
-            __m256i is[8];
-            for (int t = 0; t < 8; t++) is[t] = _mm256_setzero_si256();
-            const uint8_t *base = rows + (size_t)c * 32;
-            for (int q = 0; q < nq; q++) {
-                const __m256i a = _mm256_loadu_si256((const __m256i *)(base + off[4 * q]));
-                const __m256i b = _mm256_loadu_si256((const __m256i *)(base + off[4 * q + 1]));
-                const __m256i cc = _mm256_loadu_si256((const __m256i *)(base + off[4 * q + 2]));
-                const __m256i d = _mm256_loadu_si256((const __m256i *)(base + off[4 * q + 3]));
-                const __m256i ablo = _mm256_unpacklo_epi8(a, b), abhi = _mm256_unpackhi_epi8(a, b);
-                const __m256i cdlo = _mm256_unpacklo_epi8(cc, d), cdhi = _mm256_unpackhi_epi8(cc, d);
-                const __m256i p[4] = {_mm256_unpacklo_epi16(ablo, cdlo), _mm256_unpackhi_epi16(ablo, cdlo),
-                                      _mm256_unpacklo_epi16(abhi, cdhi), _mm256_unpackhi_epi16(abhi, cdhi)};
-                const __m256i xq4 = _mm256_set1_epi32(xs[q]);
+    /* band by band (each one contiguous run over the groups), the groups in
+     * ascending order within: each output's fold is the reference's */
+    for (int64_t cb = c0; cb < c1;) {
+        const int64_t b0 = cb / INSPARSE_Q4T_BAND * INSPARSE_Q4T_BAND;
+        int64_t wb;
+        (void)insparse_q4t_block(m, g0, cb, &wb);
+        const int64_t ce = b0 + wb < c1 ? b0 + wb : c1;
+        for (int64_t g = g0; g < g1; g++) {
+            const __m256i xv = _mm256_loadu_si256((const __m256i *)xq[g].qs);
+            uint32_t nz = ~(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(xv, _mm256_setzero_si256()));
+            if (!nz) continue;
+            const uint8_t *blk = insparse_q4t_block(m, g, cb, &wb);
+            const uint8_t *dsc = blk, *msc = blk + 128 * wb, *rows = blk + 256 * wb;
+            /* the quads: row offsets within the band and the four x bytes */
+            size_t off[32];
+            int32_t xs[8];
+            int n = 0, nq = 0;
+            uint8_t xb[32];
+            while (nz) {
+                const int e = __builtin_ctz(nz);
+                nz &= nz - 1;
+                off[n] = (size_t)(e * 32 * wb);
+                xb[n] = (uint8_t)xq[g].qs[e];
+                n++;
+            }
+            read += (int64_t)n * (ce - cb);
+            while (n % 4) {
+                off[n] = off[0];
+                xb[n] = 0;
+                n++;
+            }
+            nq = n / 4;
+            for (int q = 0; q < nq; q++) memcpy(&xs[q], xb + 4 * q, 4);
+            const __m256 dx = _mm256_set1_ps(fp16_to_f32(xq[g].d)), sx = _mm256_set1_ps(fp16_to_f32(xq[g].s));
+            for (int64_t c = cb; c < ce; c++) {
+                __m256i is[8];
+                for (int t = 0; t < 8; t++) is[t] = _mm256_setzero_si256();
+                const uint8_t *base = rows + (size_t)(32 * (c - b0));
+                for (int q = 0; q < nq; q++) {
+                    const __m256i a = _mm256_loadu_si256((const __m256i *)(base + off[4 * q]));
+                    const __m256i b = _mm256_loadu_si256((const __m256i *)(base + off[4 * q + 1]));
+                    const __m256i cc = _mm256_loadu_si256((const __m256i *)(base + off[4 * q + 2]));
+                    const __m256i d = _mm256_loadu_si256((const __m256i *)(base + off[4 * q + 3]));
+                    const __m256i ablo = _mm256_unpacklo_epi8(a, b), abhi = _mm256_unpackhi_epi8(a, b);
+                    const __m256i cdlo = _mm256_unpacklo_epi8(cc, d), cdhi = _mm256_unpackhi_epi8(cc, d);
+                    const __m256i p[4] = {_mm256_unpacklo_epi16(ablo, cdlo), _mm256_unpackhi_epi16(ablo, cdlo),
+                                          _mm256_unpacklo_epi16(abhi, cdhi), _mm256_unpackhi_epi16(abhi, cdhi)};
+                    const __m256i xq4 = _mm256_set1_epi32(xs[q]);
 #pragma GCC unroll 4
-                for (int k = 0; k < 4; k++) {
-                    is[k] = q4t_dot4(is[k], _mm256_and_si256(p[k], m4), xq4);
-                    is[4 + k] = q4t_dot4(is[4 + k], _mm256_and_si256(_mm256_srli_epi16(p[k], 4), m4), xq4);
+                    for (int k = 0; k < 4; k++) {
+                        is[k] = q4t_dot4(is[k], _mm256_and_si256(p[k], m4), xq4);
+                        is[4 + k] = q4t_dot4(is[4 + k], _mm256_and_si256(_mm256_srli_epi16(p[k], 4), m4), xq4);
+                    }
+                }
+                const int64_t r0 = c * 64, o0 = (c - b0) * 64;
+#pragma GCC unroll 8
+                for (int t = 0; t < 8; t++) {
+                    const int64_t r = r0 + 8 * t, o = o0 + 8 * t;
+                    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(dsc + 2 * o)));
+                    const __m256 mw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(msc + 2 * o)));
+                    _mm256_storeu_ps(acc + r, _mm256_fmadd_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(is[t]),
+                                                              _mm256_loadu_ps(acc + r)));
+                    _mm256_storeu_ps(accm + r, _mm256_fmadd_ps(mw, sx, _mm256_loadu_ps(accm + r)));
                 }
             }
-            const int64_t r0 = c * 64;
-#pragma GCC unroll 8
-            for (int t = 0; t < 8; t++) {
-                const int64_t r = r0 + 8 * t;
-                const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(grp + 2 * r)));
-                const __m256 mw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(grp + 2 * n_out + 2 * r)));
-                _mm256_storeu_ps(acc + r, _mm256_fmadd_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(is[t]),
-                                                          _mm256_loadu_ps(acc + r)));
-                _mm256_storeu_ps(accm + r, _mm256_fmadd_ps(mw, sx, _mm256_loadu_ps(accm + r)));
-            }
         }
+        cb = ce;
     }
     return read;
 }

@@ -46,6 +46,9 @@ void sidecar_free(struct sidecar *sc) {
         }
         free(sc->layers);
     }
+    free(sc->in_thr);
+    free(sc->in_density);
+    free(sc->in_use);
     memset(sc, 0, sizeof *sc);
 }
 
@@ -61,6 +64,20 @@ int sidecar_alloc_samples(struct sidecar *sc, int64_t n, char *err, size_t errle
             snprintf(err, errlen, "sidecar: out of memory for %lld samples", (long long)n);
             return -1;
         }
+    }
+    return 0;
+}
+
+int sidecar_alloc_insparse(struct sidecar *sc, char *err, size_t errlen) {
+    free(sc->in_thr);
+    free(sc->in_density);
+    free(sc->in_use);
+    sc->in_thr = calloc((size_t)sc->n_layers * SIDECAR_IN_SITES, sizeof(float));
+    sc->in_density = calloc((size_t)sc->n_layers * SIDECAR_IN_SITES, sizeof(float));
+    sc->in_use = calloc((size_t)sc->n_layers * SIDECAR_IN_MATS, sizeof(int32_t));
+    if (!sc->in_thr || !sc->in_density || !sc->in_use) {
+        snprintf(err, errlen, "sidecar: out of memory");
+        return -1;
     }
     return 0;
 }
@@ -151,6 +168,14 @@ int sidecar_save(const struct sidecar *sc, const char *path, char *err, size_t e
             if (add(w, name, HEARTH_TYPE_F32, sc->hidden, 1, p->b2, err, errlen)) goto done;
         }
     }
+    if (sc->in_thr) {
+        gguf_writer_set_f32(w, "hearth.insparse.target", sc->in_target);
+        if (add(w, "insparse_thr", HEARTH_TYPE_F32, SIDECAR_IN_SITES, sc->n_layers, sc->in_thr, err, errlen) ||
+            add(w, "insparse_density", HEARTH_TYPE_F32, SIDECAR_IN_SITES, sc->n_layers, sc->in_density, err,
+                errlen) ||
+            add(w, "insparse_use", HEARTH_TYPE_I32, SIDECAR_IN_MATS, sc->n_layers, sc->in_use, err, errlen))
+            goto done;
+    }
     if (gguf_writer_error(w)) {
         snprintf(err, errlen, "sidecar %s: %s", path, gguf_writer_error(w));
         goto done;
@@ -221,6 +246,43 @@ static int finite_all(const float *v, int64_t n) {
     for (int64_t i = 0; i < n; i++)
         if (!isfinite(v[i])) return 0;
     return 1;
+}
+
+/* input sparsity's part: finite thresholds >= 0, densities in [0, 1], 0/1 choices */
+static int load_insparse(struct sidecar *sc, gguf_ctx_t *g, const char *path, char *err, size_t errlen) {
+    double target;
+    if (gguf_get_float(g, "hearth.insparse.target", &target, err, errlen) || !(target >= 0 && target < 1)) {
+        snprintf(err, errlen, "sidecar %s: hearth.insparse.target is missing or outside [0, 1)", path);
+        return -1;
+    }
+    const int64_t ns = (int64_t)sc->n_layers * SIDECAR_IN_SITES, nm = (int64_t)sc->n_layers * SIDECAR_IN_MATS;
+    const float *thr = get(g, path, "insparse_thr", HEARTH_TYPE_F32, SIDECAR_IN_SITES, sc->n_layers, err, errlen);
+    const float *den = thr ? get(g, path, "insparse_density", HEARTH_TYPE_F32, SIDECAR_IN_SITES, sc->n_layers, err,
+                                 errlen)
+                           : NULL;
+    const int32_t *use = den ? get(g, path, "insparse_use", HEARTH_TYPE_I32, SIDECAR_IN_MATS, sc->n_layers, err,
+                                   errlen)
+                             : NULL;
+    if (!use) return -1;
+    for (int64_t k = 0; k < ns; k++)
+        if (!(thr[k] >= 0) || !isfinite(thr[k]) || !(den[k] >= 0 && den[k] <= 1)) {
+            snprintf(err, errlen, "sidecar %s: layer %lld input %lld: threshold %g, density %g (want a finite "
+                                  "threshold >= 0, a density in [0, 1])",
+                     path, (long long)(k / SIDECAR_IN_SITES), (long long)(k % SIDECAR_IN_SITES), thr[k], den[k]);
+            return -1;
+        }
+    for (int64_t k = 0; k < nm; k++)
+        if (use[k] != 0 && use[k] != 1) {
+            snprintf(err, errlen, "sidecar %s: insparse_use of layer %lld matrix %lld is %d, not 0 or 1", path,
+                     (long long)(k / SIDECAR_IN_MATS), (long long)(k % SIDECAR_IN_MATS), use[k]);
+            return -1;
+        }
+    if (sidecar_alloc_insparse(sc, err, errlen)) return -1;
+    sc->in_target = (float)target;
+    memcpy(sc->in_thr, thr, (size_t)ns * sizeof *thr);
+    memcpy(sc->in_density, den, (size_t)ns * sizeof *den);
+    memcpy(sc->in_use, use, (size_t)nm * sizeof *use);
+    return 0;
 }
 
 /* the plan's part: order (a permutation), hot counts, predictors */
@@ -424,6 +486,7 @@ int sidecar_load(struct sidecar *sc, const char *path, int with_samples, char *e
         }
     }
     if (gguf_find_key(g, "hearth.plan.gpu_budget") >= 0 && load_plan(sc, g, path, err, errlen)) goto done;
+    if (gguf_find_key(g, "hearth.insparse.target") >= 0 && load_insparse(sc, g, path, err, errlen)) goto done;
     rc = 0;
 done:
     if (rc) sidecar_free(sc);
@@ -447,6 +510,15 @@ int sidecar_check_model(const struct sidecar *sc, const struct llama_model *m, c
         return -1;
     }
     return 0;
+}
+
+int sidecar_check_usable(const struct sidecar *sc, const char *path, char *err, size_t errlen) {
+    if (sc->planned || sc->in_thr) return 0;
+    snprintf(err, errlen,
+             "sidecar %s has a profile but no placement and no input sparsity: run hearth plan --sidecar %s "
+             "--gpu-budget SIZE, or hearth profile --in-sparsity S",
+             path, path);
+    return -1;
 }
 
 int sidecar_check_planned(const struct sidecar *sc, const char *path, char *err, size_t errlen) {

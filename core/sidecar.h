@@ -37,6 +37,17 @@
  *   blk.L.pred_w2 F32 [rank, hidden] blk.L.pred_b2 F32 [hidden]
  *   pred_cutoff / pred_recall / pred_precision / pred_predicted  F32 [n_layers]
  *   pred_use                        I32 [n_layers]        1: cold neurons go through the predictor
+ *   -- input sparsity (core/insparse.h), after `hearth profile --in-sparsity S` --
+ *   hearth.insparse.target          f32  the model-wide target S (share of matrix bytes skipped)
+ *   insparse_thr                    F32 [4, n_layers]     per layer the thresholds of the four
+ *                                                        matrix inputs (enum insparse_site)
+ *   insparse_density                F32 [4, n_layers]     share of each input kept on the calibration text
+ *   insparse_use                    I32 [7, n_layers]     per layer and matrix (enum insparse_matrix):
+ *                                                        1: read through its input-major copy
+ * A sidecar may hold input sparsity without a plan: the FFN then stays
+ * dense (split among the workers as without a sidecar) with masked inputs.
+ * With a plan, the FFN is the plan's hot/cold one and only the attention
+ * thresholds apply.
  */
 #ifndef HEARTH_SIDECAR_H
 #define HEARTH_SIDECAR_H
@@ -81,7 +92,19 @@ struct sidecar {
     int planned;     /* order/hot/predictors present */
     int64_t gpu_budget, fixed_bytes, group, min_hot;
     struct sidecar_layer *layers; /* [n_layers] */
+    /* input sparsity: in_thr NULL when the file has none */
+    float in_target;
+    float *in_thr;     /* [n_layers][4] */
+    float *in_density; /* [n_layers][4] */
+    int32_t *in_use;   /* [n_layers][7] */
 };
+
+#define SIDECAR_IN_SITES 4 /* INSPARSE_N_SITES */
+#define SIDECAR_IN_MATS 7  /* INSPARSE_N_MATS */
+
+/* Allocates the input-sparsity arrays (zeroed: thresholds 0, nothing
+ * input-major). */
+int sidecar_alloc_insparse(struct sidecar *sc, char *err, size_t errlen);
 
 static inline int64_t sidecar_fired_bytes(const struct sidecar *sc) { return (sc->hidden + 7) / 8; }
 
@@ -102,6 +125,8 @@ int sidecar_save(const struct sidecar *sc, const char *path, char *err, size_t e
  * sha256 is checked by `hearth plan`, offline, where hashing a large file
  * costs nothing anyone waits for). */
 int sidecar_check_model(const struct sidecar *sc, const struct llama_model *m, char *err, size_t errlen);
+/* What a runtime needs: a plan, or input sparsity, or both. */
+int sidecar_check_usable(const struct sidecar *sc, const char *path, char *err, size_t errlen);
 /* Requires `hearth plan` to have run. */
 int sidecar_check_planned(const struct sidecar *sc, const char *path, char *err, size_t errlen);
 

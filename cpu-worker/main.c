@@ -16,6 +16,7 @@
 
 #include "forward.h"
 #include "hotcold.h"
+#include "insparse.h"
 #include "ipc.h"
 #include "log.h"
 #include "model.h"
@@ -128,10 +129,39 @@ static void free_local_copy(struct cpu_worker *c) {
             weight_repack_free(&L->w_gate);
             weight_repack_free(&L->w_up);
             weight_repack_free(&L->w_down);
+            insparse_layer_free(L);
             if (c->local[l].buf) topo_free_on_node(c->topo, c->local[l].buf, c->local[l].bytes);
         }
     free(c->local);
     if (c->topo) topo_free(c->topo);
+}
+
+/* The sidecar's input sparsity on the shard: the FFN thresholds, and the
+ * input-major copies of its gate/up rows and down columns (of the NUMA-local
+ * copy where there is one). */
+static int apply_insparse(struct cpu_worker *c, char *err, size_t errlen) {
+    const int nl = c->model.cfg.n_layers;
+    size_t bytes = 0;
+    int rc;
+    if (!c->local) {
+        rc = insparse_layers_apply(c->model.layers, nl, c->sc.in_thr, c->sc.in_use, 0, 1, c->n0, c->n1, &bytes, err,
+                                   errlen);
+    } else {
+        int64_t *width = malloc((size_t)nl * sizeof *width);
+        if (!width) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        for (int l = 0; l < nl; l++) width[l] = c->n1[l] - c->n0[l];
+        rc = 0;
+        for (int l = 0; l < nl && rc == 0; l++)
+            rc = insparse_layers_apply(&c->local[l].L, 1, c->sc.in_thr + (size_t)l * SIDECAR_IN_SITES,
+                                       c->sc.in_use + (size_t)l * SIDECAR_IN_MATS, 0, 1, NULL, &width[l], NULL, err,
+                                       errlen);
+        free(width);
+    }
+    if (rc == 0) log_info("input sparsity: %.1f MiB of input-major shard weights", (double)bytes / (1 << 20));
+    return rc;
 }
 
 /* The shard's rows in the 8-row layout of the GEMV kernels (model.h, x8),
@@ -177,13 +207,15 @@ static int setup(struct cpu_worker *c, char *err, size_t errlen) {
     c->tp = tpool_create(n_threads, err, errlen);
     if (!c->tp || ffn_scratch_create(&c->fs, &c->model, (int)a->max_batch, err, errlen) != 0) return -1;
     worker_pin_pool(&c->w, c->tp);
-    if (a->sidecar_path && a->sidecar_path[0]) {
+    if (a->sidecar_path && a->sidecar_path[0] && hotcold_load_sidecar(&c->sc, a->sidecar_path, &c->model, err, errlen))
+        return -1;
+    if (c->sc.planned) {
         /* positions of the plan; hotcold gathers the shard's rows itself */
-        if (hotcold_load_sidecar(&c->sc, a->sidecar_path, &c->model, err, errlen) != 0 ||
-            hotcold_create(&c->hc, &c->sc, &c->model, c->n0, c->n1, (int)a->max_batch, err, errlen) != 0)
-            return -1;
+        if (hotcold_create(&c->hc, &c->sc, &c->model, c->n0, c->n1, (int)a->max_batch, err, errlen) != 0) return -1;
         c->sparse = 1;
     } else if (make_local_copy(c, err, errlen) != 0 || repack_shard(c, err, errlen) != 0) {
+        return -1;
+    } else if (c->sc.in_thr && apply_insparse(c, err, errlen) != 0) {
         return -1;
     }
     char name[32], ep[IPC_PATH_MAX + 32];

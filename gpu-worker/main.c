@@ -15,6 +15,7 @@
 
 #include "backend.h"
 #include "hotcold.h"
+#include "insparse.h"
 #ifdef HEARTH_HAVE_CUDA
 #include "backend_cuda.h"
 #endif
@@ -115,7 +116,9 @@ static int setup(struct gpu_worker *g, char *err, size_t errlen) {
         g->hot0[s->layer] = s->first_neuron;
         g->hot1[s->layer] = s->end_neuron;
     }
-    const int sparse = a->sidecar_path && a->sidecar_path[0];
+    if (a->sidecar_path && a->sidecar_path[0] && hotcold_load_sidecar(&g->sc, a->sidecar_path, &g->model, err, errlen))
+        return -1;
+    const int sparse = g->sc.planned; /* the plan's hot/cold FFN (else input sparsity only, or none) */
     if (!is_cuda) { /* attention and the hot neurons in the kernels' 8-row layout (the sparse FFN reads its own) */
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -125,7 +128,13 @@ static int setup(struct gpu_worker *g, char *err, size_t errlen) {
         log_info("repacked %.1f MiB of weights into 8-row groups in %.0f ms", (double)bytes / (1 << 20),
                  (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-6);
     }
-    if (sparse && hotcold_load_sidecar(&g->sc, a->sidecar_path, &g->model, err, errlen) != 0) return -1;
+    if (g->sc.in_thr && !is_cuda) { /* attention's inputs; the hot neurons' too without a plan */
+        size_t bytes = 0;
+        if (insparse_layers_apply(g->model.layers, c->n_layers, g->sc.in_thr, g->sc.in_use, 1, !sparse, g->hot0,
+                                  g->hot1, &bytes, err, errlen) != 0)
+            return -1;
+        log_info("input sparsity: %.1f MiB of input-major weights", (double)bytes / (1 << 20));
+    }
     if (sparse && !is_cuda) {
         if (hotcold_create(&g->hc, &g->sc, &g->model, g->hot0, g->hot1, g->max_batch, err, errlen) != 0) return -1;
         backend_host_set_hotcold(&g->be, &g->hc);

@@ -551,9 +551,13 @@ static int check_model(const char *path) {
         for (int l = 0; l < nl; l++)
             CHECK(insparse_layer_build(&m.layers[l], use, 0, m.cfg.hidden_dim, NULL, err, sizeof err) == 0,
                   "layer %d: %s", l, err);
+        /* token by token (the copies serve single-row steps, decode): the
+         * batch's logits, row by row */
         float *q4 = xmalloc((size_t)n_tok * nv * sizeof(float));
         s.fs.in_read_bytes = s.fs.in_dense_bytes = 0;
-        CHECK(forward(&s, toks, n_tok, 0, q4, 1, err, sizeof err) == 0, "forward (q4t): %s", err);
+        for (int t = 0; t < n_tok; t++)
+            CHECK(forward(&s, toks + t, 1, t, q4 + (size_t)t * nv, 0, err, sizeof err) == 0, "forward (q4t): %s",
+                  err);
         if (quant_have_avx2()) {
             CHECK(same_or_near(q4, got, (int64_t)n_tok * nv, 1) == 0,
                   "the input-major copies changed the masked model's logits");
@@ -626,7 +630,7 @@ static void check_q4t(int64_t n_in, int64_t n_out, struct tpool **pools) {
         /* 1. scalar against the dense kernel, token 0 */
         q8->from_float(x, xq, n_in);
         for (int64_t i = 0; i < n_in; i++) nonzero += xq[i / 32].qs[i % 32] != 0;
-        const int64_t read = insparse_q4t_dot_ref(&m, xq, acc, accm, 0, nc);
+        const int64_t read = insparse_q4t_dot_ref(&m, xq, acc, accm, 0, nc, 0, ng);
         CHECK(read == nonzero * nc, "q4t %lldx%lld density %.2f: %lld rows read, %lld nonzero inputs x %lld chunks",
               (long long)n_in, (long long)n_out, dens[di], (long long)read, (long long)nonzero, (long long)nc);
         const int exact = quant_have_avx2();
@@ -641,8 +645,8 @@ static void check_q4t(int64_t n_in, int64_t n_out, struct tpool **pools) {
               (long long)n_out, dens[di], bad_dense);
         /* 2. the fast kernel over every chunk range that splits the outputs in two */
         for (int64_t cut = 0; cut <= nc; cut++) {
-            const int64_t r1 = insparse_q4t_dot(&m, xq, acc2, accm2, 0, cut);
-            const int64_t r2 = insparse_q4t_dot(&m, xq, acc2, accm2, cut, nc);
+            const int64_t r1 = insparse_q4t_dot(&m, xq, acc2, accm2, 0, cut, 0, ng);
+            const int64_t r2 = insparse_q4t_dot(&m, xq, acc2, accm2, cut, nc, 0, ng);
             bad_fast += r1 + r2 != read;
             bad_fast += memcmp(acc, acc2, (size_t)n_out * sizeof(float)) != 0;
             bad_fast += memcmp(accm, accm2, (size_t)n_out * sizeof(float)) != 0;

@@ -133,36 +133,6 @@ static void set_thresholds(struct run *r, const struct insparse_probe *calib, co
             r->m.layers[l].in_thr[s] = insparse_probe_threshold(&calib[l], s, sp[l * INSPARSE_N_SITES + s]);
 }
 
-/* greedy: raise the (layer, site) whose next STEP drops the least x^2 mass
- * per skipped byte, until the skipped bytes reach target of the total */
-static void allocate_greedy(const struct run *r, const struct insparse_probe *calib, double target, double *sp) {
-    const int nl = r->m.cfg.n_layers, ns = nl * INSPARSE_N_SITES;
-    double total = 0, skipped = 0;
-    for (int k = 0; k < ns; k++) {
-        sp[k] = 0;
-        total += r->lsite_bytes[k];
-    }
-    while (skipped < target * total) {
-        int best = -1;
-        double best_cost = INFINITY;
-        for (int k = 0; k < ns; k++) {
-            if (sp[k] + STEP > MAX_SPARSITY + 1e-9 || r->lsite_bytes[k] <= 0) continue;
-            const int l = k / INSPARSE_N_SITES, s = k % INSPARSE_N_SITES;
-            const double e0 = insparse_probe_energy_below(&calib[l], s, insparse_probe_threshold(&calib[l], s, sp[k]));
-            const double e1 =
-                insparse_probe_energy_below(&calib[l], s, insparse_probe_threshold(&calib[l], s, sp[k] + STEP));
-            const double cost = (e1 - e0) / (STEP * r->lsite_bytes[k]);
-            if (cost < best_cost) {
-                best_cost = cost;
-                best = k;
-            }
-        }
-        if (best < 0) break;
-        sp[best] += STEP;
-        skipped += STEP * r->lsite_bytes[best];
-    }
-}
-
 static double measure(struct run *r, const char *label, int32_t *eval, size_t n_eval, int chunks, float *logits,
                     double dense_ppl, const double *sp) {
     const int nl = r->m.cfg.n_layers;
@@ -302,7 +272,7 @@ int main(int argc, char **argv) {
             if (mode == 0)
                 for (int k = 0; k < nl * INSPARSE_N_SITES; k++) sp[k] = target;
             else if (mode == 1)
-                allocate_greedy(&r, calib, target, sp);
+                insparse_allocate(calib, r.m.cfg.n_layers, r.lsite_bytes, target, INSPARSE_ALLOC_GREEDY, sp);
             else
                 allocate_scap(&r, target, sp);
             set_thresholds(&r, calib, sp);
