@@ -281,6 +281,14 @@ int cli_parse(struct cli_opts *o, int argc, char **argv, int first, unsigned all
         } else if ((allowed & CLI_PROFILE) && !strcmp(a, "--in-sparsity")) {
             NEED_VALUE();
             if (parse_float(a, v, 0.0f, 0.9f, &o->in_sparsity)) return -1;
+        } else if ((allowed & CLI_PROFILE) && !strcmp(a, "--in-kernels")) {
+            NEED_VALUE();
+            if (!strcmp(v, "auto")) o->in_always = 0;
+            else if (!strcmp(v, "always")) o->in_always = 1;
+            else {
+                fprintf(stderr, "hearth: --in-kernels %s: want auto or always\n", v);
+                return -1;
+            }
         } else if ((allowed & CLI_PROFILE) && !strcmp(a, "--in-alloc")) {
             NEED_VALUE();
             if (!strcmp(v, "uniform")) o->in_alloc = 0;

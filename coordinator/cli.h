@@ -44,6 +44,7 @@ struct cli_opts {
     int profile_tokens;      /* profile --tokens */
     float in_sparsity;       /* profile --in-sparsity (0: none) */
     int in_alloc;            /* profile --in-alloc: enum insparse_alloc */
+    int in_always;           /* profile --in-kernels always (1) or auto (0) */
     int64_t gpu_budget;      /* plan --gpu-budget, bytes; -1 unset */
     int min_hot;             /* plan --min-hot */
     int max_rank;            /* plan --max-rank */

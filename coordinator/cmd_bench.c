@@ -401,7 +401,7 @@ int cmd_bench(int argc, char **argv) {
                 printf(" resident + %.1f MiB of %s cold store in host memory (recall %d tokens per layer and head)",
                        (double)bt.kv_cold_bytes / (1 << 20), kv_cold_name(s.kv.cold), s.kv.recall);
             printf("\n");
-            if (sparse && ntg > 0)
+            if (sparse && ntg > 0 && bt.ffn_dense > 0) /* the plan's hot/cold FFN (not input sparsity alone) */
                 printf("FFN weights read per generated token: dense %.2f MiB, sparse %.2f MiB (%.1f%%; sidecar %s)\n",
                        bt.ffn_dense / ntg / (1 << 20), bt.ffn_read / ntg / (1 << 20),
                        bt.ffn_dense > 0 ? 100.0 * bt.ffn_read / bt.ffn_dense : 0.0, o.eng.sidecar_path);

@@ -25,6 +25,7 @@
 
 #include "cli.h"
 #include "engine.h"
+#include "forward.h"
 #include "fp16.h"
 #include "insparse.h"
 #include "log.h"
@@ -77,13 +78,98 @@ static double coverage(const float *sorted_desc, int64_t n, double share) {
     return 1;
 }
 
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+#define TIME_REPS 15
+
+/* The time of one decode row's product through each (layer, matrix):
+ * t_dense[l * 7 + k] through the forward pass's dense kernels and t_sparse
+ * through its input-major copy (q4t), for an input of the layer's measured
+ * density at that site (random entries zeroed), medians of TIME_REPS passes
+ * over the whole model (so the weights stream from memory as in decode),
+ * the two alternated. ok[l * 7 + k]: the matrix can have a copy (Q4_1, and
+ * shapes in whole 32s and 64s); the others are not timed (t_sparse
+ * infinite). The copies are built here and freed. */
+static int time_matrices(struct llama_model *m, const double *density, const int *ok, struct tpool *tp,
+                         double *t_dense, double *t_sparse, char *err, size_t errlen) {
+    const int nl = m->cfg.n_layers, nm = nl * INSPARSE_N_MATS;
+    const int64_t width = m->cfg.hidden_dim > m->cfg.dim ? m->cfg.hidden_dim : m->cfg.dim;
+    double *td = malloc((size_t)nm * TIME_REPS * sizeof *td), *ts = malloc((size_t)nm * TIME_REPS * sizeof *ts);
+    float *x = malloc((size_t)nl * INSPARSE_N_SITES * width * sizeof *x), *y = malloc((size_t)width * sizeof *y);
+    void *scratch = malloc((size_t)(width / 32 + 1) * sizeof(block_q8_1) + 2 * (size_t)width * sizeof(float));
+    struct matmul_scratch ms = MATMUL_SCRATCH_INIT;
+    int rc = -1;
+    if (!td || !ts || !x || !y || !scratch) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    uint64_t seed = 0x9E3779B97F4A7C15ull;
+    for (int l = 0; l < nl; l++) {
+        for (int site = 0; site < INSPARSE_N_SITES; site++)
+            for (int64_t i = 0; i < width; i++) {
+                seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+                const double u = (double)(seed >> 11) / 9007199254740992.0;
+                x[((size_t)l * INSPARSE_N_SITES + site) * width + i] =
+                    u < density[l * INSPARSE_N_SITES + site] ? (float)(0.05 + u) : 0.0f;
+            }
+        if (insparse_layer_build(&m->layers[l], ok + l * INSPARSE_N_MATS, 0, m->cfg.hidden_dim, NULL, err, errlen))
+            goto out;
+    }
+    char inner[256];
+    for (int rep = 0; rep < TIME_REPS; rep++)
+        for (int l = 0; l < nl; l++)
+            for (int k = 0; k < INSPARSE_N_MATS; k++) {
+                const int at = l * INSPARSE_N_MATS + k;
+                const struct weight *w = insparse_mat_weight(&m->layers[l], k);
+                const struct insparse_q4t *q = m->layers[l].in_q4t[k];
+                const float *xs = x + ((size_t)l * INSPARSE_N_SITES + insparse_mat_site(k)) * width;
+                if (!q) {
+                    td[at * TIME_REPS + rep] = ts[at * TIME_REPS + rep] = 0;
+                    continue;
+                }
+                for (int pass = 0; pass < 2; pass++) {
+                    const int sparse = (pass + rep) % 2;
+                    const double t0 = engine_now();
+                    const int64_t r = sparse ? insparse_q4t_matmul(q, xs, 1, y, scratch, tp, inner, sizeof inner)
+                                             : forward_weight_matmul(tp, w, xs, 1, y, &ms, inner, sizeof inner);
+                    const double dt = engine_now() - t0;
+                    if (r < 0) {
+                        snprintf(err, errlen, "timing layer %d %s: %s", l, insparse_mat_name(k), inner);
+                        goto out;
+                    }
+                    (sparse ? ts : td)[at * TIME_REPS + rep] = dt;
+                }
+            }
+    for (int at = 0; at < nm; at++) {
+        qsort(td + (size_t)at * TIME_REPS, TIME_REPS, sizeof *td, cmp_double);
+        qsort(ts + (size_t)at * TIME_REPS, TIME_REPS, sizeof *ts, cmp_double);
+        t_dense[at] = td[(size_t)at * TIME_REPS + TIME_REPS / 2];
+        t_sparse[at] = ok[at] ? ts[(size_t)at * TIME_REPS + TIME_REPS / 2] : INFINITY;
+    }
+    rc = 0;
+out:
+    for (int l = 0; l < nl; l++) insparse_layer_free(&m->layers[l]);
+    matmul_scratch_free(&ms);
+    free(td);
+    free(ts);
+    free(x);
+    free(y);
+    free(scratch);
+    return rc;
+}
+
 /* Input sparsity (insparse.h) from the matrix inputs' scores over the
  * calibration text: the allocation's thresholds, their densities, and per
- * matrix whether its input-major copy beats the dense kernel at that density
- * (INSPARSE_Q4T_BREAK_EVEN). An input none of whose matrices goes
+ * (layer, matrix) whether its input-major copy is faster than the dense
+ * kernels at that density, timed on this machine (time_matrices; always:
+ * every matrix that can have one). An input none of whose matrices goes
  * input-major is left unmasked: its accuracy would be spent for nothing. */
-static int calibrate_insparse(struct sidecar *sc, const struct llama_model *m, const struct insparse_probe *probes,
-                              double target, enum insparse_alloc alloc, char *err, size_t errlen) {
+static int calibrate_insparse(struct sidecar *sc, struct llama_model *m, const struct insparse_probe *probes,
+                              double target, enum insparse_alloc alloc, int always, struct tpool *tp, char *err,
+                              size_t errlen) {
     const int nl = sc->n_layers, ns = nl * INSPARSE_N_SITES;
     double *bytes = calloc((size_t)ns, sizeof *bytes), *sp = calloc((size_t)ns, sizeof *sp);
     if (!bytes || !sp || sidecar_alloc_insparse(sc, err, errlen)) {
@@ -98,42 +184,80 @@ static int calibrate_insparse(struct sidecar *sc, const struct llama_model *m, c
             bytes[l * INSPARSE_N_SITES + insparse_mat_site(k)] +=
                 (double)model_weight_size(insparse_mat_weight(&m->layers[l], k));
     insparse_allocate(probes, nl, bytes, target, alloc, sp);
-    printf("\ninput sparsity, target %.2f (%s): per layer the threshold and the share of inputs kept (density) of\n"
-           "q/k/v's, o's, gate/up's and down's input on the calibration text; * = read input-major\n",
-           target, alloc == INSPARSE_ALLOC_GREEDY ? "greedy" : "uniform");
+    const int nm = nl * INSPARSE_N_MATS;
+    double *den = malloc((size_t)ns * sizeof *den), *t_dense = malloc((size_t)nm * sizeof *t_dense),
+           *t_sparse = malloc((size_t)nm * sizeof *t_sparse);
+    float *thr = malloc((size_t)ns * sizeof *thr);
+    int *ok = calloc((size_t)nm, sizeof *ok);
+    int rc = -1;
+    if (!den || !t_dense || !t_sparse || !thr || !ok) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
     for (int l = 0; l < nl; l++) {
-        printf("%5d", l);
         for (int site = 0; site < INSPARSE_N_SITES; site++) {
             const int at = l * INSPARSE_N_SITES + site;
-            float thr = insparse_probe_threshold(&probes[l], site, sp[at]);
-            double den = insparse_probe_kept(&probes[l], site, thr);
+            thr[at] = insparse_probe_threshold(&probes[l], site, sp[at]);
+            den[at] = insparse_probe_kept(&probes[l], site, thr[at]);
+        }
+        for (int k = 0; k < INSPARSE_N_MATS; k++) {
+            const struct weight *w = insparse_mat_weight(&m->layers[l], k);
+            ok[l * INSPARSE_N_MATS + k] = w->data && thr[l * INSPARSE_N_SITES + insparse_mat_site(k)] > 0 &&
+                                          w->type == HEARTH_TYPE_Q4_1 && w->n_in % 32 == 0 && w->n_out % 64 == 0;
+        }
+    }
+    if (time_matrices(m, den, ok, tp, t_dense, t_sparse, err, errlen)) goto out;
+    printf("\ninput sparsity, target %.2f (%s): per layer the threshold and the share of inputs kept (density) of\n"
+           "q/k/v's, o's, gate/up's and down's input on the calibration text, and per matrix q k v o gate up down\n"
+           "the dense time over the input-major one for a decode row at that density (> 1: it pays; * = read\n"
+           "input-major%s)\n",
+           target, alloc == INSPARSE_ALLOC_GREEDY ? "greedy" : "uniform", always ? ": all, --in-kernels always" : "");
+    double sum_dense = 0, sum_best = 0;
+    for (int l = 0; l < nl; l++) {
+        printf("%5d", l);
+        for (int k = 0; k < INSPARSE_N_MATS; k++) {
+            const int at = l * INSPARSE_N_MATS + k;
+            const int u = ok[at] && (always || t_sparse[at] < 0.95 * t_dense[at]); /* a margin for the noise */
+            sc->in_use[at] = u;
+            sum_dense += t_dense[at];
+            sum_best += u ? t_sparse[at] : t_dense[at];
+            if (ok[at]) printf(" %4.2f%s", t_dense[at] / t_sparse[at], u ? "*" : " ");
+            else printf("   -- ");
+        }
+        for (int site = 0; site < INSPARSE_N_SITES; site++) {
+            const int at = l * INSPARSE_N_SITES + site;
             int any = 0;
-            for (int k = 0; k < INSPARSE_N_MATS; k++) {
-                const struct weight *w = insparse_mat_weight(&m->layers[l], k);
-                if (insparse_mat_site(k) != site || !w->data) continue;
-                const int u = thr > 0 && den < INSPARSE_Q4T_BREAK_EVEN && w->type == HEARTH_TYPE_Q4_1 &&
-                              w->n_in % 32 == 0 && w->n_out % 64 == 0;
-                sc->in_use[l * INSPARSE_N_MATS + k] = u;
-                any |= u;
-            }
+            for (int k = 0; k < INSPARSE_N_MATS; k++)
+                if (insparse_mat_site(k) == site) any |= sc->in_use[l * INSPARSE_N_MATS + k];
+            float t = thr[at];
+            double d = den[at];
             if (!any) { /* dense: unmasked */
-                thr = 0.0f;
-                den = 1.0;
+                t = 0.0f;
+                d = 1.0;
             }
-            sc->in_thr[at] = thr;
-            sc->in_density[at] = (float)den;
+            sc->in_thr[at] = t;
+            sc->in_density[at] = (float)d;
             total += bytes[at];
-            read += bytes[at] * (any ? (den * 4.0 + 1.0) / 5.0 : 1.0); /* q4t: 4 bits a row, 1 the scales */
-            printf("  %-6s %9.3g %5.1f%%%s", insparse_site_name(site), thr, 100.0 * den, any ? "*" : " ");
+            read += bytes[at] * (any ? (d * 4.0 + 1.0) / 5.0 : 1.0); /* q4t: 4 bits a row, 1 the scales */
+            printf("  %s %.3g %4.1f%%", insparse_site_name(site), t, 100.0 * d);
         }
         printf("\n");
     }
     sc->in_target = (float)target;
-    printf("input sparsity: about %.1f%% of the matrices' bytes read per token on the calibration text\n",
-           total > 0 ? 100.0 * read / total : 100.0);
+    printf("input sparsity: about %.1f%% of the matrices' bytes read per token on the calibration text; the\n"
+           "matrices' decode time %.1f%% of dense's (timed here, %d threads)\n",
+           total > 0 ? 100.0 * read / total : 100.0, sum_dense > 0 ? 100.0 * sum_best / sum_dense : 100.0,
+           tpool_size(tp));
+    rc = 0;
+out:
     free(bytes);
     free(sp);
-    return 0;
+    free(den);
+    free(t_dense);
+    free(t_sparse);
+    free(thr);
+    free(ok);
+    return rc;
 }
 
 int cmd_profile(int argc, char **argv) {
@@ -320,8 +444,8 @@ int cmd_profile(int argc, char **argv) {
     }
 
     for (int l = 0; l < n_layers; l++) s.model.layers[l].in_probe = NULL;
-    if (probes && calibrate_insparse(&sc, &s.model, probes, o.in_sparsity, (enum insparse_alloc)o.in_alloc, err,
-                                     sizeof err))
+    if (probes && calibrate_insparse(&sc, &s.model, probes, o.in_sparsity, (enum insparse_alloc)o.in_alloc,
+                                     o.in_always, st->tp, err, sizeof err))
         goto out;
 
     /* provenance */

@@ -148,7 +148,7 @@ static const char k_ppl_help[] =
 
 static const char k_profile_help[] =
     "usage: hearth profile [-m FILE] -f TEXT [-o SIDECAR] [--sparsity S] [--tokens N] [-c 512] [-t T] [--svg FILE]\n"
-    "                      [--in-sparsity S] [--in-alloc uniform|greedy]\n"
+    "                      [--in-sparsity S] [--in-alloc uniform|greedy] [--in-kernels auto|always]\n"
     "\n"
     "Runs the dense model over a calibration text (chunks of -c tokens spread over the file, --tokens in all,\n"
     "default 4096) and records per layer and FFN neuron how often it fires: its gated activation |act(gate x)|\n"
@@ -162,10 +162,12 @@ static const char k_profile_help[] =
     "Input sparsity (--in-sparsity S, e.g. 0.25: +1.9% perplexity on the default model; 0, the default: none):\n"
     "one threshold per layer and matrix input (q/k/v's, o's, gate/up's, down's) zeroes the inputs below it,\n"
     "S of all matrix bytes over the calibration text (--in-alloc: uniform, the default, the same share per\n"
-    "input; greedy, by the x^2 mass each step drops). A matrix whose input keeps less than 80% of its entries\n"
-    "(where the input-major kernel beats the dense one) is read input-major, skipping the zeroed inputs' weights;\n"
-    "an input whose matrices all stay dense is not masked. A sidecar with input sparsity and no plan runs as is\n"
-    "(hearth run --sidecar): the FFN dense and split as without one; with a plan, only attention's inputs.\n";
+    "input; greedy, by the x^2 mass each step drops). Each matrix is then timed here, a decode row through the\n"
+    "dense kernels against its input-major copy (the zeroed inputs' weights skipped) at its input's measured\n"
+    "density, and read input-major where that is faster (--in-kernels always: wherever it can be, to measure);\n"
+    "an input whose matrices all stay dense is not masked, so a sidecar is never slower than dense. A sidecar\n"
+    "with input sparsity and no plan runs as is (hearth run --sidecar): the FFN dense and split as without one;\n"
+    "with a plan, only attention's inputs are masked.\n";
 
 static const char k_plan_help[] =
     "usage: hearth plan [-m FILE] --sidecar SIDECAR --gpu-budget SIZE [--min-hot N] [-c N] [--kv-budget ...]\n"

@@ -232,11 +232,16 @@ static struct matmul_out weight_out(const struct weight *w, int64_t r0, int64_t 
     return o;
 }
 
-static int mm(struct llama_state *s, float *y, const struct weight *w, const float *x, int n_tok, char *err,
-              size_t errlen) {
+int forward_weight_matmul(struct tpool *tp, const struct weight *w, const float *x, int n, float *y,
+                          struct matmul_scratch *ms, char *err, size_t errlen) {
     const struct matmul_in in = {x, NULL, NULL};
     const struct matmul_out o = weight_out(w, 0, w->n_out, 0, w->n_in, y);
-    return matmul_fused(s->tp, &in, w->n_in, n_tok, &o, 1, &s->ms, err, errlen);
+    return matmul_fused(tp, &in, w->n_in, n, &o, 1, ms, err, errlen);
+}
+
+static int mm(struct llama_state *s, float *y, const struct weight *w, const float *x, int n_tok, char *err,
+              size_t errlen) {
+    return forward_weight_matmul(s->tp, w, x, n_tok, y, &s->ms, err, errlen);
 }
 
 /* y = W x over a q4t copy (insparse.h): x_t at x + t * ldx; y_t at y + t *

@@ -168,6 +168,10 @@ void ffn_scratch_free(struct ffn_scratch *fs);
 /* Neuron ranges must start (and end, unless at hidden_dim) on multiples of
  * this: FFN_GROUP, or ffn_down's block size if larger. */
 int64_t ffn_neuron_align(const struct llama_model *m);
+/* y [n, w->n_out] = W x for a whole weight through the forward pass's dense
+ * kernels (its 8-row copy where there is one): e.g. to time them. */
+int forward_weight_matmul(struct tpool *tp, const struct weight *w, const float *x, int n, float *y,
+                          struct matmul_scratch *ms, char *err, size_t errlen);
 /* acc[n, dim] += FFN_l restricted to neurons [n0, n1) of input xn[n, dim],
  *   down[:, n0:n1] (act(gate[n0:n1] xn) * up[n0:n1] xn),
  * in fixed point (see FFN_GROUP). Summing acc over a partition of

@@ -287,10 +287,6 @@ const char *insparse_mat_name(int mat);
 int insparse_mat_site(int mat);
 /* The weight of matrix mat in L (its data NULL: absent). */
 const struct weight *insparse_mat_weight(const struct llama_layer *L, int mat);
-/* Density (share of input rows a token reads) below which the q4t product
- * beats the dense kernel: tests/bench/bench_insparse on this project's
- * machine put break-even at ~0.8 for q, k, up and down (docs/hot-cold.md). */
-#define INSPARSE_Q4T_BREAK_EVEN 0.8
 /* Builds the q4t copies of L's matrices with use[mat] set (the attention
  * matrices whole, the FFN's for neurons [n0, n1): gate/up rows, down
  * columns) into L->in_q4t, freeing earlier ones; a matrix that is not Q4_1

@@ -25,3 +25,11 @@ add_executable(bench_insparse ${CMAKE_SOURCE_DIR}/tests/bench/bench_insparse.c)
 target_link_libraries(bench_insparse PRIVATE hearth_core)
 add_test(NAME insparse_bench_tiny COMMAND bench_insparse --tiny -m ${HEARTH_TEST_MODEL})
 set_tests_properties(insparse_bench_tiny PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77)
+
+# input sparsity end to end: profile --in-sparsity, one process against the
+# runtime, with and without a plan (tests/test_insparse_pipeline.py)
+if(TARGET hearth)
+  add_test(NAME insparse_pipeline COMMAND ${HEARTH_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_insparse_pipeline.py
+           $<TARGET_FILE:hearth> ${CMAKE_SOURCE_DIR}/deploy/corpus.sh)
+  set_tests_properties(insparse_pipeline PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 1200)
+endif()

@@ -109,6 +109,20 @@ static void fill_profile(struct sidecar *sc, int64_t n_samples) {
     }
 }
 
+/* input sparsity: thresholds >= 0 (0 included), densities in [0, 1], choices 0/1 */
+static void fill_insparse(struct sidecar *sc) {
+    char err[512] = "";
+    int rc = sidecar_alloc_insparse(sc, err, sizeof err);
+    CHECK(rc == 0, "sidecar_alloc_insparse: %s", err);
+    if (rc) return;
+    sc->in_target = 0.25f;
+    for (int k = 0; k < sc->n_layers * SIDECAR_IN_SITES; k++) {
+        sc->in_thr[k] = k % 3 ? 0.5f * rnd_unitf() : 0.0f;
+        sc->in_density[k] = k == 1 ? 1.0f : rnd_unitf();
+    }
+    for (int k = 0; k < sc->n_layers * SIDECAR_IN_MATS; k++) sc->in_use[k] = (int32_t)(rnd64() & 1);
+}
+
 static void fill_plan(struct sidecar *sc, int64_t rank) {
     char err[512] = "";
     sc->planned = 1;
@@ -168,6 +182,14 @@ static void check_equal(const struct sidecar *a, const struct sidecar *b, int wi
         SAME_SCALAR(fixed_bytes);
         SAME_SCALAR(group);
         SAME_SCALAR(min_hot);
+    }
+    CHECK(!a->in_thr == !b->in_thr, "%s: input sparsity %s", what, a->in_thr ? "lost" : "appeared");
+    if (a->in_thr && b->in_thr) {
+        SAME_SCALAR(in_target);
+        const size_t ns = (size_t)a->n_layers * SIDECAR_IN_SITES, nm = (size_t)a->n_layers * SIDECAR_IN_MATS;
+        CHECK(same_bits(a->in_thr, b->in_thr, ns * sizeof(float)), "%s: insparse_thr differs", what);
+        CHECK(same_bits(a->in_density, b->in_density, ns * sizeof(float)), "%s: insparse_density differs", what);
+        CHECK(same_bits(a->in_use, b->in_use, nm * sizeof(int32_t)), "%s: insparse_use differs", what);
     }
 #undef SAME_SCALAR
     const size_t H = (size_t)a->hidden, D = (size_t)a->dim;
@@ -260,6 +282,21 @@ static void test_roundtrip(void) {
         snprintf(what, sizeof what, "profile %d x %lld x %lld", sc.n_layers, (long long)sc.dim, (long long)sc.hidden);
         path_in(path, sizeof path, "profile.hearth.gguf");
         save_load_compare(&sc, path, what);
+
+        /* input sparsity without a plan: usable as it is */
+        fill_insparse(&sc);
+        snprintf(what, sizeof what, "input-sparse %d x %lld x %lld", sc.n_layers, (long long)sc.dim,
+                 (long long)sc.hidden);
+        path_in(path, sizeof path, "insparse.hearth.gguf");
+        save_load_compare(&sc, path, what);
+        {
+            struct sidecar back;
+            if (sidecar_load(&back, path, 0, err, sizeof err) == 0) {
+                CHECK(sidecar_check_usable(&back, path, err, sizeof err) == 0, "input sparsity alone: %s", err);
+                CHECK(sidecar_check_planned(&back, path, err, sizeof err) < 0, "input sparsity is not a plan");
+                sidecar_free(&back);
+            }
+        }
 
         fill_plan(&sc, shapes[s].rank);
         snprintf(what, sizeof what, "planned %d x %lld x %lld", sc.n_layers, (long long)sc.dim, (long long)sc.hidden);
@@ -646,6 +683,26 @@ static void test_errors(void) {
         expect_saved_fail(&sc, "layer 2 predictor has non-finite weights", "non-finite predictor");
         *where[i] = keep;
     }
+    /* input sparsity's values */
+    fill_insparse(&sc);
+    keep = sc.in_thr[5];
+    sc.in_thr[5] = -0.125f;
+    expect_saved_fail(&sc, "layer 1 input 1: threshold -0.125, density", "negative input threshold");
+    sc.in_thr[5] = NAN;
+    expect_saved_fail(&sc, "layer 1 input 1: threshold nan", "NaN input threshold");
+    sc.in_thr[5] = keep;
+    keep = sc.in_density[8];
+    sc.in_density[8] = 1.5f;
+    expect_saved_fail(&sc, "layer 2 input 0: threshold", "density 1.5");
+    sc.in_density[8] = keep;
+    keep_i = sc.in_use[13];
+    sc.in_use[13] = 2;
+    expect_saved_fail(&sc, "insparse_use of layer 1 matrix 6 is 2, not 0 or 1", "a choice of 2");
+    sc.in_use[13] = keep_i;
+    keep = sc.in_target;
+    sc.in_target = 1.0f;
+    expect_saved_fail(&sc, "hearth.insparse.target is missing or outside [0, 1)", "target 1");
+    sc.in_target = keep;
     /* and after all those restorations the file is good again */
     path_in(good, sizeof good, "good.hearth.gguf");
     CHECK(sidecar_save(&sc, good, err, sizeof err) == 0, "save: %s", err);
