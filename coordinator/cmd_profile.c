@@ -178,7 +178,7 @@ static int calibrate_insparse(struct sidecar *sc, struct llama_model *m, const s
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    double total = 0, read = 0;
+    double total[2] = {0, 0}, read[2] = {0, 0}; /* attention, FFN */
     for (int l = 0; l < nl; l++)
         for (int k = 0; k < INSPARSE_N_MATS; k++)
             bytes[l * INSPARSE_N_SITES + insparse_mat_site(k)] +=
@@ -213,12 +213,14 @@ static int calibrate_insparse(struct sidecar *sc, struct llama_model *m, const s
            "input-major%s)\n",
            target, alloc == INSPARSE_ALLOC_GREEDY ? "greedy" : "uniform", always ? ": all, --in-kernels always" : "");
     double sum_dense = 0, sum_best = 0;
+    int n_input_major = 0;
     for (int l = 0; l < nl; l++) {
         printf("%5d", l);
         for (int k = 0; k < INSPARSE_N_MATS; k++) {
             const int at = l * INSPARSE_N_MATS + k;
             const int u = ok[at] && (always || t_sparse[at] < 0.95 * t_dense[at]); /* a margin for the noise */
             sc->in_use[at] = u;
+            n_input_major += u;
             sum_dense += t_dense[at];
             sum_best += u ? t_sparse[at] : t_dense[at];
             if (ok[at]) printf(" %4.2f%s", t_dense[at] / t_sparse[at], u ? "*" : " ");
@@ -237,17 +239,21 @@ static int calibrate_insparse(struct sidecar *sc, struct llama_model *m, const s
             }
             sc->in_thr[at] = t;
             sc->in_density[at] = (float)d;
-            total += bytes[at];
-            read += bytes[at] * (any ? (d * 4.0 + 1.0) / 5.0 : 1.0); /* q4t: 4 bits a row, 1 the scales */
+            const int ffn = site >= INSPARSE_GU;
+            total[ffn] += bytes[at];
+            read[ffn] += bytes[at] * (any ? (d * 4.0 + 1.0) / 5.0 : 1.0); /* q4t: 4 bits a row, 1 the scales */
             printf("  %s %.3g %4.1f%%", insparse_site_name(site), t, 100.0 * d);
         }
         printf("\n");
     }
     sc->in_target = (float)target;
-    printf("input sparsity: about %.1f%% of the matrices' bytes read per token on the calibration text; the\n"
-           "matrices' decode time %.1f%% of dense's (timed here, %d threads)\n",
-           total > 0 ? 100.0 * read / total : 100.0, sum_dense > 0 ? 100.0 * sum_best / sum_dense : 100.0,
-           tpool_size(tp));
+    const double all = total[0] + total[1];
+    printf("input sparsity: about %.1f%% of the matrices' bytes read per token on the calibration text (attention\n"
+           "%.1f%%, FFN %.1f%%); %d of %d matrices input-major; the matrices' decode time %.1f%% of dense's (timed\n"
+           "here, %d threads)\n",
+           all > 0 ? 100.0 * (read[0] + read[1]) / all : 100.0, total[0] > 0 ? 100.0 * read[0] / total[0] : 100.0,
+           total[1] > 0 ? 100.0 * read[1] / total[1] : 100.0, n_input_major, nm,
+           sum_dense > 0 ? 100.0 * sum_best / sum_dense : 100.0, tpool_size(tp));
     rc = 0;
 out:
     free(bytes);

@@ -93,8 +93,10 @@ def main():
         dens = [float(x) for l in rows for x in re.findall(r" ([0-9.]+)%", l)]
         check(len(dens) == 120 and all(55.0 < d < 85.0 for d in dens),
               f"the 120 inputs keep about 70% of their entries: {min(dens)}..{max(dens)}", res)
-        share = re.search(r"about ([0-9.]+)% of the matrices' bytes read", res[1])
-        check(share and 70.0 < float(share.group(1)) < 90.0, "the bytes read are reported below dense's", res)
+        share = re.search(r"about ([0-9.]+)% of the matrices' bytes read per token on the calibration text "
+                          r"\(attention\s+([0-9.]+)%, FFN ([0-9.]+)%\); (\d+) of (\d+) matrices input-major", res[1])
+        check(share and all(70.0 < float(share.group(k)) < 90.0 for k in (1, 2, 3))
+              and share.group(4) == share.group(5) == "210", "the bytes read (attention, FFN) are below dense's", res)
 
         # 2. exactness across processes, and the masks' effect
         same_runs(m, sc, "input sparsity")
