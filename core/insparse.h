@@ -184,17 +184,18 @@ int insparse_site_norms(const struct llama_layer *L, int site, float *norm, char
  *
  * q4t: a Q4_1 matrix regrouped without a second rounding. Its blocks are 32
  * inputs of one output row (d, m and 32 nibbles); here each group g of 32
- * inputs is stored as
+ * inputs holds
  *
  *     d[n_out], m[n_out]      (fp16: the blocks' own scales and offsets)
  *     32 nibble rows, one per input of the group, n_out / 2 bytes each
  *
- * so an input whose quantised activation is 0 is a nibble row never read
- * (the scales of a group are read when any of its inputs is). Within a
- * row, each chunk of 64 outputs is 32 bytes laid out for the kernel's byte
- * interleave (insparse.c, q4t_byte): four active rows are interleaved so
- * that each 32-bit lane holds one output's four weights, and one vpdpbusd
- * (maddubs + madd without VNNI) sums four inputs for eight outputs.
+ * (stored band by band, below) so that an input whose quantised activation
+ * is 0 is a nibble row never read (the scales of a group are read when any
+ * of its inputs is). Each chunk of 64 outputs of a row is 32 bytes laid
+ * out for the kernel's byte interleave (insparse.c, q4t_byte): four active
+ * rows are interleaved so that each 32-bit lane holds one output's four
+ * weights, and one vpdpbusd (maddubs + madd without VNNI) sums four inputs
+ * for eight outputs.
  *
  * The product is the dense Q4_1 kernel's, bit for bit: with xq the input's
  * Q8_1 blocks (what matmul quantises x to), per output r, over blocks g in
@@ -222,6 +223,7 @@ struct insparse_q4t {
 static inline const uint8_t *insparse_q4t_block(const struct insparse_q4t *m, int64_t g, int64_t c, int64_t *wb) {
     const int64_t nc = m->n_out / 64, b0 = c / INSPARSE_Q4T_BAND * INSPARSE_Q4T_BAND;
     *wb = nc - b0 < INSPARSE_Q4T_BAND ? nc - b0 : INSPARSE_Q4T_BAND;
+    /* 1280: a chunk's 64 outputs of one group, 4 bytes of scales and 16 of nibbles each */
     return m->data + (size_t)(m->n_in / 32) * 1280 * (size_t)b0 + (size_t)g * 1280 * (size_t)*wb;
 }
 /* Row e's 32 bytes of chunk c in group g. */
