@@ -24,41 +24,12 @@ import subprocess
 import sys
 import tempfile
 
+from cli_util import Cli, check, ppl
+
 HEARTH, CORPUS = sys.argv[1], sys.argv[2]
+CLI = Cli(HEARTH)
+run, ok, expect_error = CLI.run, CLI.ok, CLI.expect_error
 MODEL = os.environ.get("HEARTH_TEST_MODEL", "")
-
-
-def run(args, timeout=900):
-    p = subprocess.run([HEARTH] + args, capture_output=True, timeout=timeout)
-    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
-
-
-def check(cond, what, res=None):
-    if not cond:
-        print("FAIL:", what)
-        if res:
-            print("  exit:", res[0])
-            print("  stdout:", res[1][-3000:])
-            print("  stderr:", res[2][-3000:])
-        sys.exit(1)
-    print("ok:", what)
-
-
-def ok(args, what):
-    res = run(args)
-    check(res[0] == 0, what, res)
-    return res
-
-
-def expect_error(args, needle, what):
-    res = run(args)
-    check(res[0] != 0 and needle in res[2], what + f" (stderr has {needle!r})", res)
-
-
-def ppl(res):
-    m = re.search(r"^PPL = ([0-9.]+)$", res[1], re.M)
-    check(m is not None, "perplexity printed", res)
-    return float(m.group(1))
 
 
 def same_runs(m, sc, what):
