@@ -101,10 +101,10 @@ static int time_matrices(struct llama_model *m, const double *density, const int
     const int64_t width = m->cfg.hidden_dim > m->cfg.dim ? m->cfg.hidden_dim : m->cfg.dim;
     double *td = malloc((size_t)nm * TIME_REPS * sizeof *td), *ts = malloc((size_t)nm * TIME_REPS * sizeof *ts);
     float *x = malloc((size_t)nl * INSPARSE_N_SITES * width * sizeof *x), *y = malloc((size_t)width * sizeof *y);
-    void *scratch = malloc((size_t)(width / 32 + 1) * sizeof(block_q8_1) + 2 * (size_t)width * sizeof(float));
+    void *scratch = NULL;
     struct matmul_scratch ms = MATMUL_SCRATCH_INIT;
     int rc = -1;
-    if (!td || !ts || !x || !y || !scratch) {
+    if (!td || !ts || !x || !y) {
         snprintf(err, errlen, "out of memory");
         goto out;
     }
@@ -119,6 +119,15 @@ static int time_matrices(struct llama_model *m, const double *density, const int
             }
         if (insparse_layer_build(&m->layers[l], ok + l * INSPARSE_N_MATS, 0, m->cfg.hidden_dim, NULL, err, errlen))
             goto out;
+    }
+    size_t need = 0; /* the largest copy's scratch for one row */
+    for (int at = 0; at < nm; at++) {
+        const struct insparse_q4t *q = m->layers[at / INSPARSE_N_MATS].in_q4t[at % INSPARSE_N_MATS];
+        if (q && insparse_q4t_scratch_bytes(q, 1) > need) need = insparse_q4t_scratch_bytes(q, 1);
+    }
+    if (need && !(scratch = malloc(need))) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
     }
     char inner[256];
     for (int rep = 0; rep < TIME_REPS; rep++)
@@ -206,8 +215,7 @@ static int calibrate_insparse(struct sidecar *sc, struct llama_model *m, const s
         }
         for (int k = 0; k < INSPARSE_N_MATS; k++) {
             const struct weight *w = insparse_mat_weight(&m->layers[l], k);
-            ok[l * INSPARSE_N_MATS + k] = w->data && thr[l * INSPARSE_N_SITES + insparse_mat_site(k)] > 0 &&
-                                          w->type == HEARTH_TYPE_Q4_1 && w->n_in % 32 == 0 && w->n_out % 64 == 0;
+            ok[l * INSPARSE_N_MATS + k] = thr[l * INSPARSE_N_SITES + insparse_mat_site(k)] > 0 && insparse_q4t_fits(w);
         }
     }
     if (time_matrices(m, den, ok, tp, t_dense, t_sparse, wins, err, errlen)) goto out;

@@ -308,8 +308,8 @@ double insparse_probe_kept(const struct insparse_probe *p, int site, float t) {
     const uint64_t seen = atomic_load(&p->seen[site]);
     if (!seen) return 1.0;
     uint64_t kept = 0;
-    for (int k = 0; k < INSPARSE_BINS; k++)
-        if (k > 0 && insparse_bin_edge(k) >= t) kept += atomic_load(&p->hist[site][k]);
+    for (int k = 1; k < INSPARSE_BINS; k++)
+        if (insparse_bin_edge(k) >= t) kept += atomic_load(&p->hist[site][k]);
     return t > 0 ? (double)kept / (double)seen : 1.0;
 }
 
@@ -428,6 +428,11 @@ int insparse_site_norms(const struct llama_layer *L, int site, float *norm, char
 static int q4t_byte(int o) {
     const int k = (o / 8) % 4, l = o % 8;
     return l < 4 ? 4 * k + l : 16 + 4 * k + (l - 4);
+}
+
+int insparse_q4t_fits(const struct weight *w) {
+    return w->data && w->type == HEARTH_TYPE_Q4_1 && w->n_in > 0 && w->n_in % 32 == 0 && w->n_out > 0 &&
+           w->n_out % 64 == 0;
 }
 
 int insparse_q4t_build(struct insparse_q4t *m, const struct weight *w, char *err, size_t errlen) {

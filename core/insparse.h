@@ -238,6 +238,9 @@ static inline const uint8_t *insparse_q4t_scale(const struct insparse_q4t *m, in
     const uint8_t *blk = insparse_q4t_block(m, g, r / 64, &wb);
     return blk + (offset ? 128 * wb : 0) + 2 * (r - r / 64 / INSPARSE_Q4T_BAND * INSPARSE_Q4T_BAND * 64);
 }
+/* Whether w can have a whole q4t copy: Q4_1, inputs in whole 32s, outputs
+ * in whole 64s (what insparse_q4t_build accepts). */
+int insparse_q4t_fits(const struct weight *w);
 /* From a Q4_1 weight (n_out a multiple of 64). 0, or negative with err. */
 int insparse_q4t_build(struct insparse_q4t *m, const struct weight *w, char *err, size_t errlen);
 /* The same for rows [r0, r1) and input columns [c0, c1) of w (r0, r1

@@ -142,23 +142,19 @@ static void free_local_copy(struct cpu_worker *c) {
 static int apply_insparse(struct cpu_worker *c, char *err, size_t errlen) {
     const int nl = c->model.cfg.n_layers;
     size_t bytes = 0;
-    int rc;
+    int rc = 0;
     if (!c->local) {
         rc = insparse_layers_apply(c->model.layers, nl, c->sc.in_thr, c->sc.in_use, 0, 1, c->n0, c->n1, &bytes, err,
                                    errlen);
-    } else {
-        int64_t *width = malloc((size_t)nl * sizeof *width);
-        if (!width) {
-            snprintf(err, errlen, "out of memory");
-            return -1;
-        }
-        for (int l = 0; l < nl; l++) width[l] = c->n1[l] - c->n0[l];
-        rc = 0;
-        for (int l = 0; l < nl && rc == 0; l++)
+    } else { /* each local layer is the shard alone: neurons [0, width) */
+        for (int l = 0; l < nl && rc == 0; l++) {
+            const int64_t width = c->n1[l] - c->n0[l];
+            size_t lb = 0;
             rc = insparse_layers_apply(&c->local[l].L, 1, c->sc.in_thr + (size_t)l * SIDECAR_IN_SITES,
-                                       c->sc.in_use + (size_t)l * SIDECAR_IN_MATS, 0, 1, NULL, &width[l], NULL, err,
+                                       c->sc.in_use + (size_t)l * SIDECAR_IN_MATS, 0, 1, NULL, &width, &lb, err,
                                        errlen);
-        free(width);
+            bytes += lb;
+        }
     }
     if (rc == 0) log_info("input sparsity: %.1f MiB of input-major shard weights", (double)bytes / (1 << 20));
     return rc;

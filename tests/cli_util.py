@@ -1,7 +1,8 @@
 """cli_util: the hearth binary driven from the pipeline tests (test_hotcold.py,
 test_insparse_pipeline.py): run a command, check a condition (the first
 failure prints the command's exit status and the ends of its output, and
-exits 1), expect an error, read a perplexity."""
+exits 1), expect an error, read a perplexity, make the corpus texts."""
+import os
 import re
 import subprocess
 import sys
@@ -40,3 +41,12 @@ class Cli:
     def expect_error(self, args, needle, what):
         res = self.run(args)
         check(res[0] != 0 and needle in res[2], what + f" (stderr has {needle!r})", res)
+
+
+def corpus_texts(script, tmp):
+    """The calibration and evaluation texts (deploy/corpus.sh) in tmp, or None (printed why) when they cannot be made."""
+    p = subprocess.run([script, tmp], capture_output=True)
+    if p.returncode != 0:
+        print("skip: no corpus:", p.stderr.decode())
+        return None
+    return os.path.join(tmp, "calibration.txt"), os.path.join(tmp, "evaluation.txt")

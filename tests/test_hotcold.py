@@ -17,12 +17,11 @@ Needs HEARTH_TEST_MODEL (exit 77 to skip when absent).
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import xml.dom.minidom
 
-from cli_util import Cli, check, ppl
+from cli_util import Cli, check, corpus_texts, ppl
 
 HEARTH, CORPUS = sys.argv[1], sys.argv[2]
 CLI = Cli(HEARTH)
@@ -35,11 +34,10 @@ def main():
         print("skip: HEARTH_TEST_MODEL is not set")
         return 77
     with tempfile.TemporaryDirectory() as tmp:
-        p = subprocess.run([CORPUS, tmp], capture_output=True)
-        if p.returncode != 0:
-            print("skip: no corpus:", p.stderr.decode())
+        texts = corpus_texts(CORPUS, tmp)
+        if texts is None:
             return 77
-        calib, evaluation = os.path.join(tmp, "calibration.txt"), os.path.join(tmp, "evaluation.txt")
+        calib, evaluation = texts
         sc = os.path.join(tmp, "m.hearth.gguf")
         m = ["-m", MODEL, "-t", "2"]
 

@@ -113,7 +113,6 @@ static double run_chunks(struct run *r, int32_t *tokens, size_t n_tokens, int n_
     return exp(mean);
 }
 
-#define STEP 0.05
 #define MAX_SPARSITY 0.9
 
 /* SCAP's split: down at 1.5 target, the rest evenly to reach target */
