@@ -101,10 +101,11 @@ static int time_matrices(struct llama_model *m, const double *density, const int
     const int64_t width = m->cfg.hidden_dim > m->cfg.dim ? m->cfg.hidden_dim : m->cfg.dim;
     double *td = malloc((size_t)nm * TIME_REPS * sizeof *td), *ts = malloc((size_t)nm * TIME_REPS * sizeof *ts);
     float *x = malloc((size_t)nl * INSPARSE_N_SITES * width * sizeof *x), *y = malloc((size_t)width * sizeof *y);
+    struct insparse_layer *ils = calloc((size_t)nl, sizeof *ils); /* the copies, timed */
     void *scratch = NULL;
     struct matmul_scratch ms = MATMUL_SCRATCH_INIT;
     int rc = -1;
-    if (!td || !ts || !x || !y) {
+    if (!td || !ts || !x || !y || !ils) {
         snprintf(err, errlen, "out of memory");
         goto out;
     }
@@ -117,12 +118,13 @@ static int time_matrices(struct llama_model *m, const double *density, const int
                 x[((size_t)l * INSPARSE_N_SITES + site) * width + i] =
                     u < density[l * INSPARSE_N_SITES + site] ? (float)(0.05 + u) : 0.0f;
             }
-        if (insparse_layer_build(&m->layers[l], ok + l * INSPARSE_N_MATS, 0, m->cfg.hidden_dim, NULL, err, errlen))
+        if (insparse_layer_build(&ils[l], &m->layers[l], ok + l * INSPARSE_N_MATS, 0, m->cfg.hidden_dim, NULL, err,
+                                 errlen))
             goto out;
     }
     size_t need = 0; /* the largest copy's scratch for one row */
     for (int at = 0; at < nm; at++) {
-        const struct insparse_q4t *q = m->layers[at / INSPARSE_N_MATS].in_q4t[at % INSPARSE_N_MATS];
+        const struct insparse_q4t *q = ils[at / INSPARSE_N_MATS].q4t[at % INSPARSE_N_MATS];
         if (q && insparse_q4t_scratch_bytes(q, 1) > need) need = insparse_q4t_scratch_bytes(q, 1);
     }
     if (need && !(scratch = malloc(need))) {
@@ -135,7 +137,7 @@ static int time_matrices(struct llama_model *m, const double *density, const int
             for (int k = 0; k < INSPARSE_N_MATS; k++) {
                 const int at = l * INSPARSE_N_MATS + k;
                 const struct weight *w = insparse_mat_weight(&m->layers[l], k);
-                const struct insparse_q4t *q = m->layers[l].in_q4t[k];
+                const struct insparse_q4t *q = ils[l].q4t[k];
                 const float *xs = x + ((size_t)l * INSPARSE_N_SITES + insparse_mat_site(k)) * width;
                 if (!q) {
                     td[at * TIME_REPS + rep] = ts[at * TIME_REPS + rep] = 0;
@@ -145,7 +147,7 @@ static int time_matrices(struct llama_model *m, const double *density, const int
                     const int sparse = (pass + rep) % 2;
                     const double t0 = engine_now();
                     const int64_t r = sparse ? insparse_q4t_matmul(q, xs, 1, y, scratch, tp, inner, sizeof inner)
-                                             : forward_weight_matmul(tp, w, xs, 1, y, &ms, inner, sizeof inner);
+                                             : weight_matmul(tp, w, xs, 1, y, &ms, inner, sizeof inner);
                     const double dt = engine_now() - t0;
                     if (r < 0) {
                         snprintf(err, errlen, "timing layer %d %s: %s", l, insparse_mat_name(k), inner);
@@ -164,7 +166,8 @@ static int time_matrices(struct llama_model *m, const double *density, const int
     }
     rc = 0;
 out:
-    for (int l = 0; l < nl; l++) insparse_layer_free(&m->layers[l]);
+    for (int l = 0; ils && l < nl; l++) insparse_layer_free(&ils[l]);
+    free(ils);
     matmul_scratch_free(&ms);
     free(td);
     free(ts);
@@ -281,6 +284,43 @@ out:
     return rc;
 }
 
+/* What the profile records of the dense pass, through its taps (model.h,
+ * struct layer_taps): per layer and token the FFN input and |act(gate x)|
+ * of every neuron (as half bits), the sum of (up x)^2, and with
+ * --in-sparsity the matrix inputs' scores (input sparsity's probes, with
+ * thresholds 0: recorded, not masked). */
+struct profile_rec {
+    const struct llama_config *c;
+    struct sidecar *sc;
+    uint16_t **absh;            /* [n_layers][T][hidden] */
+    double *usq;                /* [n_layers][hidden] */
+    struct insparse_model *ins; /* NULL: no probes */
+    int64_t row;                /* the sample row of the batch's first token */
+};
+
+static void rec_input(void *ctx, int l, int site, float *x, int64_t count, int64_t col0, int64_t width) {
+    const struct profile_rec *p = ctx;
+    insparse_mask(&p->ins->layers[l], site, x, count, col0, width);
+}
+
+static void rec_ffn_hidden(void *ctx, int l, const float *xn, const float *gate, const float *up, int n, int64_t ld,
+                           int64_t n0, int64_t n1) {
+    const struct profile_rec *p = ctx;
+    const struct llama_config *c = p->c;
+    const int dim = c->dim;
+    for (int t = 0; t < n; t++) {
+        const float *g = gate + (size_t)t * ld, *u = up + (size_t)t * ld;
+        uint16_t *dst = p->absh[l] + (size_t)(p->row + t) * ld;
+        double *uq = p->usq + (size_t)l * ld;
+        for (int64_t i = n0; i < n1; i++) {
+            dst[i] = abs_half_bits(ffn_activation(c->ffn_gated ? g[i] : u[i], c->ffn_act));
+            uq[i] += (double)u[i] * u[i];
+        }
+        uint16_t *xs = p->sc->layers[l].sample_x + (size_t)(p->row + t) * dim;
+        for (int i = 0; i < dim; i++) xs[i] = fp16_from_f32(xn[(size_t)t * dim + i]);
+    }
+}
+
 int cmd_profile(int argc, char **argv) {
     struct cli_opts o;
     if (cli_parse(&o, argc, argv, 2, CLI_MODEL | CLI_PROFILE | CLI_RUNTIME, "profile") != 0) return 1;
@@ -295,6 +335,7 @@ int cmd_profile(int argc, char **argv) {
     if (!text) return cli_fail(err);
     struct sidecar sc = {0};
     struct insparse_probe *probes = NULL; /* [n_layers], with --in-sparsity */
+    struct insparse_model ins = {0};      /* their taps: thresholds 0 */
     uint16_t **absh = NULL; /* [n_layers][T][hidden] |act(gate x)| (then times scale_i) as half bits */
     uint64_t *hist = NULL;
     double *usq = NULL; /* [n_layers][hidden] sum of (up x)^2 */
@@ -345,10 +386,12 @@ int cmd_profile(int argc, char **argv) {
     rowbuf = malloc((size_t)hidden * sizeof *rowbuf);
     if (!absh || !hist || !usq || !rowbuf) goto oom;
     if (o.in_sparsity > 0) { /* the matrix inputs' scores, recorded by the dense pass's masks (thresholds 0) */
-        if (!(probes = malloc((size_t)n_layers * sizeof *probes))) goto oom;
+        if (!(probes = malloc((size_t)n_layers * sizeof *probes)) ||
+            insparse_model_create(&ins, n_layers, err, sizeof err) != 0)
+            goto oom;
         for (int l = 0; l < n_layers; l++) {
             insparse_probe_reset(&probes[l]);
-            s.model.layers[l].in_probe = &probes[l];
+            ins.layers[l].probe = &probes[l];
         }
     }
     for (int l = 0; l < n_layers; l++)
@@ -358,47 +401,27 @@ int cmd_profile(int argc, char **argv) {
             goto out;
         }
 
-    /* the dense pass, layer by layer, keeping each layer's FFN input and |act(gate x)| */
+    /* the dense pass, its taps keeping each layer's FFN input and |act(gate x)| */
+    struct profile_rec rec = {c, &sc, absh, usq, probes ? &ins : NULL, 0};
+    st->taps = (struct layer_taps){.ctx = &rec, .input = probes ? rec_input : NULL, .ffn_hidden = rec_ffn_hidden};
     const double t0 = engine_now();
     const int bos = tokenizer_add_bos(s.tok);
-    int64_t row = 0;
     for (int ch = 0; ch < n_chunks; ch++) {
         int32_t *chunk = tokens + (size_t)((int64_t)ch * avail / n_chunks) * n_ctx;
         int32_t saved = chunk[0];
         if (bos) chunk[0] = tokenizer_bos(s.tok);
         for (int b = 0; b < n_ctx; b += s.max_batch) {
             const int n = n_ctx - b < s.max_batch ? n_ctx - b : s.max_batch;
-            forward_embed(st, chunk + b, n);
-            for (int l = 0; l < n_layers; l++) {
-                if (forward_attention(st, l, n, b, err, sizeof err) != 0) {
-                    chunk[0] = saved;
-                    goto out;
-                }
-                forward_ffn_norm(st, l, n);
-                memset(st->acc, 0, (size_t)n * dim * sizeof *st->acc);
-                if (ffn_partial(&s.model, l, st->xb, n, 0, hidden, st->acc, &st->fs, st->tp, err, sizeof err) != 0) {
-                    chunk[0] = saved;
-                    goto out;
-                }
-                /* ffn_partial left gate xb and up xb of all neurons in the scratch */
-                for (int t = 0; t < n; t++) {
-                    const float *g = st->fs.gate + (size_t)t * hidden, *u = st->fs.up + (size_t)t * hidden;
-                    uint16_t *dst = absh[l] + (size_t)(row + t) * hidden;
-                    double *uq = usq + (size_t)l * hidden;
-                    for (int64_t i = 0; i < hidden; i++) {
-                        dst[i] = abs_half_bits(ffn_activation(c->ffn_gated ? g[i] : u[i], c->ffn_act));
-                        uq[i] += (double)u[i] * u[i];
-                    }
-                    uint16_t *xs = sc.layers[l].sample_x + (size_t)(row + t) * dim;
-                    for (int i = 0; i < dim; i++) xs[i] = fp16_from_f32(st->xb[(size_t)t * dim + i]);
-                }
-                ffn_acc_add_to(st->x, st->acc, (size_t)n * dim);
+            if (forward(st, chunk + b, n, b, NULL, 0, err, sizeof err) != 0) {
+                chunk[0] = saved;
+                goto out;
             }
-            row += n;
-            progress((int)row, (int)T, t0);
+            rec.row += n;
+            progress((int)rec.row, (int)T, t0);
         }
         chunk[0] = saved;
     }
+    st->taps = (struct layer_taps){0};
 
     /* thresholds, frequencies, fired masks */
     const int64_t fb = sidecar_fired_bytes(&sc);
@@ -464,7 +487,6 @@ int cmd_profile(int argc, char **argv) {
                100 * coverage(sorted[l], hidden, 0.9));
     }
 
-    for (int l = 0; l < n_layers; l++) s.model.layers[l].in_probe = NULL;
     if (probes && calibrate_insparse(&sc, &s.model, probes, o.in_sparsity, (enum insparse_alloc)o.in_alloc,
                                      o.in_always, st->tp, err, sizeof err))
         goto out;
@@ -515,6 +537,7 @@ out:
     free(rowbuf);
     sidecar_free(&sc);
     free(probes);
+    if (ins.layers) insparse_model_free(&ins);
     free(tokens);
     free(text);
     engine_close(&s);

@@ -94,7 +94,8 @@ int engine_open(struct engine *s, const struct engine_opts *o, char *err, size_t
                 engine_close(s);
                 return -1;
             }
-            s->st.hc = &s->hc;
+            s->st.ffn = hotcold_ffn_cb;
+            s->st.ffn_ctx = &s->hc;
         }
         /* the weights this process computes, in the kernels' 8-row layout:
          * attention always, the FFN unless the sparse FFN reads it */
@@ -108,11 +109,13 @@ int engine_open(struct engine *s, const struct engine_opts *o, char *err, size_t
                  (engine_now() - t0) * 1e3);
         /* input sparsity: every matrix's input here, the FFN's unless the plan's hot/cold FFN computes it */
         if (s->sc.in_thr) {
-            if (insparse_layers_apply(s->model.layers, c->n_layers, s->sc.in_thr, s->sc.in_use, 1, !s->sc.planned,
-                                      NULL, NULL, &bytes, err, errlen) != 0) {
+            if (insparse_model_create(&s->ins, c->n_layers, err, errlen) != 0 ||
+                insparse_layers_apply(s->ins.layers, s->model.layers, c->n_layers, s->sc.in_thr, s->sc.in_use, 1,
+                                      !s->sc.planned, NULL, NULL, &bytes, err, errlen) != 0) {
                 engine_close(s);
                 return -1;
             }
+            s->st.taps = insparse_taps(&s->ins);
             log_info("input sparsity: %.1f MiB of input-major weights", (double)bytes / (1 << 20));
         }
     } else {
@@ -172,6 +175,7 @@ void engine_close(struct engine *s) {
     free(s->seqs);
     if (s->st.m) state_free(&s->st);
     if (s->hc.hot) hotcold_destroy(&s->hc);
+    if (s->ins.layers) insparse_model_free(&s->ins);
     if (s->sc.layers) sidecar_free(&s->sc);
     if (s->rt) runtime_stop(s->rt);
     if (s->tok) tokenizer_free(s->tok);

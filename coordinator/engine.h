@@ -41,6 +41,7 @@
 
 #include "forward.h"
 #include "hotcold.h"
+#include "insparse.h"
 #include "sidecar.h"
 #include "kvcache.h"
 #include "runtime.h"
@@ -84,6 +85,7 @@ struct engine {
     struct runtime *rt;       /* multi-process only */
     struct sidecar sc;        /* --sidecar; sc.layers NULL without */
     struct hotcold hc;        /* single process with --sidecar */
+    struct insparse_model ins; /* single process with a sidecar's input sparsity */
     int n_ctx, max_batch, n_threads;
     struct kv_config kv; /* resolved; kv_config_active(): the H2O cache is in use */
     float *logits; /* [max_batch, n_vocab]: engine_eval's; a step's logits rows */

@@ -1,8 +1,6 @@
 /* forward: see forward.h. Symbols follow llama2.c: x (residual), xb (normed),
  * q/k/v, att (scores), gate/up/h (FFN), one function per piece of a layer. */
 #include "forward.h"
-#include "hotcold.h"
-#include "insparse.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -209,78 +207,30 @@ static void rope(float *vec, int n_heads, int head_dim, int rope_dim, int pos, c
     }
 }
 
-/* The product of rows [r0, r1) and columns [c0, c0 + n_in) of w, into y
- * (or, with y NULL, for the caller to point at an accumulator): the rows the
- * repacked copy covers (model.h, x8) run the 8-row kernel. */
-static struct matmul_out weight_out(const struct weight *w, int64_t r0, int64_t r1, int64_t c0, int64_t n_in,
-                                    float *y) {
-    struct matmul_out o = {.w = (const char *)w->data + hearth_row_size(w->type, c0),
-                           .wt = (enum hearth_type)w->type,
-                           .w_stride = hearth_row_size(w->type, w->n_in),
-                           .n_out = w->n_out,
-                           .r0 = r0,
-                           .r1 = r1,
-                           .y = y};
-    if (w->x8 && r0 >= w->x8_r0 && (r0 - w->x8_r0) % 8 == 0 && r0 < w->x8_r1 && c0 >= w->x8_c0 &&
-        c0 + n_in <= w->x8_c1) {
-        const int64_t end = r1 < w->x8_r1 ? r1 : w->x8_r1;
-        const size_t blk = hearth_row_size(w->type, c0 - w->x8_c0);
-        o.w8 = (const char *)w->x8 + (size_t)((r0 - w->x8_r0) / 8) * w->x8_stride + 8 * blk;
-        o.w8_stride = w->x8_stride;
-        o.n8 = (end - r0) / 8 * 8;
-    }
-    return o;
-}
-
-int forward_weight_matmul(struct tpool *tp, const struct weight *w, const float *x, int n, float *y,
-                          struct matmul_scratch *ms, char *err, size_t errlen) {
-    const struct matmul_in in = {x, NULL, NULL};
-    const struct matmul_out o = weight_out(w, 0, w->n_out, 0, w->n_in, y);
-    return matmul_fused(tp, &in, w->n_in, n, &o, 1, ms, err, errlen);
-}
-
 static int mm(struct llama_state *s, float *y, const struct weight *w, const float *x, int n_tok, char *err,
               size_t errlen) {
-    return forward_weight_matmul(s->tp, w, x, n_tok, y, &s->ms, err, errlen);
+    return weight_matmul(s->tp, w, x, n_tok, y, &s->ms, err, errlen);
 }
 
-/* y = W x over a q4t copy (insparse.h): x_t at x + t * ldx; y_t at y + t *
- * ldy, or with acc (y NULL) acc += each `group` inputs' sum in fixed point.
- * The rows read are counted in fs. */
-static int q4t_mm(struct ffn_scratch *fs, const struct insparse_q4t *q, const float *x, int64_t ldx, int n,
-                  float *y, int64_t *acc, int64_t ldy, int64_t group, struct tpool *tp, char *err, size_t errlen) {
-    const size_t need = insparse_q4t_scratch_bytes(q, n);
-    if (need > fs->q4t_bytes) {
-        void *p = realloc(fs->q4t, need);
-        if (!p) {
-            snprintf(err, errlen, "out of memory for an input-sparse product of %d tokens", n);
-            return -1;
-        }
-        fs->q4t = p;
-        fs->q4t_bytes = need;
-    }
-    const int64_t rows = insparse_q4t_matmul_ex(q, x, ldx, n, y, acc, ldy, group, fs->q4t, tp, err, errlen);
-    if (rows < 0) return -1;
-    const uint64_t row_bytes = (uint64_t)q->group_bytes / 32;
-    fs->in_read_bytes += (uint64_t)rows * row_bytes;
-    fs->in_dense_bytes += (uint64_t)n * (uint64_t)q->n_in * row_bytes;
-    return 0;
+/* The taps (ffn.h): a matrix input, before its products */
+static void tap_input(struct llama_state *s, int l, int site, float *x, int64_t count, int64_t width) {
+    if (s->taps.input) s->taps.input(s->taps.ctx, l, site, x, count, 0, width);
 }
 
 /* The products of one site's matrices (mats[k] into outs[k], a whole
- * matrix each): those with a q4t copy over it, the rest in one fused dense
- * product. */
-static int site_mm(struct llama_state *s, const struct llama_layer *L, const int *mats, const struct matmul_out *outs,
-                   int n_mats, const float *x, int64_t n_in, int n, char *err, size_t errlen) {
+ * matrix each): those a tap computes, the rest in one fused dense product. */
+static int site_mm(struct llama_state *s, int l, const int *mats, const struct matmul_out *outs, int n_mats,
+                   const float *x, int64_t n_in, int n, char *err, size_t errlen) {
+    const struct layer_taps *tp = &s->taps;
     struct matmul_out dense[3];
     int n_dense = 0;
     for (int k = 0; k < n_mats; k++) {
-        const struct insparse_q4t *q = insparse_layer_q4t(L, mats[k], 0, 0, n);
-        if (!q) {
+        if (!tp->owns || !tp->owns(tp->ctx, l, mats[k], 0, 0, n)) {
             dense[n_dense++] = outs[k];
             continue;
         }
-        if (q4t_mm(&s->fs, q, x, n_in, n, outs[k].y, NULL, q->n_out, 0, s->tp, err, errlen)) return -1;
+        if (tp->product(tp->ctx, l, mats[k], 0, 0, x, n_in, n, outs[k].y, NULL, outs[k].n_out, 0, s->tp, err, errlen))
+            return -1;
     }
     const struct matmul_in in = {x, NULL, NULL};
     return n_dense ? matmul_fused(s->tp, &in, n_in, n, dense, n_dense, &s->ms, err, errlen) : 0;
@@ -358,14 +308,14 @@ int forward_attention_batch(struct llama_state *s, int l, char *err, size_t errl
     const int n = s->n_rows;
 
     rmsnorm(s->xb, s->x, L->attn_norm, dim, n, c->norm_eps);
-    insparse_mask(L, INSPARSE_QKV, s->xb, (int64_t)n * dim, 0, dim);
+    tap_input(s, l, LLAMA_SITE_QKV, s->xb, (int64_t)n * dim, dim);
     const struct matmul_out qkv[3] = {
         weight_out(&L->wq, 0, L->wq.n_out, 0, dim, s->q),
         weight_out(&L->wk, 0, L->wk.n_out, 0, dim, s->k),
         weight_out(&L->wv, 0, L->wv.n_out, 0, dim, s->v),
     };
-    static const int qkv_mats[3] = {INSPARSE_MQ, INSPARSE_MK, INSPARSE_MV};
-    if (site_mm(s, L, qkv_mats, qkv, 3, s->xb, dim, n, err, errlen)) return -1;
+    static const int qkv_mats[3] = {LLAMA_MAT_Q, LLAMA_MAT_K, LLAMA_MAT_V};
+    if (site_mm(s, l, qkv_mats, qkv, 3, s->xb, dim, n, err, errlen)) return -1;
     for (int t = 0; t < n; t++) {
         float *q = s->q + (size_t)t * q_dim, *k = s->k + (size_t)t * kv_dim, *v = s->v + (size_t)t * kv_dim;
         if (L->bq)
@@ -400,10 +350,10 @@ int forward_attention_batch(struct llama_state *s, int l, char *err, size_t errl
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     s->attn_ns += (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec));
-    insparse_mask(L, INSPARSE_O, s->att_out, (int64_t)n * q_dim, 0, q_dim);
-    static const int o_mat[1] = {INSPARSE_MO};
+    tap_input(s, l, LLAMA_SITE_O, s->att_out, (int64_t)n * q_dim, q_dim);
+    static const int o_mat[1] = {LLAMA_MAT_O};
     const struct matmul_out o = weight_out(&L->wo, 0, L->wo.n_out, 0, q_dim, s->xb2);
-    if (site_mm(s, L, o_mat, &o, 1, s->att_out, q_dim, n, err, errlen)) return -1;
+    if (site_mm(s, l, o_mat, &o, 1, s->att_out, q_dim, n, err, errlen)) return -1;
     for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
     return 0;
 }
@@ -417,116 +367,14 @@ int forward_attention(struct llama_state *s, int l, int n, int pos0, char *err, 
 void forward_ffn_norm(struct llama_state *s, int l, int n) {
     const struct llama_config *c = &s->m->cfg;
     rmsnorm(s->xb, s->x, s->m->layers[l].ffn_norm, c->dim, n, c->norm_eps);
-    insparse_mask(&s->m->layers[l], INSPARSE_GU, s->xb, (int64_t)n * c->dim, 0, c->dim);
+    tap_input(s, l, LLAMA_SITE_GU, s->xb, (int64_t)n * c->dim, c->dim);
 }
 
-int ffn_scratch_create(struct ffn_scratch *fs, const struct llama_model *m, int max_batch, char *err,
-                       size_t errlen) {
-    memset(fs, 0, sizeof *fs);
-    const size_t nh = (size_t)max_batch * m->cfg.hidden_dim;
-    fs->max_batch = max_batch;
-    fs->gate = malloc(nh * sizeof(float));
-    fs->up = malloc(nh * sizeof(float));
-    if (!fs->gate || !fs->up) {
-        ffn_scratch_free(fs);
-        snprintf(err, errlen, "out of memory for the FFN scratch of %d tokens", max_batch);
-        return -1;
-    }
-    return 0;
-}
-
-void ffn_scratch_free(struct ffn_scratch *fs) {
-    free(fs->gate);
-    free(fs->up);
-    free(fs->q4t);
-    matmul_scratch_free(&fs->ms);
-    memset(fs, 0, sizeof *fs);
-}
-
-int64_t ffn_neuron_align(const struct llama_model *m) {
-    /* a neuron is a row of gate/up and a column of down: a shard must be
-     * whole groups (for the exact sum) and whole blocks of down's rows */
-    int64_t blck = hearth_type_blck(m->layers[0].w_down.type);
-    return blck > FFN_GROUP ? blck : FFN_GROUP;
-}
-
-void ffn_acc_add_to(float *x, const int64_t *acc, size_t count) {
-    const double scale = 1.0 / (double)(1ull << FFN_FIXED_SHIFT);
-    for (size_t i = 0; i < count; i++) x[i] += (float)((double)acc[i] * scale);
-}
-
-/* saturating: a non-finite or huge value is a broken model, but must not be
- * undefined behaviour */
-void ffn_acc_add_fixed(int64_t *acc, const float *y, size_t count) {
-    const double scale = (double)(1ull << FFN_FIXED_SHIFT), lim = 9.0e18;
-    for (size_t i = 0; i < count; i++) {
-        double v = (double)y[i] * scale;
-        if (!(v > -lim)) v = -lim; /* also NaN */
-        if (v > lim) v = lim;
-        acc[i] += (int64_t)llrint(v);
-    }
-}
-
-int ffn_partial(const struct llama_model *m, int l, const float *xn, int n, int64_t n0, int64_t n1, int64_t *acc,
-                struct ffn_scratch *fs, struct tpool *tp, char *err, size_t errlen) {
-    return ffn_partial_layer(&m->cfg, &m->layers[l], xn, n, n0, n1, acc, fs, tp, err, errlen);
-}
-
-/* The down projection's input, h = act(gate xn) * up xn for the shard's
- * neurons, computed block by block as the fused product quantizes it. */
-struct swiglu {
-    const float *gate, *up; /* [n, hidden], columns [n0, n1) written */
-    int64_t hidden, n0;
-    int gated;
-    enum ffn_act act;
-    const struct llama_layer *L; /* its input-sparsity mask */
-};
-
-static void swiglu_fill(void *ctx, int64_t t, int64_t i0, int64_t n, float *dst) {
-    const struct swiglu *a = ctx;
-    const float *g = a->gate + t * a->hidden + a->n0 + i0, *u = a->up + t * a->hidden + a->n0 + i0;
-    for (int64_t i = 0; i < n; i++) dst[i] = a->gated ? ffn_activation(g[i], a->act) * u[i] : ffn_activation(u[i], a->act);
-    insparse_mask(a->L, INSPARSE_DOWN, dst, n, a->n0 + i0, a->hidden);
-}
-
-int ffn_partial_layer(const struct llama_config *c, const struct llama_layer *L, const float *xn, int n, int64_t n0,
-                      int64_t n1, int64_t *acc, struct ffn_scratch *fs, struct tpool *tp, char *err, size_t errlen) {
-    /* the layer's own neuron count: the model's, or a shard's local copy */
-    const int64_t hidden = L->w_up.n_out, blck = hearth_type_blck(L->w_down.type);
-    const int64_t align = blck > FFN_GROUP ? blck : FFN_GROUP;
-    if (n > fs->max_batch || hidden > c->hidden_dim || n0 < 0 || n1 > hidden || n0 > n1 || n0 % align ||
-        (n1 % align && n1 != hidden)) {
-        snprintf(err, errlen, "ffn: neurons [%lld, %lld) of %lld (aligned to %lld) for %d tokens are not computable",
-                 (long long)n0, (long long)n1, (long long)hidden, (long long)align, n);
-        return -1;
-    }
-    if (n1 == n0) return 0;
-    /* gate and up rows of the shard, one product: [n, hidden] with columns
-     * [n0, n1) written (those with an input-major copy of the shard over it) */
-    const struct matmul_in in = {xn, NULL, NULL};
-    struct matmul_out gu[2];
-    int n_gu = 0;
-    const struct insparse_q4t *q_up = insparse_layer_q4t(L, INSPARSE_MUP, n0, n1, n),
-                              *q_gate = c->ffn_gated ? insparse_layer_q4t(L, INSPARSE_MGATE, n0, n1, n) : NULL;
-    if (q_up && q4t_mm(fs, q_up, xn, c->dim, n, fs->up + n0, NULL, hidden, 0, tp, err, errlen)) return -1;
-    if (q_gate && q4t_mm(fs, q_gate, xn, c->dim, n, fs->gate + n0, NULL, hidden, 0, tp, err, errlen)) return -1;
-    if (!q_up) gu[n_gu++] = weight_out(&L->w_up, n0, n1, 0, c->dim, fs->up);
-    if (c->ffn_gated && !q_gate) gu[n_gu++] = weight_out(&L->w_gate, n0, n1, 0, c->dim, fs->gate);
-    if (n_gu && matmul_fused(tp, &in, c->dim, n, gu, n_gu, &fs->ms, err, errlen)) return -1;
-    /* acc += down[:, n0:n1] h, each group of FFN_GROUP neurons rounded to
-     * fixed point on its own (FFN_GROUP); h is made as it is quantized */
-    struct swiglu a = {fs->gate, fs->up, hidden, n0, c->ffn_gated, c->ffn_act, L};
-    const struct insparse_q4t *q_down = insparse_layer_q4t(L, INSPARSE_MDOWN, n0, n1, n);
-    if (q_down) { /* h whole (masked) into gate's columns, then the input-major product */
-        for (int t = 0; t < n; t++) swiglu_fill(&a, t, 0, n1 - n0, fs->gate + (size_t)t * hidden + n0);
-        return q4t_mm(fs, q_down, fs->gate + n0, hidden, n, NULL, acc, c->dim, FFN_GROUP, tp, err, errlen);
-    }
-    const struct matmul_in hin = {NULL, swiglu_fill, &a};
-    struct matmul_out down = weight_out(&L->w_down, 0, c->dim, n0, n1 - n0, NULL);
-    down.acc = acc;
-    down.group = FFN_GROUP;
-    down.acc_add = ffn_acc_add_fixed;
-    return matmul_fused(tp, &hin, n1 - n0, n, &down, 1, &fs->ms, err, errlen);
+int forward_ffn(struct llama_state *s, int l, int n, int64_t n0, int64_t n1, char *err, size_t errlen) {
+    memset(s->acc, 0, (size_t)n * s->m->cfg.dim * sizeof *s->acc);
+    if (s->ffn) return s->ffn(s->ffn_ctx, l, s->xb, n, s->acc, s->tp, err, errlen);
+    return ffn_partial_layer(&s->m->cfg, &s->m->layers[l], l, s->xb, n, n0, n1, s->acc, &s->fs, &s->taps, s->tp, err,
+                             errlen);
 }
 
 /* x = x + Attn(RMSNorm(x)); x = x + FFN(RMSNorm(x)) for the batch's rows */
@@ -534,10 +382,7 @@ static int layer_forward(struct llama_state *s, int l, char *err, size_t errlen)
     const int dim = s->m->cfg.dim, n = s->n_rows;
     if (forward_attention_batch(s, l, err, errlen) != 0) return -1;
     forward_ffn_norm(s, l, n);
-    memset(s->acc, 0, (size_t)n * dim * sizeof *s->acc);
-    if (s->hc ? hotcold_ffn(s->hc, l, s->xb, n, s->acc, s->tp, err, errlen)
-              : ffn_partial(s->m, l, s->xb, n, 0, s->m->cfg.hidden_dim, s->acc, &s->fs, s->tp, err, errlen))
-        return -1;
+    if (forward_ffn(s, l, n, 0, s->m->cfg.hidden_dim, err, errlen) != 0) return -1;
     ffn_acc_add_to(s->x, s->acc, (size_t)n * dim);
     return 0;
 }

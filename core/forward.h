@@ -12,28 +12,20 @@
 #ifndef HEARTH_FORWARD_H
 #define HEARTH_FORWARD_H
 
-#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ffn.h"
 #include "kvcache.h"
 #include "matmul.h"
 #include "model.h"
 #include "tpool.h"
 
-/* Buffers of the FFN of one layer for up to max_batch tokens. */
-struct ffn_scratch {
-    int max_batch;
-    float *gate; /* [B, hidden_dim] */
-    float *up;   /* [B, hidden_dim] */
-    struct matmul_scratch ms;
-    /* input sparsity's products (insparse.h, q4t), grown on demand */
-    void *q4t;
-    size_t q4t_bytes;
-    /* input rows of the q4t products: read (a nonzero quantised input), and
-     * all, summed over tokens and matrices, weighted by each row's bytes */
-    uint64_t in_read_bytes, in_dense_bytes;
-};
+/* An FFN computed another way than the dense one (e.g. the sparse hot/cold
+ * FFN of a sidecar plan, hotcold.h): acc[n, dim] += its part of layer l's
+ * FFN of xn[n, dim], in fixed point (ffn_sum.h). */
+typedef int (*forward_ffn_fn)(void *ctx, int l, const float *xn, int n, int64_t *acc, struct tpool *tp, char *err,
+                              size_t errlen);
 
 /* A batch holds several independent sequences (continuous batching): one
  * span per sequence, its n consecutive tokens at positions pos0.., the spans'
@@ -81,9 +73,12 @@ struct llama_state {
     struct tpool *tp;
     struct matmul_scratch ms;
     struct ffn_scratch fs;
-    /* NULL: the dense FFN; else the sparse hot/cold FFN of a sidecar plan
-     * (core/hotcold.h), set by the caller, who owns it */
-    struct hotcold *hc;
+    /* What the caller installs (it owns what they point to); zeroed: the
+     * dense model. ffn (with ffn_ctx) replaces the dense FFN; taps reach
+     * every matrix product of the pass (ffn.h: input sparsity, profiling). */
+    forward_ffn_fn ffn;
+    void *ffn_ctx;
+    struct layer_taps taps;
     /* wall time spent in the attention core (scores, softmax, weighted sum
      * over the cache, H2O scoring and eviction; not the projections), summed
      * over every call: what a budget keeps flat as the context grows */
@@ -138,56 +133,10 @@ void forward_ffn_norm(struct llama_state *s, int l, int n);
 /* the batch's logits rows (see forward_batch) from x */
 int forward_output_batch(struct llama_state *s, float *logits, char *err, size_t errlen);
 
-/* The FFN's down projection is a sum over neurons, and the runtime splits the
- * neurons among processes (hot ones on the GPU worker, cold shards on CPU
- * workers). Float addition is not associative, so summing partial results
- * in another grouping would change the last bits, and greedy decoding
- * amplifies that into other tokens. hearth therefore defines the sum
- * exactly: neurons form fixed groups of FFN_GROUP; each group's partial
- * product (computed by the same kernel wherever it runs) is rounded to fixed
- * point with FFN_FIXED_SHIFT fraction bits and the groups are added as
- * int64, which is associative. Any partition of the neurons into whole
- * groups then gives bit-identical layer outputs, and the dense pass uses the
- * same definition. The rounding step is 2^-32 (2.3e-10), far below float32
- * precision for the values involved; the range is +-2^31. */
-#define FFN_GROUP 256
-#define FFN_FIXED_SHIFT 32
-
-/* The FFN's activation function: h = act(gate x) * (up x), or act(up x) ungated. */
-static inline float ffn_activation(float g, enum ffn_act act) {
-    switch (act) {
-    case FFN_ACT_RELU: return g > 0.0f ? g : 0.0f;
-    case FFN_ACT_GELU: return 0.5f * g * (1.0f + tanhf(0.7978845608f * (g + 0.044715f * g * g * g)));
-    case FFN_ACT_SILU: break;
-    }
-    return g / (1.0f + expf(-g));
-}
-
-int ffn_scratch_create(struct ffn_scratch *fs, const struct llama_model *m, int max_batch, char *err, size_t errlen);
-void ffn_scratch_free(struct ffn_scratch *fs);
-/* Neuron ranges must start (and end, unless at hidden_dim) on multiples of
- * this: FFN_GROUP, or ffn_down's block size if larger. */
-int64_t ffn_neuron_align(const struct llama_model *m);
-/* y [n, w->n_out] = W x for a whole weight through the forward pass's dense
- * kernels (its 8-row copy where there is one): e.g. to time them. */
-int forward_weight_matmul(struct tpool *tp, const struct weight *w, const float *x, int n, float *y,
-                          struct matmul_scratch *ms, char *err, size_t errlen);
-/* acc[n, dim] += FFN_l restricted to neurons [n0, n1) of input xn[n, dim],
- *   down[:, n0:n1] (act(gate[n0:n1] xn) * up[n0:n1] xn),
- * in fixed point (see FFN_GROUP). Summing acc over a partition of
- * [0, hidden_dim) gives the whole FFN exactly. */
-int ffn_partial(const struct llama_model *m, int l, const float *xn, int n, int64_t n0, int64_t n1, int64_t *acc,
-                struct ffn_scratch *fs, struct tpool *tp, char *err, size_t errlen);
-/* The same for one layer's weights given directly: the model's, or a CPU
- * worker's NUMA-local copy of its shard (a layer whose hidden size is the
- * shard's width; neuron indices then count from the shard's start, which
- * keeps the groups aligned because shards start on group boundaries). */
-int ffn_partial_layer(const struct llama_config *c, const struct llama_layer *L, const float *xn, int n, int64_t n0,
-                      int64_t n1, int64_t *acc, struct ffn_scratch *fs, struct tpool *tp, char *err, size_t errlen);
-/* acc[i] += round(y[i] * 2^FFN_FIXED_SHIFT) for count elements */
-void ffn_acc_add_fixed(int64_t *acc, const float *y, size_t count);
-/* x[i] += acc[i] * 2^-FFN_FIXED_SHIFT for count elements */
-void ffn_acc_add_to(float *x, const int64_t *acc, size_t count);
+/* acc[n, dim] = layer l's FFN of xb: the installed FFN (what it was built
+ * for), else the dense FFN of neurons [n0, n1) through the taps; the caller
+ * adds acc to x (ffn_acc_add_to). */
+int forward_ffn(struct llama_state *s, int l, int n, int64_t n0, int64_t n1, char *err, size_t errlen);
 
 /* Bytes of the KV cache as allocated (all sequences): the resident (hot) KV. */
 size_t state_kv_bytes(const struct llama_state *s);

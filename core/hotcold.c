@@ -172,3 +172,8 @@ int hotcold_ffn(struct hotcold *hc, int l, const float *xn, int n, int64_t *acc,
     hc->stats.tokens += n;
     return 0;
 }
+
+int hotcold_ffn_cb(void *hc, int l, const float *xn, int n, int64_t *acc, struct tpool *tp, char *err,
+                   size_t errlen) {
+    return hotcold_ffn(hc, l, xn, n, acc, tp, err, errlen);
+}

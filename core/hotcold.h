@@ -69,6 +69,10 @@ void hotcold_destroy(struct hotcold *hc);
 /* acc[n, dim] += this process's part of layer l's FFN of xn[n, dim]. */
 int hotcold_ffn(struct hotcold *hc, int l, const float *xn, int n, int64_t *acc, struct tpool *tp, char *err,
                 size_t errlen);
+/* The same with hc as void *: what a pass installs as its FFN (forward.h,
+ * forward_ffn_fn). */
+int hotcold_ffn_cb(void *hc, int l, const float *xn, int n, int64_t *acc, struct tpool *tp, char *err,
+                   size_t errlen);
 
 /* Loads PATH (without samples), checks it against the model and that it
  * holds a plan (sc->planned: the hot/cold FFN) or input sparsity (sc->in_thr),

@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "forward.h"
 #include "fp16.h"
 #include "sparse.h"
 
@@ -214,7 +213,7 @@ static void run_worker(void *arg, int ith, int nth) {
                 sparse_down_q8_0(y, im->rows, nb, idx + k0, h + k0, (int)cnt, b0, b1);
             else
                 insparse_axpy_q4_1(y, im->rows, nb, idx + k0, h + k0, cnt, b0, b1);
-            sparse_acc_add_fixed(acc + 32 * b0, y + 32 * b0, (size_t)(32 * (b1 - b0)));
+            ffn_acc_add_fixed_fast(acc + 32 * b0, y + 32 * b0, (size_t)(32 * (b1 - b0)));
         }
     }
 }
@@ -349,9 +348,9 @@ void insparse_allocate(const struct insparse_probe *probes, int n_layers, const 
     }
 }
 
-void insparse_mask(const struct llama_layer *L, int site, float *x, int64_t count, int64_t col0, int64_t width) {
-    const float thr = L->in_thr[site], *norm = L->in_norm[site];
-    struct insparse_probe *p = L->in_probe;
+void insparse_mask(const struct insparse_layer *IL, int site, float *x, int64_t count, int64_t col0, int64_t width) {
+    const float thr = IL->thr[site], *norm = IL->norm[site];
+    struct insparse_probe *p = IL->probe;
     if (!p && thr <= 0.0f) return;
     /* counted locally, added once: the down input comes in small pieces from
      * every pool thread */
@@ -610,19 +609,19 @@ const struct weight *insparse_mat_weight(const struct llama_layer *L, int mat) {
     return all[mat];
 }
 
-void insparse_layer_free(struct llama_layer *L) {
+void insparse_layer_free(struct insparse_layer *IL) {
     for (int k = 0; k < INSPARSE_N_MATS; k++) {
-        if (!L->in_q4t[k]) continue;
-        insparse_q4t_free(L->in_q4t[k]);
-        free(L->in_q4t[k]);
-        L->in_q4t[k] = NULL;
+        if (!IL->q4t[k]) continue;
+        insparse_q4t_free(IL->q4t[k]);
+        free(IL->q4t[k]);
+        IL->q4t[k] = NULL;
     }
-    L->in_n0 = L->in_n1 = 0;
+    IL->n0 = IL->n1 = 0;
 }
 
-int insparse_layer_build(struct llama_layer *L, const int *use, int64_t n0, int64_t n1, size_t *bytes, char *err,
-                         size_t errlen) {
-    insparse_layer_free(L);
+int insparse_layer_build(struct insparse_layer *IL, const struct llama_layer *L, const int *use, int64_t n0,
+                         int64_t n1, size_t *bytes, char *err, size_t errlen) {
+    insparse_layer_free(IL);
     for (int k = 0; k < INSPARSE_N_MATS; k++) {
         if (!use[k]) continue;
         const struct weight *w = insparse_mat_weight(L, k);
@@ -637,31 +636,33 @@ int insparse_layer_build(struct llama_layer *L, const int *use, int64_t n0, int6
         else rc = insparse_q4t_build_range(q, w, 0, w->n_out, n0, n1, inner, sizeof inner);
         if (rc != 0) {
             free(q);
-            insparse_layer_free(L);
+            insparse_layer_free(IL);
             snprintf(err, errlen, "input-major %s: %s", insparse_mat_name(k), inner);
             return -1;
         }
-        L->in_q4t[k] = q;
+        IL->q4t[k] = q;
         if (bytes) *bytes += (size_t)(q->n_in / 32) * q->group_bytes;
     }
-    L->in_n0 = n0;
-    L->in_n1 = n1;
+    IL->n0 = n0;
+    IL->n1 = n1;
     return 0;
 }
 
-const struct insparse_q4t *insparse_layer_q4t(const struct llama_layer *L, int mat, int64_t n0, int64_t n1,
+const struct insparse_q4t *insparse_layer_q4t(const struct insparse_layer *IL, int mat, int64_t n0, int64_t n1,
                                               int n_tok) {
-    const struct insparse_q4t *q = L->in_q4t[mat];
+    const struct insparse_q4t *q = IL->q4t[mat];
     if (!q || n_tok > INSPARSE_Q4T_MAX_TOKENS) return NULL;
-    if (insparse_mat_site(mat) >= INSPARSE_GU && (n0 != L->in_n0 || n1 != L->in_n1)) return NULL;
+    if (insparse_mat_site(mat) >= INSPARSE_GU && (n0 != IL->n0 || n1 != IL->n1)) return NULL;
     return q;
 }
 
-int insparse_layers_apply(struct llama_layer *layers, int n_layers, const float *thr, const int32_t *use, int attn,
-                          int ffn, const int64_t *n0, const int64_t *n1, size_t *bytes, char *err, size_t errlen) {
+int insparse_layers_apply(struct insparse_layer *ils, const struct llama_layer *layers, int n_layers,
+                          const float *thr, const int32_t *use, int attn, int ffn, const int64_t *n0,
+                          const int64_t *n1, size_t *bytes, char *err, size_t errlen) {
     size_t total = 0;
     for (int l = 0; l < n_layers; l++) {
-        struct llama_layer *L = &layers[l];
+        const struct llama_layer *L = &layers[l];
+        struct insparse_layer *IL = &ils[l];
         const int64_t a = n0 ? n0[l] : 0, b = n1 ? n1[l] : L->w_up.n_out;
         int u[INSPARSE_N_MATS];
         for (int k = 0; k < INSPARSE_N_MATS; k++) {
@@ -669,13 +670,75 @@ int insparse_layers_apply(struct llama_layer *layers, int n_layers, const float 
             u[k] = use[l * INSPARSE_N_MATS + k] && (is_ffn ? ffn && b > a : attn);
         }
         for (int site = 0; site < INSPARSE_N_SITES; site++)
-            if (site >= INSPARSE_GU ? ffn : attn) L->in_thr[site] = thr[l * INSPARSE_N_SITES + site];
+            if (site >= INSPARSE_GU ? ffn : attn) IL->thr[site] = thr[l * INSPARSE_N_SITES + site];
         char inner[256];
-        if (insparse_layer_build(L, u, a, b, &total, inner, sizeof inner)) {
+        if (insparse_layer_build(IL, L, u, a, b, &total, inner, sizeof inner)) {
             snprintf(err, errlen, "layer %d: %s", l, inner);
             return -1;
         }
     }
     if (bytes) *bytes = total;
     return 0;
+}
+
+/* ---- input sparsity in a pass ---- */
+
+int insparse_model_create(struct insparse_model *im, int n_layers, char *err, size_t errlen) {
+    memset(im, 0, sizeof *im);
+    im->layers = calloc((size_t)(n_layers > 0 ? n_layers : 1), sizeof *im->layers);
+    if (!im->layers) {
+        snprintf(err, errlen, "out of memory for input sparsity's %d layers", n_layers);
+        return -1;
+    }
+    im->n_layers = n_layers;
+    return 0;
+}
+
+void insparse_model_free(struct insparse_model *im) {
+    for (int l = 0; im->layers && l < im->n_layers; l++) insparse_layer_free(&im->layers[l]);
+    free(im->layers);
+    free(im->scratch);
+    memset(im, 0, sizeof *im);
+}
+
+static void tap_input(void *ctx, int l, int site, float *x, int64_t count, int64_t col0, int64_t width) {
+    const struct insparse_model *im = ctx;
+    insparse_mask(&im->layers[l], site, x, count, col0, width);
+}
+
+static int tap_owns(void *ctx, int l, int mat, int64_t n0, int64_t n1, int n) {
+    const struct insparse_model *im = ctx;
+    return insparse_layer_q4t(&im->layers[l], mat, n0, n1, n) != NULL;
+}
+
+static int tap_product(void *ctx, int l, int mat, int64_t n0, int64_t n1, const float *x, int64_t ldx, int n,
+                       float *y, int64_t *acc, int64_t ldy, int64_t group, struct tpool *tp, char *err,
+                       size_t errlen) {
+    struct insparse_model *im = ctx;
+    const struct insparse_q4t *q = insparse_layer_q4t(&im->layers[l], mat, n0, n1, n);
+    if (!q) {
+        snprintf(err, errlen, "layer %d %s: no input-major copy for neurons [%lld, %lld) and %d rows", l,
+                 insparse_mat_name(mat), (long long)n0, (long long)n1, n);
+        return -1;
+    }
+    const size_t need = insparse_q4t_scratch_bytes(q, n);
+    if (need > im->scratch_bytes) {
+        void *p = realloc(im->scratch, need);
+        if (!p) {
+            snprintf(err, errlen, "out of memory for an input-sparse product of %d tokens", n);
+            return -1;
+        }
+        im->scratch = p;
+        im->scratch_bytes = need;
+    }
+    const int64_t rows = insparse_q4t_matmul_ex(q, x, ldx, n, y, acc, ldy, group, im->scratch, tp, err, errlen);
+    if (rows < 0) return -1;
+    const uint64_t row_bytes = (uint64_t)q->group_bytes / 32;
+    im->read_bytes += (uint64_t)rows * row_bytes;
+    im->dense_bytes += (uint64_t)n * (uint64_t)q->n_in * row_bytes;
+    return 0;
+}
+
+struct layer_taps insparse_taps(struct insparse_model *im) {
+    return (struct layer_taps){.ctx = im, .input = tap_input, .owns = tap_owns, .product = tap_product};
 }

@@ -30,7 +30,7 @@
  *       Q8_0: y = fmaf(x_i * d_{i,b}, q_{i,r}, y)
  *       Q4_1: y = y + fmaf(x_i * d_{i,b}, q_{i,r}, x_i * m_{i,b})
  *             (b = r / 32; d, m, q: row i's block b, quant of output r)
- *     acc[t, r] += fixed(y)                       (ffn_acc_add_fixed, forward.h)
+ *     acc[t, r] += fixed(y)                       (ffn_acc_add_fixed, ffn_sum.h)
  *
  * Scalar kernels use fmaf, the AVX2 ones _mm256_fmadd_ps (one rounding per
  * step both), and additions are plain adds, so scalar and AVX2 agree to the
@@ -44,6 +44,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ffn_sum.h"
 #include "model.h"
 #include "quant.h"
 #include "tpool.h"
@@ -113,17 +114,19 @@ void insparse_axpy_q4_1(float *y, const block_q4_1 *rows, int64_t row_blocks, co
 
 /* ---- input sparsity in the forward pass: masks and calibration ----
  *
- * Each layer has four matrix inputs (sites); the model's llama_layer holds
- * one threshold per site (in_thr) and forward.c calls insparse_mask on each
- * input before its product: the dense kernels then see the masked x. This is
- * the accuracy side of input sparsity (the same mask the input-major kernels
- * apply, with the model's own weights); the bytes side is insparse_matmul. */
+ * Each layer has four matrix inputs (sites, model.h's enum llama_site); a
+ * struct insparse_layer holds one threshold per site and insparse_mask,
+ * called on each input before its product (the pass's input tap, ffn.h),
+ * zeroes what falls below it: the dense kernels then see the masked x. This
+ * is the accuracy side of input sparsity (the same mask the input-major
+ * kernels apply, with the model's own weights); the bytes side is
+ * insparse_matmul and the q4t copies below. */
 enum insparse_site {
-    INSPARSE_QKV = 0,  /* attention input, shared by q, k and v */
-    INSPARSE_O = 1,    /* attention output, o's input */
-    INSPARSE_GU = 2,   /* FFN input, shared by gate and up */
-    INSPARSE_DOWN = 3, /* SwiGLU output, down's input */
-    INSPARSE_N_SITES = 4,
+    INSPARSE_QKV = LLAMA_SITE_QKV,   /* attention input, shared by q, k and v */
+    INSPARSE_O = LLAMA_SITE_O,       /* attention output, o's input */
+    INSPARSE_GU = LLAMA_SITE_GU,     /* FFN input, shared by gate and up */
+    INSPARSE_DOWN = LLAMA_SITE_DOWN, /* SwiGLU output, down's input */
+    INSPARSE_N_SITES = LLAMA_N_SITES,
 };
 const char *insparse_site_name(int site);
 
@@ -167,12 +170,32 @@ enum insparse_alloc { INSPARSE_ALLOC_UNIFORM = 0, INSPARSE_ALLOC_GREEDY = 1 };
 void insparse_allocate(const struct insparse_probe *probes, int n_layers, const double *bytes, double target,
                        enum insparse_alloc alloc, double *sp);
 
-/* Zeroes the entries of x [count] whose score (model.h, llama_layer.in_thr)
- * is <= L->in_thr[site], after recording the scores in L->in_probe when
- * set. Entry k is column (col0 + k) % width of the site's input (width: the
- * matrices' n_in), which selects its WINA norm. Nothing to do (returns at
- * once) when the threshold is 0 and there is no probe. Thread-safe. */
-void insparse_mask(const struct llama_layer *L, int site, float *x, int64_t count, int64_t col0, int64_t width);
+struct insparse_q4t;
+
+/* Input sparsity of one layer as one process applies it. thr: one
+ * threshold per site; entries with score <= thr[site] are zeroed before the
+ * product, score_i = |x_i| (TEAL) or, where norm[site] is set, |x_i| times
+ * norm[site][i] (WINA: the norm of the site's weight columns i). 0 zeroes
+ * only zeros: it changes nothing. probe (NULL: none) records the scores, for
+ * calibration and measurement; the caller owns norm and probe. q4t: the
+ * matrices (enum insparse_matrix) whose masked input pays to skip, stored
+ * input-major (below), which the pass then reads instead of the dense
+ * kernels; NULL: dense. The FFN's copies cover neurons [n0, n1). Owned
+ * (insparse_layer_build / insparse_layer_free). */
+struct insparse_layer {
+    float thr[INSPARSE_N_SITES];
+    const float *norm[INSPARSE_N_SITES];
+    struct insparse_probe *probe;
+    struct insparse_q4t *q4t[LLAMA_N_MATS];
+    int64_t n0, n1;
+};
+
+/* Zeroes the entries of x [count] whose score is <= IL->thr[site], after
+ * recording the scores in IL->probe when set. Entry k is column (col0 + k)
+ * % width of the site's input (width: the matrices' n_in), which selects
+ * its WINA norm. Nothing to do (returns at once) when the threshold is 0 and
+ * there is no probe. Thread-safe. */
+void insparse_mask(const struct insparse_layer *IL, int site, float *x, int64_t count, int64_t col0, int64_t width);
 
 /* WINA's norms of a site: norm[i] = sqrt(sum over the site's matrices (q, k
  * and v for INSPARSE_QKV; gate and up for INSPARSE_GU) of ||W[:, i]||^2),
@@ -272,7 +295,7 @@ int64_t insparse_q4t_matmul(const struct insparse_q4t *m, const float *x, int n_
                             struct tpool *tp, char *err, size_t errlen);
 /* The general form: x_t at x + t * ldx, y_t at y + t * ldy; or, with acc
  * (y NULL), acc[t * ldy + r] += the fixed-point sum (ffn_acc_add_fixed,
- * forward.h) of each group of `group` inputs' product on its own, which is
+ * ffn_sum.h) of each group of `group` inputs' product on its own, which is
  * what the dense matmul does for the FFN's down (matmul_out.group). group: a
  * multiple of 32 (0: all inputs, with y). */
 int64_t insparse_q4t_matmul_ex(const struct insparse_q4t *m, const float *x, int64_t ldx, int n_tok, float *y,
@@ -281,31 +304,33 @@ int64_t insparse_q4t_matmul_ex(const struct insparse_q4t *m, const float *x, int
 
 /* ---- input sparsity's weights in a layer ----
  *
- * The matrices of a layer by their place in llama_layer.in_q4t; each reads
- * the input of its site (insparse_mat_site). */
+ * The matrices of a layer (model.h's enum llama_mat) by their place in
+ * insparse_layer.q4t; each reads the input of its site (insparse_mat_site). */
 enum insparse_matrix {
-    INSPARSE_MQ = 0, INSPARSE_MK, INSPARSE_MV, INSPARSE_MO, INSPARSE_MGATE, INSPARSE_MUP, INSPARSE_MDOWN,
-    INSPARSE_N_MATS,
+    INSPARSE_MQ = LLAMA_MAT_Q, INSPARSE_MK = LLAMA_MAT_K, INSPARSE_MV = LLAMA_MAT_V, INSPARSE_MO = LLAMA_MAT_O,
+    INSPARSE_MGATE = LLAMA_MAT_GATE, INSPARSE_MUP = LLAMA_MAT_UP, INSPARSE_MDOWN = LLAMA_MAT_DOWN,
+    INSPARSE_N_MATS = LLAMA_N_MATS,
 };
-_Static_assert(INSPARSE_N_MATS == LLAMA_IN_MATS, "llama_layer.in_q4t has one entry per matrix");
 const char *insparse_mat_name(int mat);
 int insparse_mat_site(int mat);
 /* The weight of matrix mat in L (its data NULL: absent). */
 const struct weight *insparse_mat_weight(const struct llama_layer *L, int mat);
 /* Builds the q4t copies of L's matrices with use[mat] set (the attention
  * matrices whole, the FFN's for neurons [n0, n1): gate/up rows, down
- * columns) into L->in_q4t, freeing earlier ones; a matrix that is not Q4_1
+ * columns) into IL->q4t, freeing earlier ones; a matrix that is not Q4_1
  * or of an unusable shape is an error. *bytes (may be NULL) is added to. */
-int insparse_layer_build(struct llama_layer *L, const int *use, int64_t n0, int64_t n1, size_t *bytes, char *err,
-                         size_t errlen);
-void insparse_layer_free(struct llama_layer *L);
+int insparse_layer_build(struct insparse_layer *IL, const struct llama_layer *L, const int *use, int64_t n0,
+                         int64_t n1, size_t *bytes, char *err, size_t errlen);
+void insparse_layer_free(struct insparse_layer *IL);
 /* A sidecar's input sparsity (sidecar.h: thr [n_layers][4], use
- * [n_layers][7]) put into layers[0..n_layers): with attn, the attention
- * inputs' thresholds and q/k/v/o copies; with ffn, the FFN's thresholds and
- * gate/up/down copies for neurons [n0[l], n1[l]) (n0 NULL: 0; n1 NULL: the
- * layer's own count). *bytes (may be NULL) gets the copies' bytes. */
-int insparse_layers_apply(struct llama_layer *layers, int n_layers, const float *thr, const int32_t *use, int attn,
-                          int ffn, const int64_t *n0, const int64_t *n1, size_t *bytes, char *err, size_t errlen);
+ * [n_layers][7]) for layers[0..n_layers) put into ils[0..n_layers): with
+ * attn, the attention inputs' thresholds and q/k/v/o copies; with ffn, the
+ * FFN's thresholds and gate/up/down copies for neurons [n0[l], n1[l]) (n0
+ * NULL: 0; n1 NULL: the layer's own count). *bytes (may be NULL) gets the
+ * copies' bytes. */
+int insparse_layers_apply(struct insparse_layer *ils, const struct llama_layer *layers, int n_layers,
+                          const float *thr, const int32_t *use, int attn, int ffn, const int64_t *n0,
+                          const int64_t *n1, size_t *bytes, char *err, size_t errlen);
 /* The q4t copy of mat that the forward pass reads for neurons [n0, n1)
  * (ignored for attention) in a batch of n_tok rows, or NULL: none, one of
  * other neurons, or more rows than INSPARSE_Q4T_MAX_TOKENS (the dense
@@ -314,7 +339,29 @@ int insparse_layers_apply(struct llama_layer *layers, int n_layers, const float 
  * for bit, so the choice changes no result, and a copy is used whatever the
  * threshold (0 still skips a ReLU input's zeros). */
 #define INSPARSE_Q4T_MAX_TOKENS 1
-const struct insparse_q4t *insparse_layer_q4t(const struct llama_layer *L, int mat, int64_t n0, int64_t n1,
+const struct insparse_q4t *insparse_layer_q4t(const struct insparse_layer *IL, int mat, int64_t n0, int64_t n1,
                                               int n_tok);
+
+/* ---- input sparsity in a pass ----
+ *
+ * A model's layers as one process applies them, and what the pass's taps
+ * need. */
+struct insparse_model {
+    int n_layers;
+    struct insparse_layer *layers; /* [n_layers], zeroed by create: thresholds 0, no copies */
+    void *scratch;                 /* the q4t products', grown on demand */
+    size_t scratch_bytes;
+    /* input rows of the q4t products: read (a nonzero quantised input), and
+     * all, summed over tokens and matrices, weighted by each row's bytes */
+    uint64_t read_bytes, dense_bytes;
+};
+int insparse_model_create(struct insparse_model *im, int n_layers, char *err, size_t errlen);
+/* Frees the layers' copies too. */
+void insparse_model_free(struct insparse_model *im);
+/* The taps a pass installs (model.h, struct layer_taps) for im: each input
+ * masked by its layer's thresholds (and recorded by its probe); the products
+ * of the matrices with a q4t copy (insparse_layer_q4t) through it, counted
+ * in read_bytes and dense_bytes. */
+struct layer_taps insparse_taps(struct insparse_model *im);
 
 #endif

@@ -8,7 +8,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "insparse.h"
 #include "quant.h"
 #include "types.h"
 
@@ -325,7 +324,6 @@ void model_free(struct llama_model *m) {
             struct llama_layer *L = &m->layers[l];
             struct weight *all[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
             for (int k = 0; k < 7; k++) weight_repack_free(all[k]);
-            insparse_layer_free(L);
             free(L->attn_norm);
             free(L->ffn_norm);
             free(L->bq);
@@ -352,4 +350,30 @@ size_t model_weight_bytes(const struct llama_model *m) {
                  model_weight_size(&L->w_down);
     }
     return total;
+}
+
+struct matmul_out weight_out(const struct weight *w, int64_t r0, int64_t r1, int64_t c0, int64_t n_in, float *y) {
+    struct matmul_out o = {.w = (const char *)w->data + hearth_row_size(w->type, c0),
+                           .wt = (enum hearth_type)w->type,
+                           .w_stride = hearth_row_size(w->type, w->n_in),
+                           .n_out = w->n_out,
+                           .r0 = r0,
+                           .r1 = r1,
+                           .y = y};
+    if (w->x8 && r0 >= w->x8_r0 && (r0 - w->x8_r0) % 8 == 0 && r0 < w->x8_r1 && c0 >= w->x8_c0 &&
+        c0 + n_in <= w->x8_c1) {
+        const int64_t end = r1 < w->x8_r1 ? r1 : w->x8_r1;
+        const size_t blk = hearth_row_size(w->type, c0 - w->x8_c0);
+        o.w8 = (const char *)w->x8 + (size_t)((r0 - w->x8_r0) / 8) * w->x8_stride + 8 * blk;
+        o.w8_stride = w->x8_stride;
+        o.n8 = (end - r0) / 8 * 8;
+    }
+    return o;
+}
+
+int weight_matmul(struct tpool *tp, const struct weight *w, const float *x, int n, float *y,
+                  struct matmul_scratch *ms, char *err, size_t errlen) {
+    const struct matmul_in in = {x, NULL, NULL};
+    const struct matmul_out o = weight_out(w, 0, w->n_out, 0, w->n_in, y);
+    return matmul_fused(tp, &in, w->n_in, n, &o, 1, ms, err, errlen);
 }

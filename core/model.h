@@ -15,13 +15,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ffn_sum.h" /* enum ffn_act */
 #include "gguf.h"
-
-enum ffn_act {
-    FFN_ACT_SILU = 0, /* SwiGLU: down(silu(gate x) * up x) */
-    FFN_ACT_RELU = 1, /* ReLU-gated: down(relu(gate x) * up x); ReluLLaMA, ProSparse */
-    FFN_ACT_GELU = 2, /* GeGLU */
-};
+#include "matmul.h"
+#include "tpool.h"
 
 enum rope_mode {
     ROPE_NORMAL = 0, /* rotate adjacent pairs (x[2i], x[2i+1]): llama.cpp "normal" */
@@ -61,9 +58,48 @@ struct weight {
     size_t x8_stride;
 };
 
-struct insparse_probe; /* core/insparse.h */
-struct insparse_q4t;
-#define LLAMA_IN_MATS 7 /* enum insparse_matrix */
+/* A layer's matrices, and the inputs they read (sites): q, k and v the
+ * attention input, o the attention output, gate and up the FFN input, down
+ * the FFN's hidden h. Input sparsity and profiling name them so
+ * (struct layer_taps). */
+enum llama_mat {
+    LLAMA_MAT_Q = 0, LLAMA_MAT_K, LLAMA_MAT_V, LLAMA_MAT_O, LLAMA_MAT_GATE, LLAMA_MAT_UP, LLAMA_MAT_DOWN,
+    LLAMA_N_MATS,
+};
+enum llama_site {
+    LLAMA_SITE_QKV = 0, LLAMA_SITE_O, LLAMA_SITE_GU, LLAMA_SITE_DOWN,
+    LLAMA_N_SITES,
+};
+
+/* Extension points of a layer's matrix products (the attention's, forward.h,
+ * and the FFN's, ffn.h), installed by what applies input sparsity (insparse.h)
+ * or profiles (hearth profile); the installer owns ctx. A NULL member does
+ * nothing, so a zeroed struct is the plain dense pass: the pass stays the
+ * model, and what a tap does is its own concern. */
+struct layer_taps {
+    void *ctx;
+    /* Each matrix input before its products, in place: x [count], entry k
+     * being column (col0 + k) % width of the site's input (width: the
+     * matrices' n_in). May zero entries (input sparsity) or record them
+     * (calibration). The down input comes in pieces from pool threads: it
+     * must be thread-safe. */
+    void (*input)(void *ctx, int l, int site, float *x, int64_t count, int64_t col0, int64_t width);
+    /* Whether product computes matrix mat of layer l for neurons [n0, n1)
+     * (ignored for attention's matrices) in a batch of n rows: 1, or 0 for
+     * the dense kernels. */
+    int (*owns)(void *ctx, int l, int mat, int64_t n0, int64_t n1, int n);
+    /* That product, the dense one's result: x_t at x + t * ldx; y_t = W x_t
+     * at y + t * ldy, or with acc (y NULL) acc[t * ldy + r] += the fixed-point
+     * sum of each `group` inputs' product on its own (the FFN's down). 0, or
+     * negative with err filled. */
+    int (*product)(void *ctx, int l, int mat, int64_t n0, int64_t n1, const float *x, int64_t ldx, int n, float *y,
+                   int64_t *acc, int64_t ldy, int64_t group, struct tpool *tp, char *err, size_t errlen);
+    /* After the FFN's gate and up products of neurons [n0, n1): xn [n, dim]
+     * its input, gate and up [n rows of ld] with columns [n0, n1) written
+     * (gate unwritten when ungated). */
+    void (*ffn_hidden)(void *ctx, int l, const float *xn, const float *gate, const float *up, int n, int64_t ld,
+                       int64_t n0, int64_t n1);
+};
 
 struct llama_layer {
     float *attn_norm;           /* [dim] */
@@ -74,24 +110,6 @@ struct llama_layer {
     struct weight w_gate;       /* dim -> hidden_dim; data NULL when not gated */
     struct weight w_up;         /* dim -> hidden_dim */
     struct weight w_down;       /* hidden_dim -> dim */
-    /* Input sparsity (core/insparse.h), one threshold per matrix input
-     * (enum insparse_site: attention's q/k/v, o, the FFN's gate/up, down):
-     * entries with score <= in_thr[site] are zeroed before the product,
-     * score_i = |x_i| (TEAL) or, where in_norm[site] is set, |x_i| times
-     * in_norm[site][i] (WINA: the norm of the site's weight columns i). 0,
-     * the loaded model's value, zeroes only zeros: it changes nothing.
-     * in_probe (NULL: none) records the scores, for calibration and
-     * measurement. The caller owns in_norm and in_probe. */
-    float in_thr[4];
-    const float *in_norm[4];
-    struct insparse_probe *in_probe;
-    /* The matrices whose masked input pays to skip, stored input-major
-     * (insparse.h, q4t; enum insparse_matrix: q, k, v, o, gate, up, down),
-     * which the forward pass then reads instead of the dense kernels; NULL:
-     * dense. The FFN's copies cover neurons [in_n0, in_n1). Owned here
-     * (insparse_layer_build/free; model_free frees them). */
-    struct insparse_q4t *in_q4t[LLAMA_IN_MATS];
-    int64_t in_n0, in_n1;
 };
 
 struct llama_model {
@@ -136,6 +154,16 @@ int model_repack_all(struct llama_model *m, int ffn, size_t *bytes, char *err, s
  * *bytes: e.g. a CPU worker's NUMA-local copy of its shard (drop_source 0). */
 int model_repack_layer(struct llama_layer *L, int attn, int64_t n0, int64_t n1, int drop_source, size_t *bytes,
                        char *err, size_t errlen);
+
+/* The product of rows [r0, r1) and columns [c0, c0 + n_in) of w, for
+ * matmul_fused (matmul.h), into y (or, with y NULL, for the caller to point
+ * at an accumulator): the rows the repacked copy covers (x8) run the 8-row
+ * kernel. */
+struct matmul_out weight_out(const struct weight *w, int64_t r0, int64_t r1, int64_t c0, int64_t n_in, float *y);
+/* y [n, w->n_out] = W x for a whole weight through the pass's dense kernels
+ * (its 8-row copy where there is one): e.g. to time them. */
+int weight_matmul(struct tpool *tp, const struct weight *w, const float *x, int n, float *y,
+                  struct matmul_scratch *ms, char *err, size_t errlen);
 
 /* Bytes of one weight matrix (0 when absent, e.g. an ungated FFN's gate). */
 size_t model_weight_size(const struct weight *w);

@@ -10,21 +10,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "forward.h"
+#include "ffn_sum.h"
 #include "fp16.h"
 
 #if defined(HEARTH_HAVE_AVX2_BUILD)
 void sparse_down_q8_0_avx2(float *y, const block_q8_0 *rows, int64_t row_blocks, const int32_t *idx, const float *h,
                            int cnt, int64_t b0, int64_t b1);
-void sparse_acc_add_fixed_avx2(int64_t *acc, const float *y, size_t count);
 #endif
 
 /* Bytes of quantized activations per 32 elements, bounding every
  * vec_dot_type (Q8_0 34, Q8_1 36, Q8_K 292 per 256 = 36.5). */
 #define SPARSE_XQ_BYTES_PER_32 40
-
-/* The same function as forward.c's ffn_act (static there): h must be
- * bit-identical to the dense pass's for the same g and u. */
 
 void sparse_down_q8_0_ref(float *y, const block_q8_0 *rows, int64_t row_blocks, const int32_t *idx, const float *h,
                           int cnt, int64_t b0, int64_t b1) {
@@ -40,19 +36,14 @@ void sparse_down_q8_0_ref(float *y, const block_q8_0 *rows, int64_t row_blocks, 
     }
 }
 
-typedef void (*acc_add_fn)(int64_t *acc, const float *y, size_t count);
-
 static sparse_down_fn g_down;
-static acc_add_fn g_acc_add;
 static pthread_once_t g_down_once = PTHREAD_ONCE_INIT;
 
 static void down_init(void) {
     g_down = sparse_down_q8_0_ref;
-    g_acc_add = ffn_acc_add_fixed; /* the definition */
 #if defined(HEARTH_HAVE_AVX2_BUILD)
     if (quant_have_avx2()) { /* the CPU check and HEARTH_NO_SIMD rule of the quant kernels */
         g_down = sparse_down_q8_0_avx2;
-        g_acc_add = sparse_acc_add_fixed_avx2;
     }
 #endif
 }
@@ -65,11 +56,6 @@ static sparse_down_fn down_kernel(void) {
 void sparse_down_q8_0(float *y, const block_q8_0 *rows, int64_t row_blocks, const int32_t *idx, const float *h,
                       int cnt, int64_t b0, int64_t b1) {
     down_kernel()(y, rows, row_blocks, idx, h, cnt, b0, b1);
-}
-
-void sparse_acc_add_fixed(int64_t *acc, const float *y, size_t count) {
-    pthread_once(&g_down_once, down_init);
-    g_acc_add(acc, y, count);
 }
 
 size_t sparse_down_row_bytes(const struct sparse_ffn *sf) {
@@ -254,7 +240,7 @@ struct sparse_task {
     int64_t g_stride; /* nfired entries per token */
     int64_t n_groups; /* groups of the slice */
     sparse_down_fn down;
-    acc_add_fn acc_add;
+    void (*acc_add)(int64_t *acc, const float *y, size_t count);
     atomic_llong next;
     atomic_llong evaluated, fired;
 };
@@ -387,7 +373,7 @@ int sparse_ffn_run(const struct sparse_ffn *sf, const float *xn, int n_tok, cons
     t.n_groups = groups_of(sf->n);
     t.y = ss->y;
     t.down = down_kernel();
-    t.acc_add = g_acc_add; /* set by down_kernel's once */
+    t.acc_add = ffn_acc_add_fixed_fast;
     atomic_init(&t.evaluated, 0);
     atomic_init(&t.fired, 0);
 

@@ -16,7 +16,7 @@
  * The result is defined exactly, so that any split of the positions among
  * processes and threads, and any batching of tokens, gives bit-identical
  * layer outputs (the sum is in int64 fixed point, see FFN_GROUP in
- * forward.h; here the groups are SPARSE_GROUP positions):
+ * ffn_sum.h; here the groups are SPARSE_GROUP positions):
  *
  *   per token t:
  *     xq = the token's activations quantized to the gate/up vec_dot_type by
@@ -26,7 +26,7 @@
  *                (CATS); only then u = vec_dot(up row ids[j], xq), h = act(g) * u
  *       ungated: u = vec_dot(up row ids[j], xq), h = act(u); fired iff |h| * scale_j > threshold
  *       (dots bit-identical to what matmul gives for those rows; act is
- *       forward.h's ffn_activation)
+ *       ffn_sum.h's ffn_activation)
  *     for each group G (global positions [32G, 32G + 32)) with a fired neuron:
  *       y[i] = 0; for fired j of G in ascending j:
  *           y[i] = fmaf(h_j * d_{j,b}, q_{j,i}, y[i])     (b = i / 32)
@@ -47,6 +47,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ffn_sum.h"
 #include "model.h"
 #include "quant.h"
 #include "tpool.h"
@@ -121,8 +122,5 @@ void sparse_down_q8_0_ref(float *y, const block_q8_0 *rows, int64_t row_blocks, 
                           int cnt, int64_t b0, int64_t b1);
 void sparse_down_q8_0(float *y, const block_q8_0 *rows, int64_t row_blocks, const int32_t *idx, const float *h,
                       int cnt, int64_t b0, int64_t b1);
-/* ffn_acc_add_fixed (forward.h), by a bit-identical AVX2 version where
- * present (HEARTH_NO_SIMD=1: forward.c's own). */
-void sparse_acc_add_fixed(int64_t *acc, const float *y, size_t count);
 
 #endif

@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "forward.h"
+#include "ffn.h"
 #include "hotcold.h"
 #include "insparse.h"
 #include "ipc.h"
@@ -29,7 +29,7 @@
 
 /* A NUMA-local copy of this worker's neurons of one layer: gate and up rows
  * [n0, n1), and the matching columns of down, as a layer of hidden size
- * n1 - n0 (core/forward.h, ffn_partial_layer). */
+ * n1 - n0 (core/ffn.h, ffn_partial_layer). */
 struct local_layer {
     struct llama_layer L;
     void *buf;
@@ -44,6 +44,10 @@ struct cpu_worker {
     struct sidecar sc;         /* Assign.sidecar_path: the sparse FFN of the plan */
     struct hotcold hc;
     int sparse;
+    /* the sidecar's input sparsity without a plan: the shard's masks and
+     * input-major copies (of the local copy where there is one) */
+    struct insparse_model ins;
+    struct layer_taps taps; /* zeroed: none */
     struct tpool *tp;
     struct ffn_scratch fs;
     int64_t *n0, *n1; /* [n_layers] this worker's neurons of each layer */
@@ -129,7 +133,6 @@ static void free_local_copy(struct cpu_worker *c) {
             weight_repack_free(&L->w_gate);
             weight_repack_free(&L->w_up);
             weight_repack_free(&L->w_down);
-            insparse_layer_free(L);
             if (c->local[l].buf) topo_free_on_node(c->topo, c->local[l].buf, c->local[l].bytes);
         }
     free(c->local);
@@ -142,20 +145,21 @@ static void free_local_copy(struct cpu_worker *c) {
 static int apply_insparse(struct cpu_worker *c, char *err, size_t errlen) {
     const int nl = c->model.cfg.n_layers;
     size_t bytes = 0;
-    int rc = 0;
-    if (!c->local) {
-        rc = insparse_layers_apply(c->model.layers, nl, c->sc.in_thr, c->sc.in_use, 0, 1, c->n0, c->n1, &bytes, err,
-                                   errlen);
-    } else { /* each local layer is the shard alone: neurons [0, width) */
+    int rc = insparse_model_create(&c->ins, nl, err, errlen);
+    if (rc == 0 && !c->local) {
+        rc = insparse_layers_apply(c->ins.layers, c->model.layers, nl, c->sc.in_thr, c->sc.in_use, 0, 1, c->n0, c->n1,
+                                   &bytes, err, errlen);
+    } else if (rc == 0) { /* each local layer is the shard alone: neurons [0, width) */
         for (int l = 0; l < nl && rc == 0; l++) {
             const int64_t width = c->n1[l] - c->n0[l];
             size_t lb = 0;
-            rc = insparse_layers_apply(&c->local[l].L, 1, c->sc.in_thr + (size_t)l * SIDECAR_IN_SITES,
+            rc = insparse_layers_apply(&c->ins.layers[l], &c->local[l].L, 1, c->sc.in_thr + (size_t)l * SIDECAR_IN_SITES,
                                        c->sc.in_use + (size_t)l * SIDECAR_IN_MATS, 0, 1, NULL, &width, &lb, err,
                                        errlen);
             bytes += lb;
         }
     }
+    if (rc == 0) c->taps = insparse_taps(&c->ins);
     if (rc == 0) log_info("input sparsity: %.1f MiB of input-major shard weights", (double)bytes / (1 << 20));
     return rc;
 }
@@ -250,10 +254,10 @@ static int serve(struct cpu_worker *c, const void *msg, uint32_t len, char *err,
     const int l = (int)h.layer;
     const struct hotcold_stats before = c->hc.stats;
     int rc = c->sparse ? hotcold_ffn(&c->hc, l, xn, (int)h.n_tokens, acc, c->tp, err, errlen)
-             : c->local ? ffn_partial_layer(cfg, &c->local[l].L, xn, (int)h.n_tokens, 0, c->n1[l] - c->n0[l], acc,
-                                          &c->fs, c->tp, err, errlen)
-                      : ffn_partial(&c->model, l, xn, (int)h.n_tokens, c->n0[l], c->n1[l], acc, &c->fs, c->tp, err,
-                                    errlen);
+             : c->local ? ffn_partial_layer(cfg, &c->local[l].L, l, xn, (int)h.n_tokens, 0, c->n1[l] - c->n0[l], acc,
+                                          &c->fs, &c->taps, c->tp, err, errlen)
+                      : ffn_partial_layer(cfg, &c->model.layers[l], l, xn, (int)h.n_tokens, c->n0[l], c->n1[l], acc,
+                                          &c->fs, &c->taps, c->tp, err, errlen);
     if (rc != 0)
         return -1;
     if (c->sparse) {
@@ -298,6 +302,7 @@ int main(int argc, char **argv) {
     doorbell_close(&c.out_bell);
     ffn_scratch_free(&c.fs);
     if (c.sparse) hotcold_destroy(&c.hc);
+    if (c.ins.layers) insparse_model_free(&c.ins);
     if (c.sc.layers) sidecar_free(&c.sc);
     if (c.tp) tpool_destroy(c.tp);
     free_local_copy(&c);

@@ -50,10 +50,13 @@ int backend_host_create(struct gpu_backend *b, const struct llama_model *m, int 
 struct kv_config;
 int backend_host_set_kv(struct gpu_backend *b, const struct kv_config *cfg, char *err, size_t errlen);
 
-/* Makes the host backend's ffn_hot compute the sparse FFN of a sidecar plan
- * (core/hotcold.h, built for the worker's hot positions; the caller keeps it). */
-struct hotcold;
-void backend_host_set_hotcold(struct gpu_backend *b, struct hotcold *hc);
+/* What the host backend's pass installs (core/forward.h): an FFN that its
+ * ffn_hot computes instead of the dense one (the sparse FFN of a sidecar
+ * plan, core/hotcold.h, built for the worker's hot positions), and the taps
+ * of its matrix products (input sparsity, core/insparse.h). The caller keeps
+ * what they point to. Other backends ignore both. */
+void backend_host_set_ffn(struct gpu_backend *b, forward_ffn_fn ffn, void *ctx);
+void backend_host_set_taps(struct gpu_backend *b, const struct layer_taps *taps);
 
 /* Host bytes of the host backend's cold KV stores (0 for other backends). */
 uint64_t backend_host_kv_cold_bytes(struct gpu_backend *b);

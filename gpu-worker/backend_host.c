@@ -7,7 +7,6 @@
 
 #include "backend.h"
 #include "forward.h"
-#include "hotcold.h"
 
 struct host {
     struct llama_state st; /* st.acc: the layer's FFN accumulator */
@@ -52,10 +51,7 @@ static void host_add_partial(struct gpu_backend *b, int n, const int64_t *acc) {
 }
 
 static int host_ffn_hot(struct gpu_backend *b, int layer, int n, int64_t n0, int64_t n1, char *err, size_t errlen) {
-    struct host *h = H(b);
-    memset(h->st.acc, 0, (size_t)n * h->st.m->cfg.dim * sizeof *h->st.acc);
-    if (h->st.hc) return hotcold_ffn(h->st.hc, layer, h->st.xb, n, h->st.acc, h->st.tp, err, errlen);
-    return ffn_partial(h->st.m, layer, h->st.xb, n, n0, n1, h->st.acc, &h->st.fs, h->st.tp, err, errlen);
+    return forward_ffn(&H(b)->st, layer, n, n0, n1, err, errlen);
 }
 
 static void host_ffn_finish(struct gpu_backend *b, int n) {
@@ -119,6 +115,12 @@ struct tpool *backend_host_pool(struct gpu_backend *b) {
     return b->impl && b->begin == host_begin ? H(b)->st.tp : NULL;
 }
 
-void backend_host_set_hotcold(struct gpu_backend *b, struct hotcold *hc) {
-    if (strcmp(b->name, "host") == 0) H(b)->st.hc = hc;
+void backend_host_set_ffn(struct gpu_backend *b, forward_ffn_fn ffn, void *ctx) {
+    if (b->begin != host_begin) return;
+    H(b)->st.ffn = ffn;
+    H(b)->st.ffn_ctx = ctx;
+}
+
+void backend_host_set_taps(struct gpu_backend *b, const struct layer_taps *taps) {
+    if (b->begin == host_begin) H(b)->st.taps = *taps;
 }

@@ -43,6 +43,7 @@ struct gpu_worker {
     struct seq_span *spans; /* [max_batch] the step's, from its Span messages */
     struct sidecar sc; /* Assign.sidecar_path: hot positions of the plan */
     struct hotcold hc; /* host backend with a sidecar */
+    struct insparse_model ins; /* host backend with a sidecar's input sparsity */
     double step_weight_bytes, step_dense_bytes; /* FFN bytes of this step, all workers */
 };
 
@@ -130,14 +131,17 @@ static int setup(struct gpu_worker *g, char *err, size_t errlen) {
     }
     if (g->sc.in_thr && !is_cuda) { /* attention's inputs; the hot neurons' too without a plan */
         size_t bytes = 0;
-        if (insparse_layers_apply(g->model.layers, c->n_layers, g->sc.in_thr, g->sc.in_use, 1, !sparse, g->hot0,
-                                  g->hot1, &bytes, err, errlen) != 0)
+        if (insparse_model_create(&g->ins, c->n_layers, err, errlen) != 0 ||
+            insparse_layers_apply(g->ins.layers, g->model.layers, c->n_layers, g->sc.in_thr, g->sc.in_use, 1, !sparse,
+                                  g->hot0, g->hot1, &bytes, err, errlen) != 0)
             return -1;
+        const struct layer_taps taps = insparse_taps(&g->ins);
+        backend_host_set_taps(&g->be, &taps);
         log_info("input sparsity: %.1f MiB of input-major weights", (double)bytes / (1 << 20));
     }
     if (sparse && !is_cuda) {
         if (hotcold_create(&g->hc, &g->sc, &g->model, g->hot0, g->hot1, g->max_batch, err, errlen) != 0) return -1;
-        backend_host_set_hotcold(&g->be, &g->hc);
+        backend_host_set_ffn(&g->be, hotcold_ffn_cb, &g->hc);
     }
 #ifdef HEARTH_HAVE_CUDA
     for (int l = 0; is_cuda && l < c->n_layers; l++) { /* the hot neurons go to the device once */
@@ -344,6 +348,7 @@ int main(int argc, char **argv) {
     shm_region_close(&g.logits);
     if (g.be.destroy) g.be.destroy(&g.be);
     if (g.hc.hot) hotcold_destroy(&g.hc);
+    if (g.ins.layers) insparse_model_free(&g.ins);
     if (g.sc.layers) sidecar_free(&g.sc);
     free(g.hot0);
     free(g.hot1);

@@ -375,11 +375,11 @@ static void check_refusals(void) {
 
 /* 6. masks and probes */
 static void check_probe(void) {
-    struct llama_layer L;
+    struct insparse_layer L;
     memset(&L, 0, sizeof L);
     struct insparse_probe *p = xmalloc(sizeof *p);
     insparse_probe_reset(p);
-    L.in_probe = p;
+    L.probe = p;
     const int64_t n = 20000;
     float *x = xmalloc((size_t)n * sizeof(float)), *y = xmalloc((size_t)n * sizeof(float));
     double ss = 0;
@@ -414,7 +414,7 @@ static void check_probe(void) {
         const double e = insparse_probe_energy_below(p, INSPARSE_DOWN, t);
         CHECK(fabs(e - ss_below / ss) < 0.01 + 0.02 * (ss_below / ss), "sparsity %.2f: x^2 share %.4f, want %.4f",
               sps[k], e, ss_below / ss);
-        L.in_thr[INSPARSE_DOWN] = t;
+        L.thr[INSPARSE_DOWN] = t;
         memcpy(y, x, (size_t)n * sizeof(float));
         insparse_probe_reset(p);
         insparse_mask(&L, INSPARSE_DOWN, y, n, 0, n);
@@ -425,7 +425,7 @@ static void check_probe(void) {
               (unsigned long long)p->kept[INSPARSE_DOWN], (long long)(n - below));
         /* put the distribution back for the next share */
         insparse_probe_reset(p);
-        L.in_thr[INSPARSE_DOWN] = 0.0f;
+        L.thr[INSPARSE_DOWN] = 0.0f;
         memcpy(y, x, (size_t)n * sizeof(float));
         insparse_mask(&L, INSPARSE_DOWN, y, n, 0, n);
     }
@@ -435,8 +435,8 @@ static void check_probe(void) {
     const int64_t width = 200;
     float *norm = xmalloc((size_t)width * sizeof(float));
     for (int64_t i = 0; i < width; i++) norm[i] = 0.1f + 3.0f * rnd_unitf();
-    L.in_norm[INSPARSE_O] = norm;
-    L.in_thr[INSPARSE_O] = 1.0f;
+    L.norm[INSPARSE_O] = norm;
+    L.thr[INSPARSE_O] = 1.0f;
     memcpy(y, x, (size_t)n * sizeof(float));
     insparse_probe_reset(p);
     for (int64_t at = 0; at < n;) {
@@ -483,10 +483,13 @@ static int check_model(const char *path) {
     char err[256];
     struct llama_model m;
     struct llama_state s;
-    if (model_load(&m, path, err, sizeof err) || state_create(&s, &m, 64, 32, 2, err, sizeof err)) {
+    struct insparse_model ins;
+    if (model_load(&m, path, err, sizeof err) || state_create(&s, &m, 64, 32, 2, err, sizeof err) ||
+        insparse_model_create(&ins, m.cfg.n_layers, err, sizeof err)) {
         fprintf(stderr, "test_insparse: %s\n", err);
         return 2;
     }
+    s.taps = insparse_taps(&ins); /* thresholds 0, no probes: the dense model */
     const int n_tok = 32, nv = m.cfg.n_vocab, nl = m.cfg.n_layers;
     int32_t toks[32];
     for (int i = 0; i < n_tok; i++) toks[i] = (int32_t)rnd_range(0, nv - 1);
@@ -495,7 +498,7 @@ static int check_model(const char *path) {
     CHECK(forward(&s, toks, n_tok, 0, dense, 1, err, sizeof err) == 0, "forward: %s", err);
     for (int l = 0; l < nl; l++) {
         insparse_probe_reset(&pr[l]);
-        m.layers[l].in_probe = &pr[l];
+        ins.layers[l].probe = &pr[l];
     }
     CHECK(forward(&s, toks, n_tok, 0, got, 1, err, sizeof err) == 0, "forward: %s", err);
     CHECK(memcmp(dense, got, (size_t)n_tok * nv * sizeof(float)) == 0, "probes with thresholds 0 changed the logits");
@@ -530,7 +533,7 @@ static int check_model(const char *path) {
     memcpy(calib, pr, (size_t)nl * sizeof *calib);
     for (int l = 0; l < nl; l++)
         for (int site = 0; site < INSPARSE_N_SITES; site++) {
-            m.layers[l].in_thr[site] = insparse_probe_threshold(&calib[l], site, 0.3);
+            ins.layers[l].thr[site] = insparse_probe_threshold(&calib[l], site, 0.3);
             insparse_probe_reset(&pr[l]);
         }
     CHECK(forward(&s, toks, n_tok, 0, got, 1, err, sizeof err) == 0, "forward: %s", err);
@@ -549,12 +552,12 @@ static int check_model(const char *path) {
     {
         const int use[INSPARSE_N_MATS] = {1, 1, 1, 1, 1, 1, 1};
         for (int l = 0; l < nl; l++)
-            CHECK(insparse_layer_build(&m.layers[l], use, 0, m.cfg.hidden_dim, NULL, err, sizeof err) == 0,
+            CHECK(insparse_layer_build(&ins.layers[l], &m.layers[l], use, 0, m.cfg.hidden_dim, NULL, err, sizeof err) == 0,
                   "layer %d: %s", l, err);
         /* token by token (the copies serve single-row steps, decode): the
          * batch's logits, row by row */
         float *q4 = xmalloc((size_t)n_tok * nv * sizeof(float));
-        s.fs.in_read_bytes = s.fs.in_dense_bytes = 0;
+        ins.read_bytes = ins.dense_bytes = 0;
         for (int t = 0; t < n_tok; t++)
             CHECK(forward(&s, toks + t, 1, t, q4 + (size_t)t * nv, 0, err, sizeof err) == 0, "forward (q4t): %s",
                   err);
@@ -574,8 +577,8 @@ static int check_model(const char *path) {
             CHECK(same_top >= n_tok * 3 / 4, "scalar kernels: the input-major copies agree on %d of %d top tokens",
                   same_top, n_tok);
         }
-        const double share = s.fs.in_dense_bytes ? (double)s.fs.in_read_bytes / (double)s.fs.in_dense_bytes : 1.0;
-        CHECK(s.fs.in_dense_bytes > 0 && share < 0.8, "the input-major copies read %.1f%% of their rows",
+        const double share = ins.dense_bytes ? (double)ins.read_bytes / (double)ins.dense_bytes : 1.0;
+        CHECK(ins.dense_bytes > 0 && share < 0.8, "the input-major copies read %.1f%% of their rows",
               100.0 * share);
         printf("  model: every matrix input-major: the same logits, %.1f%% of the rows read\n", 100.0 * share);
         free(q4);
@@ -585,6 +588,7 @@ static int check_model(const char *path) {
     free(dense);
     free(got);
     state_free(&s);
+    insparse_model_free(&ins);
     model_free(&m);
     return 0;
 }

@@ -379,7 +379,7 @@ static void check_case(const struct tcase *tc, struct tpool **pools) {
             memset(acc2, 0, (size_t)N_TOK * dim * sizeof *acc2);
             struct sparse_stats st = {0, 0};
             if (ffn_scratch_create(&fs, &m, N_TOK, err, sizeof err) != 0 ||
-                ffn_partial_layer(&tl.c, &tl.L, x, N_TOK, 0, hidden, acc2, &fs, pools[1], err, sizeof err) != 0) {
+                ffn_partial_layer(&tl.c, &tl.L, 0, x, N_TOK, 0, hidden, acc2, &fs, NULL, pools[1], err, sizeof err) != 0) {
                 CHECK(0, "%s: dense: %s", tc->name, err);
             } else if (run(&sf, x, N_TOK, NULL, acc, &st, &ss, pools[1], tc->name) == 0) {
                 /* bounds: down re-quantized to Q8_0 (sparse), h quantized to
@@ -557,7 +557,7 @@ static void check_acc_add(void) {
         }
         const size_t count = rep % 2 ? N : (size_t)(rnd64() % N);
         ffn_acc_add_fixed(a1, y, count);
-        sparse_acc_add_fixed(a2, y, count);
+        ffn_acc_add_fixed_fast(a2, y, count);
         diffs += memcmp(a1, a2, sizeof a1) != 0;
     }
     CHECK(diffs == 0, "fixed-point add (%s) differs from ffn_acc_add_fixed in %d of 200 cases",

@@ -103,7 +103,7 @@ int main(int argc, char **argv) {
     for (int r = -reps / 10 - 1; r < reps; r++) {
         memset(acc, 0, (size_t)dim * sizeof *acc);
         const double t0 = now_us();
-        if (ffn_partial_layer(c, L, xn, 1, 0, hidden, acc, &fs, tp, err, sizeof err) != 0) {
+        if (ffn_partial_layer(c, L, layer, xn, 1, 0, hidden, acc, &fs, NULL, tp, err, sizeof err) != 0) {
             fprintf(stderr, "bench_sparse: dense: %s\n", err);
             return 1;
         }

@@ -12,7 +12,7 @@
  * tokens, BOS first if the model uses one, the second half of each scored.
  * Score: teal masks |x_i|, wina |x_i| times the norm of the site's weight
  * columns i (q, k, v together; gate and up together), as the forward pass's
- * masks define them (model.h, llama_layer.in_thr). Allocation of a target S:
+ * masks define them (insparse.h, insparse_layer.thr). Allocation of a target S:
  *   uniform  every (layer, site) zeroes the S-quantile of its calibration |x|;
  *   scap     down's input at 1.5 S (SCAP: it tolerates more), the other
  *            inputs at the one sparsity that makes the skipped bytes S;
@@ -45,6 +45,7 @@ struct run {
     struct llama_state s;
     int n_ctx, batch;
     struct insparse_probe *probes; /* [n_layers] */
+    struct insparse_model ins;     /* the pass's taps: thresholds, probes, norms */
     double site_bytes[INSPARSE_N_SITES]; /* dense weight bytes per token, all layers */
     double *lsite_bytes;                  /* [n_layers][sites] */
 };
@@ -129,7 +130,7 @@ static void allocate_scap(const struct run *r, double target, double *sp) {
 static void set_thresholds(struct run *r, const struct insparse_probe *calib, const double *sp) {
     for (int l = 0; l < r->m.cfg.n_layers; l++)
         for (int s = 0; s < INSPARSE_N_SITES; s++)
-            r->m.layers[l].in_thr[s] = insparse_probe_threshold(&calib[l], s, sp[l * INSPARSE_N_SITES + s]);
+            r->ins.layers[l].thr[s] = insparse_probe_threshold(&calib[l], s, sp[l * INSPARSE_N_SITES + s]);
 }
 
 static double measure(struct run *r, const char *label, int32_t *eval, size_t n_eval, int chunks, float *logits,
@@ -201,10 +202,12 @@ int main(int argc, char **argv) {
     r.batch = 64;
     if (model_load(&r.m, model, err, sizeof err) || !(r.tok = tokenizer_load(r.m.gguf, err, sizeof err)) ||
         model_repack_all(&r.m, 1, NULL, err, sizeof err) ||
-        state_create(&r.s, &r.m, n_ctx, r.batch, threads, err, sizeof err)) {
+        state_create(&r.s, &r.m, n_ctx, r.batch, threads, err, sizeof err) ||
+        insparse_model_create(&r.ins, r.m.cfg.n_layers, err, sizeof err)) {
         fprintf(stderr, "insparse_curve: %s\n", err);
         return 1;
     }
+    r.s.taps = insparse_taps(&r.ins);
     const int nl = r.m.cfg.n_layers;
     r.probes = xmalloc((size_t)nl * sizeof *r.probes);
     struct insparse_probe *calib = xmalloc((size_t)nl * sizeof *calib);
@@ -221,7 +224,7 @@ int main(int argc, char **argv) {
             r.site_bytes[s] += b[s];
         }
         insparse_probe_reset(&r.probes[l]);
-        r.m.layers[l].in_probe = &r.probes[l];
+        r.ins.layers[l].probe = &r.probes[l];
     }
     float *norms = NULL;
     if (!strcmp(score, "wina")) {
@@ -234,7 +237,7 @@ int main(int argc, char **argv) {
                     fprintf(stderr, "insparse_curve: %s\n", err);
                     return 1;
                 }
-                r.m.layers[l].in_norm[s] = at;
+                r.ins.layers[l].norm[s] = at;
                 at += s == INSPARSE_QKV || s == INSPARSE_GU ? r.m.cfg.dim
                       : s == INSPARSE_O                    ? r.m.cfg.n_heads * r.m.cfg.head_dim
                                                            : r.m.cfg.hidden_dim;
@@ -291,6 +294,7 @@ int main(int argc, char **argv) {
     free(r.probes);
     free(r.lsite_bytes);
     state_free(&r.s);
+    insparse_model_free(&r.ins);
     tokenizer_free(r.tok);
     model_free(&r.m);
     return 0;
