@@ -27,12 +27,14 @@ void ffn_scratch_free(struct ffn_scratch *fs) {
     memset(fs, 0, sizeof *fs);
 }
 
-int64_t ffn_neuron_align(const struct llama_model *m) {
-    /* a neuron is a row of gate/up and a column of down: a shard must be
-     * whole groups (for the exact sum) and whole blocks of down's rows */
-    int64_t blck = hearth_type_blck(m->layers[0].w_down.type);
+/* a neuron is a row of gate/up and a column of down: a shard must be whole
+ * groups (for the exact sum) and whole blocks of down's rows */
+static int64_t down_align(const struct weight *down) {
+    const int64_t blck = hearth_type_blck(down->type);
     return blck > FFN_GROUP ? blck : FFN_GROUP;
 }
+
+int64_t ffn_neuron_align(const struct llama_model *m) { return down_align(&m->layers[0].w_down); }
 
 int ffn_partial(const struct llama_model *m, int l, const float *xn, int n, int64_t n0, int64_t n1, int64_t *acc,
                 struct ffn_scratch *fs, struct tpool *tp, char *err, size_t errlen) {
@@ -65,8 +67,7 @@ int ffn_partial_layer(const struct llama_config *c, const struct llama_layer *L,
                       int64_t n0, int64_t n1, int64_t *acc, struct ffn_scratch *fs, const struct layer_taps *taps,
                       struct tpool *tp, char *err, size_t errlen) {
     /* the layer's own neuron count: the model's, or a shard's local copy */
-    const int64_t hidden = L->w_up.n_out, blck = hearth_type_blck(L->w_down.type);
-    const int64_t align = blck > FFN_GROUP ? blck : FFN_GROUP;
+    const int64_t hidden = L->w_up.n_out, align = down_align(&L->w_down);
     if (n > fs->max_batch || hidden > c->hidden_dim || n0 < 0 || n1 > hidden || n0 > n1 || n0 % align ||
         (n1 % align && n1 != hidden)) {
         snprintf(err, errlen, "ffn: neurons [%lld, %lld) of %lld (aligned to %lld) for %d tokens are not computable",

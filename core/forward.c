@@ -212,7 +212,7 @@ static int mm(struct llama_state *s, float *y, const struct weight *w, const flo
     return weight_matmul(s->tp, w, x, n_tok, y, &s->ms, err, errlen);
 }
 
-/* The taps (ffn.h): a matrix input, before its products */
+/* The taps (model.h, struct layer_taps): a matrix input, before its products */
 static void tap_input(struct llama_state *s, int l, int site, float *x, int64_t count, int64_t width) {
     if (s->taps.input) s->taps.input(s->taps.ctx, l, site, x, count, 0, width);
 }

@@ -75,7 +75,7 @@ struct llama_state {
     struct ffn_scratch fs;
     /* What the caller installs (it owns what they point to); zeroed: the
      * dense model. ffn (with ffn_ctx) replaces the dense FFN; taps reach
-     * every matrix product of the pass (ffn.h: input sparsity, profiling). */
+     * every matrix product of the pass (model.h: input sparsity, profiling). */
     forward_ffn_fn ffn;
     void *ffn_ctx;
     struct layer_taps taps;
